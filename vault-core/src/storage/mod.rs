@@ -1,0 +1,193 @@
+//! The storage seam: what the vault needs from a storage engine, and nothing more.
+//!
+//! The vault stores only ciphertext, HMACs, ids and small counters, in a few named tables
+//! of byte keys and byte values. Engines implement [`Store`]: point reads, prefix scans and
+//! one atomic, durable write primitive, [`Store::commit`], which applies a [`Batch`] only if
+//! all its [`Check`]s still hold. Checks are how dedupe and read-modify-write stay correct
+//! under concurrency without in-memory locks, so the same logic holds when several
+//! daemons share one database engine.
+//!
+//! Contract for every engine: when `commit` returns `Ok`, the whole batch is durable (it
+//! survives `kill -9` and power loss as far as the OS and disk honour fsync); when it
+//! returns an error, none of it is visible.
+
+mod group_commit;
+pub mod sled_store;
+
+use async_trait::async_trait;
+
+pub use sled_store::SledStore;
+
+/// The tables of the vault. Names are stable: they are the sled tree names and the
+/// table names of other engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Store metadata: format version, bootstrap credential hash.
+    Meta,
+    /// Key epochs wrapped by the root key, by epoch number (u32 big-endian).
+    Keyring,
+    /// Subject data keys wrapped by a key epoch, by subject id.
+    SubjectKeys,
+    /// Sealed supporter records, by subject id.
+    Records,
+    /// Blind index of emails: HMAC -> subject id.
+    EmailIndex,
+    /// Blind index of phones: HMAC -> subject id.
+    PhoneIndex,
+}
+
+impl Table {
+    /// Every table, in a fixed order (engines may use the position as an index).
+    pub const ALL: [Table; 6] = [
+        Table::Meta,
+        Table::Keyring,
+        Table::SubjectKeys,
+        Table::Records,
+        Table::EmailIndex,
+        Table::PhoneIndex,
+    ];
+
+    /// The stable name of the table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Keyring => "keyring",
+            Table::SubjectKeys => "subject_keys",
+            Table::Records => "records",
+            Table::EmailIndex => "index_email",
+            Table::PhoneIndex => "index_phone",
+        }
+    }
+
+    /// Position in [`Table::ALL`].
+    pub fn position(self) -> usize {
+        self as usize
+    }
+}
+
+/// A precondition of a batch: the current value of `key` in `table` equals `expect`
+/// (`None`: the key is absent).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Table to read.
+    pub table: Table,
+    /// Key to read.
+    pub key: Vec<u8>,
+    /// The value the key must hold, or `None` for absent.
+    pub expect: Option<Vec<u8>>,
+}
+
+/// One write of a batch.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put {
+        /// Table written.
+        table: Table,
+        /// Key written.
+        key: Vec<u8>,
+        /// New value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` (no error when absent).
+    Delete {
+        /// Table written.
+        table: Table,
+        /// Key removed.
+        key: Vec<u8>,
+    },
+}
+
+/// An atomic unit of writes with its preconditions.
+#[derive(Clone, Default)]
+pub struct Batch {
+    /// Preconditions, all checked before any write.
+    pub checks: Vec<Check>,
+    /// Writes, applied in order.
+    pub ops: Vec<Op>,
+}
+
+// Batches hold ciphertext and HMACs only, but keep them out of logs anyway.
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("checks", &self.checks.len())
+            .field("ops", &self.ops.len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires `key` to hold `expect` (or be absent, with `None`).
+    pub fn check(&mut self, table: Table, key: &[u8], expect: Option<&[u8]>) -> &mut Self {
+        self.checks.push(Check {
+            table,
+            key: key.to_vec(),
+            expect: expect.map(<[u8]>::to_vec),
+        });
+        self
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Put {
+            table,
+            key: key.to_vec(),
+            value,
+        });
+        self
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, table: Table, key: &[u8]) -> &mut Self {
+        self.ops.push(Op::Delete {
+            table,
+            key: key.to_vec(),
+        });
+        self
+    }
+}
+
+/// Storage failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A [`Check`] of the batch did not hold: another writer changed the row first.
+    /// Nothing was written; re-read and retry.
+    #[error("a concurrent write changed table {0} first")]
+    Conflict(&'static str),
+    /// The engine failed (I/O error, corruption detected by the engine, ...).
+    #[error("{0}")]
+    Engine(String),
+    /// An earlier flush to disk failed; the store refuses further writes rather than
+    /// acknowledge writes it cannot make durable. Restart the daemon.
+    #[error("the store could not make writes durable ({0}) and stopped accepting writes")]
+    NotDurable(String),
+}
+
+/// What the vault needs from a storage engine. See the module documentation for the
+/// durability and atomicity contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The value of `key` in `table`.
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every pair of `table` whose key starts with `prefix`, in key order. For small
+    /// tables (the keyring); large ones get paged APIs when they need scanning.
+    async fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies `batch` atomically if all its checks hold; returns once it is durable.
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Returns once every write committed so far is durable.
+    async fn sync(&self) -> Result<(), StoreError>;
+}

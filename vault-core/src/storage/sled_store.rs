@@ -1,0 +1,201 @@
+//! The embedded engine: sled 0.34.7, one tree per [`Table`], in the data directory.
+//!
+//! Batches run as sled transactions over every tree, so checks and writes are atomic.
+//! Durability comes from group commit ([`super::group_commit`]): sled's own periodic
+//! flusher is turned off and a single thread of ours calls `flush`, so no two flushes
+//! ever run concurrently.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use super::group_commit::GroupCommit;
+use super::{Batch, Op, Store, StoreError, Table};
+
+/// Tuning for the embedded store.
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// Page cache size in bytes (sled's default is 1 GiB; ours is smaller so a national
+    /// file fits comfortably in a small machine's memory).
+    pub cache_capacity: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The sled-backed store.
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    group_commit: GroupCommit,
+}
+
+fn engine(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_capacity)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                StoreError::Engine(format!("cannot open the store in {}: {e}", dir.display()))
+            })?;
+        let trees = Table::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(engine)?;
+        let flush_db = db.clone();
+        let group_commit =
+            GroupCommit::start(move || flush_db.flush().map(|_| ()).map_err(|e| e.to_string()))
+                .map_err(engine)?;
+        Ok(Self {
+            db,
+            trees,
+            group_commit,
+        })
+    }
+
+    fn tree(&self, table: Table) -> &sled::Tree {
+        &self.trees[table.position()]
+    }
+
+    /// The underlying tree, for tests that tamper with stored bytes.
+    #[doc(hidden)]
+    pub fn raw_tree(&self, table: Table) -> sled::Tree {
+        self.tree(table).clone()
+    }
+
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        let result = self
+            .trees
+            .as_slice()
+            .transaction(|txs: &Vec<TransactionalTree>| {
+                for check in &batch.checks {
+                    let current = txs[check.table.position()].get(&check.key)?;
+                    if current.as_deref() != check.expect.as_deref() {
+                        return Err(ConflictableTransactionError::Abort(check.table));
+                    }
+                }
+                for op in &batch.ops {
+                    match op {
+                        Op::Put { table, key, value } => {
+                            txs[table.position()].insert(key.as_slice(), value.as_slice())?;
+                        }
+                        Op::Delete { table, key } => {
+                            txs[table.position()].remove(key.as_slice())?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(table)) => Err(StoreError::Conflict(table.name())),
+            Err(TransactionError::Storage(e)) => Err(engine(e)),
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Stop the flusher (it flushes what is pending) before sled closes.
+        self.group_commit.stop();
+        let _ = self.db.flush();
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree(table)
+            .get(key)
+            .map_err(engine)?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.tree(table)
+            .scan_prefix(prefix)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine))
+            .collect()
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if let Some(reason) = self.group_commit.failed() {
+            return Err(StoreError::NotDurable(reason));
+        }
+        self.apply(&batch)?;
+        self.group_commit.wait_durable().await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.group_commit.wait_durable().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> Result<(tempfile::TempDir, SledStore), StoreError> {
+        let dir = tempfile::tempdir().map_err(engine)?;
+        let store = SledStore::open(dir.path(), &SledOptions::default())?;
+        Ok((dir, store))
+    }
+
+    #[tokio::test]
+    async fn commit_checks_and_writes_atomically() -> Result<(), StoreError> {
+        let (_dir, store) = open_temp()?;
+        let mut b = Batch::new();
+        b.check(Table::EmailIndex, b"h", None)
+            .put(Table::EmailIndex, b"h", b"a".to_vec())
+            .put(Table::Records, b"a", b"rec".to_vec());
+        store.commit(b.clone()).await?;
+        assert_eq!(
+            store.get(Table::Records, b"a").await?,
+            Some(b"rec".to_vec())
+        );
+        // Same batch again: the check fails, and the other write is not applied either.
+        let mut again = b;
+        again.put(Table::Records, b"b", b"other".to_vec());
+        assert_eq!(
+            store.commit(again).await,
+            Err(StoreError::Conflict("index_email"))
+        );
+        assert_eq!(store.get(Table::Records, b"b").await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_committed_data() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(engine)?;
+        {
+            let store = SledStore::open(dir.path(), &SledOptions::default())?;
+            let mut b = Batch::new();
+            b.put(Table::Meta, b"k", b"v".to_vec());
+            store.commit(b).await?;
+        }
+        let store = SledStore::open(dir.path(), &SledOptions::default())?;
+        assert_eq!(store.get(Table::Meta, b"k").await?, Some(b"v".to_vec()));
+        assert_eq!(store.scan_prefix(Table::Meta, b"").await?.len(), 1);
+        Ok(())
+    }
+}

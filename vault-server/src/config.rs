@@ -1,0 +1,234 @@
+//! Daemon configuration: flags, environment, TOML file, defaults, in that order of
+//! precedence.
+//!
+//! Zero configuration works: data in `./vault-data`, listening on `127.0.0.1:50051`,
+//! plaintext on loopback. The TOML file holds what flags do not (store tuning, and later
+//! TLS, purposes, retention, limits); unknown keys are an error so a typo never silently
+//! leaves a setting at its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./vault-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Name of the bootstrap admin token file inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Command-line flags of `vault-server` (each also readable from its environment variable).
+#[derive(Debug, Parser)]
+#[command(
+    name = "vault-server",
+    version,
+    about = "The vault daemon: GDPR-native supporter data vault"
+)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "VAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (embedded store, root key and admin token by default).
+    #[arg(long, env = "VAULT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, for example 127.0.0.1:50051 (port 0 picks a free port).
+    #[arg(long, env = "VAULT_LISTEN")]
+    pub listen: Option<String>,
+    /// Root key file (default: <data-dir>/root.key).
+    #[arg(long, env = "VAULT_ROOT_KEY_FILE")]
+    pub root_key: Option<PathBuf>,
+    /// PostgreSQL connection URL (not available in this version).
+    #[arg(long, env = "VAULT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// The TOML configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Root key file.
+    pub root_key_file: Option<PathBuf>,
+    /// Storage engine: `"sled"` (embedded, the default).
+    pub storage: Option<String>,
+    /// PostgreSQL connection URL.
+    pub database_url: Option<String>,
+    /// Page cache of the embedded store, in MiB (default 256).
+    pub cache_capacity_mib: Option<u64>,
+    /// Serve plaintext gRPC on a non-loopback address. Off by default: without TLS,
+    /// tokens and personal data would cross the network in clear.
+    pub allow_insecure_plaintext: Option<bool>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Root key file, if not the default.
+    pub root_key_file: Option<PathBuf>,
+    /// Page cache of the embedded store, in bytes.
+    pub cache_capacity: u64,
+    /// See [`FileConfig::allow_insecure_plaintext`].
+    pub allow_insecure_plaintext: bool,
+}
+
+/// Configuration errors, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A setting has a bad value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Resolves flags, environment and the config file.
+    pub fn resolve(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        if args.database_url.is_some()
+            || file.database_url.is_some()
+            || file.storage.as_deref().is_some_and(|s| s != "sled")
+        {
+            return Err(ConfigError::Invalid(
+                "the PostgreSQL store is not available in this version of the vault; \
+                 remove --database-url / VAULT_DATABASE_URL / database_url / storage to use \
+                 the embedded store"
+                    .into(),
+            ));
+        }
+        let listen_text = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "listen address {listen_text:?} is not an IP:port such as 127.0.0.1:50051"
+            ))
+        })?;
+        let allow_insecure_plaintext = file.allow_insecure_plaintext.unwrap_or(false);
+        if !listen.ip().is_loopback() && !allow_insecure_plaintext {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve plaintext gRPC on non-loopback address {listen}: tokens and \
+                 personal data would cross the network in clear. Listen on 127.0.0.1 behind a \
+                 TLS-terminating proxy, or set allow_insecure_plaintext = true in the config file"
+            )));
+        }
+        let cache_mib = file.cache_capacity_mib.unwrap_or(256);
+        if cache_mib == 0 {
+            return Err(ConfigError::Invalid(
+                "cache_capacity_mib must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen,
+            root_key_file: args.root_key.or(file.root_key_file),
+            cache_capacity: cache_mib.saturating_mul(1024 * 1024),
+            allow_insecure_plaintext,
+        })
+    }
+
+    /// Where the bootstrap admin token is written.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join(ADMIN_TOKEN_FILE)
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::parse_from(std::iter::once("vault-server").chain(list.iter().copied()))
+    }
+
+    #[test]
+    fn zero_configuration_defaults() -> Result<(), ConfigError> {
+        let c = Config::resolve(args(&[]))?;
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            c.admin_token_path(),
+            PathBuf::from("./vault-data/admin.token")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn flags_override_file() -> Result<(), ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = dir.path().join("vault.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:6000\"\ndata_dir = \"/tmp/x\"\n",
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = file.to_string_lossy().to_string();
+        let c = Config::resolve(args(&["--config", &path, "--listen", "127.0.0.1:7000"]))?;
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_public_plaintext_refused() -> Result<(), ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = dir.path().join("vault.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:6000\"\n")
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = file.to_string_lossy().to_string();
+        assert!(matches!(
+            Config::resolve(args(&["--config", &path])),
+            Err(ConfigError::Parse { .. })
+        ));
+        let err = Config::resolve(args(&["--listen", "0.0.0.0:50051"])).err();
+        assert!(
+            err.map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("refusing to serve plaintext")
+        );
+        assert!(Config::resolve(args(&["--database-url", "postgres://x"])).is_err());
+        Ok(())
+    }
+}

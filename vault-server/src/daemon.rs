@@ -1,0 +1,140 @@
+//! The daemon's life: open the vault, write the bootstrap credential on first start,
+//! serve gRPC until SIGTERM/SIGINT, then drain in-flight calls and flush.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use vault_core::storage::sled_store::SledOptions;
+use vault_core::{Vault, VaultOptions};
+use vault_proto::v1::supporters_server::SupportersServer;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::services::supporters::SupportersService;
+
+/// Why the daemon stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The vault could not be opened.
+    #[error(transparent)]
+    Vault(#[from] vault_core::Error),
+    /// The listen address could not be bound, or serving failed.
+    #[error("{0}")]
+    Serve(String),
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let options = VaultOptions {
+        data_dir: config.data_dir.clone(),
+        root_key_file: config.root_key_file.clone(),
+        sled: SledOptions {
+            cache_capacity: config.cache_capacity,
+        },
+    };
+    let (vault, report) = Vault::open(&options).await?;
+    if report.root_key_created {
+        tracing::info!(path = %report.root_key_path.display(), "created root key file (back it up: without it the data cannot be read)");
+    }
+    let vault = Arc::new(vault);
+    let token_path = config.admin_token_path();
+    if vault
+        .create_bootstrap_admin(|token| write_secret_file(&token_path, token))
+        .await?
+    {
+        tracing::info!(path = %token_path.display(), "wrote bootstrap admin token");
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| DaemonError::Serve(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Serve(e.to_string()))?;
+
+    let auth = Authenticator::new(Arc::clone(&vault));
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<SupportersServer<SupportersService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| DaemonError::Serve(format!("reflection: {e}")))?;
+    let supporters = SupportersServer::with_interceptor(
+        SupportersService::new(Arc::clone(&vault)),
+        auth.interceptor(),
+    );
+
+    tracing::info!("listening on {addr}");
+    Server::builder()
+        .add_service(health_service)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            auth.interceptor(),
+        ))
+        .add_service(supporters)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| DaemonError::Serve(e.to_string()))?;
+
+    vault.sync().await?;
+    tracing::info!("stopped: in-flight calls finished and the store is flushed");
+    Ok(())
+}
+
+/// Writes a secret to `path` with mode 0600, atomically (temporary file, fsync, rename).
+fn write_secret_file(path: &Path, secret: &str) -> vault_core::Result<()> {
+    let io = |e: std::io::Error| vault_core::Error::RootKeyFile {
+        path: path.display().to_string(),
+        reason: format!("admin token file cannot be written: {e}"),
+    };
+    let tmp = path.with_extension("token.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(secret.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received; draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; draining"),
+    }
+}

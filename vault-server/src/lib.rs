@@ -1,0 +1,14 @@
+//! `vault-server`: the daemon and the command line around `vault-core`.
+//!
+//! The daemon is a thin adapter: it authenticates the caller, maps gRPC requests to
+//! `vault-core` calls and library errors to gRPC status codes (once, in [`status`]). It
+//! decides no policy of its own.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod daemon;
+pub mod services;
+pub mod status;

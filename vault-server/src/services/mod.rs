@@ -1,0 +1,3 @@
+//! gRPC services: each maps its calls onto `vault-core` and back.
+
+pub mod supporters;
