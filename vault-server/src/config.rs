@@ -63,6 +63,9 @@ pub struct FileConfig {
     /// Serve plaintext gRPC on a non-loopback address. Off by default: without TLS,
     /// tokens and personal data would cross the network in clear.
     pub allow_insecure_plaintext: Option<bool>,
+    /// Seconds in-flight calls get to finish after SIGTERM before connections are closed
+    /// (default 10).
+    pub shutdown_grace_seconds: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -78,6 +81,8 @@ pub struct Config {
     pub cache_capacity: u64,
     /// See [`FileConfig::allow_insecure_plaintext`].
     pub allow_insecure_plaintext: bool,
+    /// See [`FileConfig::shutdown_grace_seconds`].
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Configuration errors, with what to change.
@@ -155,6 +160,9 @@ impl Config {
             root_key_file: args.root_key.or(file.root_key_file),
             cache_capacity: cache_mib.saturating_mul(1024 * 1024),
             allow_insecure_plaintext,
+            shutdown_grace: std::time::Duration::from_secs(
+                file.shutdown_grace_seconds.unwrap_or(10),
+            ),
         })
     }
 

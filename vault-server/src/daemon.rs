@@ -76,17 +76,38 @@ pub async fn run(
         auth.interceptor(),
     );
 
+    // The shutdown signal starts the drain; calls still running after the grace period
+    // (or clients that keep idle connections open) do not hold the daemon forever.
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = drain_tx.send(());
+    };
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if drain_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+
     tracing::info!("listening on {addr}");
-    Server::builder()
+    let serve = Server::builder()
         .add_service(health_service)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,
             auth.interceptor(),
         ))
         .add_service(supporters)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| DaemonError::Serve(e.to_string()))?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::select! {
+        served = serve => served.map_err(|e| DaemonError::Serve(e.to_string()))?,
+        () = deadline => tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "connections still open after the shutdown grace period; closing them"
+        ),
+    }
 
     vault.sync().await?;
     tracing::info!("stopped: in-flight calls finished and the store is flushed");

@@ -1,0 +1,140 @@
+//! Invariant: no plaintext personal data on disk (and none in the daemon's log).
+
+use vault_proto::v1 as pb;
+mod common;
+
+use common::{Daemon, authed, files_containing, files_under, supporter};
+
+struct Person {
+    given: &'static str,
+    family: &'static str,
+    email: &'static str,
+    phone_in: &'static str,
+    needles: &'static [&'static str],
+}
+
+const PEOPLE: &[Person] = &[
+    Person {
+        given: "Zéphyrine",
+        family: "Quintavalle",
+        email: "Zephyrine.Quintavalle@Exemple-Campagne.fr",
+        phone_in: "06 48 27 91 35",
+        needles: &["+33648279135", "0648279135", "648279135", "06 48 27 91 35"],
+    },
+    Person {
+        given: "Barthélémy",
+        family: "Onfroy-Kerguelen",
+        email: "b.onfroy@courriel-militant.org",
+        phone_in: "+33 7 81 62 40 59",
+        needles: &["+33781624059", "0781624059", "781624059"],
+    },
+];
+
+fn all_needles() -> Vec<String> {
+    let mut n = Vec::new();
+    for p in PEOPLE {
+        n.push(p.given.to_owned());
+        n.push(p.family.to_owned());
+        n.push(p.email.to_owned());
+        n.push(p.email.to_lowercase());
+        n.extend(p.needles.iter().map(|s| (*s).to_owned()));
+    }
+    n.extend(
+        [
+            "Rue des Cerisiers Anonymes",
+            "Trouville-sur-Secret",
+            "sympathisant-discret",
+            "valeur-personnelle-unique",
+        ]
+        .map(String::from),
+    );
+    n
+}
+
+fn assert_absent(dir: &std::path::Path, when: &str) {
+    assert!(!files_under(dir).is_empty());
+    for needle in all_needles() {
+        let hits = files_containing(dir, needle.as_bytes());
+        assert!(
+            hits.is_empty(),
+            "{when}: {needle:?} found in clear in {hits:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_personal_data_in_clear_under_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let token = daemon.admin_token();
+    let mut c = daemon.supporters().await;
+    let mut ids = Vec::new();
+    for p in PEOPLE {
+        let mut s = supporter(p.given, p.family, p.email, p.phone_in);
+        s.address = Some(pb::Address {
+            line1: "12 Rue des Cerisiers Anonymes".into(),
+            city: "Trouville-sur-Secret".into(),
+            postcode: "14360".into(),
+            ..Default::default()
+        });
+        s.tags = vec!["sympathisant-discret".into()];
+        s.custom
+            .insert("note".into(), "valeur-personnelle-unique".into());
+        let r = c
+            .upsert(authed(pb::UpsertRequest { supporter: Some(s) }, &token))
+            .await
+            .unwrap();
+        ids.push(r.into_inner().id);
+    }
+    // Update and tag too, so stale record versions exist in the log-structured store.
+    c.update(authed(
+        pb::UpdateRequest {
+            id: ids[0].clone(),
+            supporter: Some(supporter("", "", "", "06 48 27 91 35")),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["phone".into()],
+            }),
+        },
+        &token,
+    ))
+    .await
+    .unwrap();
+    c.tag(authed(
+        pb::TagRequest {
+            id: ids[1].clone(),
+            tags: vec!["sympathisant-discret".into()],
+        },
+        &token,
+    ))
+    .await
+    .unwrap();
+
+    // Acknowledged writes are on disk now: check while the daemon runs...
+    assert_absent(dir.path(), "while running");
+    // ...and after a clean shutdown flushed everything.
+    drop(c);
+    assert!(daemon.terminate().success());
+    assert_absent(dir.path(), "after shutdown");
+
+    // The records really are there (the check above is not vacuous).
+    let daemon = Daemon::start(dir.path());
+    let mut c = daemon.supporters().await;
+    let s = c
+        .get(authed(
+            pb::GetRequest {
+                id: ids[0].clone(),
+                fields: None,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.given_name, PEOPLE[0].given);
+
+    // Nor in the daemon's own log, nor the token.
+    let logs = daemon.logs();
+    for needle in all_needles().into_iter().chain([token.clone()]) {
+        assert!(!logs.contains(&needle), "{needle:?} in the daemon log");
+    }
+}
