@@ -1,5 +1,8 @@
 //! Invariant: no plaintext personal data on disk (and none in the daemon's log).
 
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use vault_proto::v1 as pb;
 mod common;
 

@@ -1,5 +1,8 @@
 //! Bad input gets the right status code and a clear message, and changes nothing.
 
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Daemon, Supporter, authed, supporter};

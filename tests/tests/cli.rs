@@ -1,5 +1,8 @@
 //! `vaultctl` against a running daemon, and the daemon's refusals at start.
 
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,8 @@
 //! Invariant: a write acknowledged before `kill -9` of the daemon is there after restart.
 
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use vault_proto::v1 as pb;
 mod common;
 

@@ -1,6 +1,9 @@
 //! A ciphertext altered on disk, or moved to another supporter's row, fails to open with
 //! an integrity error (`DATA_LOSS`); the vault never returns wrong data.
 
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Daemon, authed, supporter};

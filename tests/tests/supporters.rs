@@ -1,5 +1,8 @@
 //! The Supporters service end to end, through the real daemon.
 
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use tonic::Code;
 use vault_proto::v1 as pb;
 mod common;

@@ -5,7 +5,8 @@
 //! built as this package's `vault-server-under-test` binary, so cargo rebuilds it whenever
 //! any test here runs, and no stale binary is ever tested.
 
-#![allow(dead_code, missing_docs)]
+// Test scaffolding: a failed unwrap is a failed test with its message.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -61,13 +62,10 @@ impl Daemon {
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim().to_owned());
-                    }
+                if let (Some(rest), Some(tx)) = (line.split("listening on ").nth(1), Some(&tx)) {
+                    let _ = tx.send(rest.trim().to_owned());
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);

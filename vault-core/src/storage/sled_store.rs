@@ -79,12 +79,30 @@ impl SledStore {
     }
 
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
-        let result = self
-            .trees
+        // Transact over the touched trees only: sled's transactions cost per tree.
+        let mut slot = [usize::MAX; Table::ALL.len()];
+        let mut trees = Vec::with_capacity(Table::ALL.len());
+        let tables = batch
+            .checks
+            .iter()
+            .map(|c| c.table)
+            .chain(batch.ops.iter().map(|op| match op {
+                Op::Put { table, .. } | Op::Delete { table, .. } => *table,
+            }));
+        for table in tables {
+            if slot[table.position()] == usize::MAX {
+                slot[table.position()] = trees.len();
+                trees.push(self.tree(table).clone());
+            }
+        }
+        if trees.is_empty() {
+            return Ok(());
+        }
+        let result = trees
             .as_slice()
             .transaction(|txs: &Vec<TransactionalTree>| {
                 for check in &batch.checks {
-                    let current = txs[check.table.position()].get(&check.key)?;
+                    let current = txs[slot[check.table.position()]].get(&check.key)?;
                     if current.as_deref() != check.expect.as_deref() {
                         return Err(ConflictableTransactionError::Abort(check.table));
                     }
@@ -92,10 +110,10 @@ impl SledStore {
                 for op in &batch.ops {
                     match op {
                         Op::Put { table, key, value } => {
-                            txs[table.position()].insert(key.as_slice(), value.as_slice())?;
+                            txs[slot[table.position()]].insert(key.as_slice(), value.as_slice())?;
                         }
                         Op::Delete { table, key } => {
-                            txs[table.position()].remove(key.as_slice())?;
+                            txs[slot[table.position()]].remove(key.as_slice())?;
                         }
                     }
                 }

@@ -1,0 +1,109 @@
+//! Criterion benchmarks of the library's hot paths: envelope seal/open, blind index, and
+//! supporter upsert/get on the embedded store (durable writes, group commit).
+//!
+//! Run: `cargo bench -p vault-core --bench core`. Figures go in docs/benchmarks.md.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use vault_core::crypto::envelope::{self, Aad};
+use vault_core::crypto::{BlindIndexKey, IndexKind, Key256, RootKey};
+use vault_core::{Caller, FieldSet, Supporter, Vault, VaultOptions};
+
+fn crypto(c: &mut Criterion) {
+    let key = Key256::generate().unwrap();
+    let aad = Aad::new("record/supporter")
+        .with(b"6f1c1a7e-3b7d-4d0e-9a51-2c9f5d3e8b10")
+        .with_u32(1);
+    let record = vec![b'x'; 300];
+    let sealed = envelope::seal(&key, &aad, &record).unwrap();
+    let mut g = c.benchmark_group("envelope");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seal_300B", |b| {
+        b.iter(|| envelope::seal(&key, &aad, &record).unwrap())
+    });
+    g.bench_function("open_300B", |b| {
+        b.iter(|| envelope::open(&key, &aad, &sealed).unwrap())
+    });
+    g.finish();
+
+    let blind = BlindIndexKey::derive(&RootKey::from_key(Key256::generate().unwrap()));
+    c.bench_function("blind_index_email", |b| {
+        b.iter(|| blind.index(IndexKind::Email, "marianne.dupont@example.fr"))
+    });
+}
+
+fn store(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (vault, _) = rt
+        .block_on(Vault::open(&VaultOptions::new(dir.path())))
+        .unwrap();
+    let vault = Arc::new(vault);
+    let caller = Caller::bootstrap_admin("bench");
+    let mut n = 0u64;
+    let mut next = move || {
+        n += 1;
+        Supporter {
+            given_name: "Marianne".into(),
+            email: format!("bench-{n}@example.fr"),
+            ..Supporter::default()
+        }
+    };
+
+    let mut g = c.benchmark_group("supporter");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    g.bench_function("upsert_durable_1_in_flight", |b| {
+        b.to_async(&rt).iter_batched(
+            &mut next,
+            |s| {
+                let vault = Arc::clone(&vault);
+                let caller = caller.clone();
+                async move { vault.upsert(&caller, &s).await.unwrap() }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // 64 writers at once share flushes (group commit): throughput per element.
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("upsert_durable_64_in_flight", |b| {
+        b.to_async(&rt).iter_batched(
+            || (0..64).map(|_| next()).collect::<Vec<_>>(),
+            |batch| {
+                let vault = Arc::clone(&vault);
+                let caller = caller.clone();
+                async move {
+                    let tasks: Vec<_> = batch
+                        .into_iter()
+                        .map(|s| {
+                            let vault = Arc::clone(&vault);
+                            let caller = caller.clone();
+                            tokio::spawn(async move { vault.upsert(&caller, &s).await.unwrap() })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let id = rt.block_on(vault.upsert(&caller, &next())).unwrap().id;
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(100);
+    g.bench_function("get", |b| {
+        b.to_async(&rt)
+            .iter(|| async { vault.get(&caller, &id, FieldSet::empty()).await.unwrap() })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, crypto, store);
+criterion_main!(benches);
