@@ -5,7 +5,12 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["vault/v1/supporter.proto", "vault/v1/supporters.proto"];
+    let files = [
+        "vault/v1/supporter.proto",
+        "vault/v1/supporters.proto",
+        "vault/v1/consent.proto",
+        "vault/v1/admin.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Daemon, Supporter, authed, supporter};
+use common::{Creds, Daemon, Supporter, authed, supporter};
 use tonic::{Code, Request, Status};
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_client::SupportersClient;
@@ -46,9 +46,9 @@ async fn run(
     c: &mut Client,
     call: Call,
     credentials: &Credentials,
-    token: &str,
+    token: &Creds,
 ) -> Result<(), Status> {
-    fn req<T>(m: T, credentials: &Credentials, token: &str) -> Request<T> {
+    fn req<T>(m: T, credentials: &Credentials, token: &Creds) -> Request<T> {
         match credentials {
             Credentials::Token => authed(m, token),
             Credentials::Missing => Request::new(m),
@@ -58,8 +58,10 @@ async fn run(
             ),
             Credentials::Malformed => {
                 let mut r = Request::new(m);
-                r.metadata_mut()
-                    .insert("authorization", format!("Basic {token}").parse().unwrap());
+                r.metadata_mut().insert(
+                    "authorization",
+                    format!("Basic {}", token.token).parse().unwrap(),
+                );
                 r
             }
         }
@@ -72,18 +74,17 @@ async fn run(
     match call {
         Call::Upsert(s) => c
             .upsert(req(
-                pb::UpsertRequest { supporter: Some(s) },
+                pb::UpsertRequest {
+                    supporter: Some(s),
+                    ..Default::default()
+                },
                 credentials,
                 token,
             ))
             .await
             .map(|_| ()),
         Call::UpsertEmpty => c
-            .upsert(req(
-                pb::UpsertRequest { supporter: None },
-                credentials,
-                token,
-            ))
+            .upsert(req(pb::UpsertRequest::default(), credentials, token))
             .await
             .map(|_| ()),
         Call::Get(id, fields) => c
@@ -128,7 +129,7 @@ async fn run(
 async fn bad_input_is_refused_precisely_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
-    let token = daemon.admin_token();
+    let token = daemon.tool("membership").await;
     let mut c = daemon.supporters().await;
 
     // One existing supporter, whose state must not move.
@@ -141,6 +142,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
                     "ada@existing.fr",
                     "0612345678",
                 )),
+                ..Default::default()
             },
             &token,
         ))
@@ -421,6 +423,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         .upsert(authed(
             pb::UpsertRequest {
                 supporter: Some(supporter("", "", "other@existing.fr", "")),
+                ..Default::default()
             },
             &token,
         ))
@@ -447,6 +450,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
         .upsert(authed(
             pb::UpsertRequest {
                 supporter: Some(supporter("", "", "other@existing.fr", "06 12 34 56 78")),
+                ..Default::default()
             },
             &token,
         ))

@@ -10,14 +10,22 @@ use std::process::{Command, Output};
 
 use common::{Daemon, VAULT_SERVER, VAULTCTL};
 
-fn vaultctl(daemon: &Daemon, args: &[&str]) -> Output {
-    Command::new(VAULTCTL)
-        .args(args)
+fn vaultctl_with(daemon: &Daemon, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(VAULTCTL);
+    cmd.args(args)
         .env("VAULT_ADDR", format!("http://{}", daemon.addr))
         .env("VAULT_DATA_DIR", &daemon.data_dir)
         .env_remove("VAULT_TOKEN")
-        .output()
-        .unwrap()
+        .env_remove("VAULT_PURPOSE");
+    if let Some(t) = token {
+        cmd.env("VAULT_TOKEN", t);
+    }
+    cmd.output().unwrap()
+}
+
+/// As the bootstrap admin (the token file the daemon wrote).
+fn vaultctl(daemon: &Daemon, args: &[&str]) -> Output {
+    vaultctl_with(daemon, None, args)
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -30,68 +38,173 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 #[test]
-fn tour_upsert_lookup_get() {
+fn tour_clients_upsert_lookup_get_consent() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
+
+    // The admin registers a campaign tool; its token is printed once.
     let created = json(&vaultctl(
         &daemon,
         &[
-            "supporter",
-            "upsert",
-            "--email",
-            "Olympe@Gouges.fr",
-            "--given-name",
-            "Olympe",
-            "--phone",
-            "06 01 02 03 04",
-            "--tag",
-            "volunteer",
-            "--postcode",
-            "75003",
+            "client",
+            "create",
+            "--name",
+            "signup-form",
+            "--role",
+            "campaign-tool",
+            "--purposes",
+            "membership,newsletter",
         ],
     ));
-    assert_eq!(created["created"], true);
-    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let client_id = created["client"]["id"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("vault_"));
+    let listed = json(&vaultctl(&daemon, &["client", "list"]));
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "bootstrap admin and the new client"
+    );
+    let purposes = json(&vaultctl(&daemon, &["purpose", "list"]));
+    assert!(
+        purposes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == "newsletter")
+    );
 
-    let found = json(&vaultctl(
+    // The admin itself reads no personal data.
+    let out = vaultctl(
         &daemon,
-        &["supporter", "lookup", "--email", "OLYMPE@gouges.fr"],
-    ));
+        &[
+            "--purpose",
+            "membership",
+            "supporter",
+            "lookup",
+            "--email",
+            "x@y.fr",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"));
+
+    let tool = |args: &[&str]| vaultctl_with(&daemon, Some(&token), args);
+    let upserted = json(&tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "upsert",
+        "--email",
+        "Olympe@Gouges.fr",
+        "--given-name",
+        "Olympe",
+        "--phone",
+        "06 01 02 03 04",
+        "--tag",
+        "volunteer",
+        "--postcode",
+        "75003",
+    ]));
+    assert_eq!(upserted["created"], true);
+    let id = upserted["id"].as_str().unwrap().to_owned();
+
+    let found = json(&tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "lookup",
+        "--email",
+        "OLYMPE@gouges.fr",
+    ]));
     assert_eq!(found["id"], id.as_str());
     assert_eq!(found["phone"], "+33601020304");
-    let found = json(&vaultctl(
-        &daemon,
-        &["supporter", "lookup", "--phone", "+33601020304"],
-    ));
+    let found = json(&tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "lookup",
+        "--phone",
+        "+33601020304",
+    ]));
     assert_eq!(found["id"], id.as_str());
 
-    let got = json(&vaultctl(
-        &daemon,
-        &["supporter", "get", &id, "--fields", "email,tags"],
-    ));
+    let got = json(&tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "get",
+        &id,
+        "--fields",
+        "email,tags",
+    ]));
     assert_eq!(got["email"], "olympe@gouges.fr");
     assert_eq!(got["given_name"], "");
     assert_eq!(got["tags"][0], "volunteer");
 
-    let tagged = json(&vaultctl(&daemon, &["supporter", "tag", &id, "speaker"]));
+    let tagged = json(&tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "tag",
+        &id,
+        "speaker",
+    ]));
     assert_eq!(tagged["tags"].as_array().unwrap().len(), 2);
 
-    // Failures: non-zero exit, one line naming the status.
-    let out = vaultctl(
-        &daemon,
-        &["supporter", "get", "6f1c1a7e-3b7d-4d0e-9a51-2c9f5d3e8b10"],
+    // Newsletter needs consent: refused, granted, read (email but no phone), withdrawn.
+    let out = tool(&["--purpose", "newsletter", "supporter", "get", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no active consent for purpose newsletter")
     );
+    json(&tool(&[
+        "--purpose",
+        "newsletter",
+        "consent",
+        "grant",
+        &id,
+        "--source",
+        "form",
+        "--notice-version",
+        "2026-03",
+    ]));
+    let news = json(&tool(&["--purpose", "newsletter", "supporter", "get", &id]));
+    assert_eq!(news["email"], "olympe@gouges.fr");
+    assert_eq!(news["phone"], "");
+    let withdrawn = json(&tool(&[
+        "--purpose",
+        "newsletter",
+        "consent",
+        "withdraw",
+        &id,
+        "--source",
+        "email",
+    ]));
+    assert_eq!(withdrawn["kind"], "withdraw");
+    let history = json(&tool(&[
+        "--purpose",
+        "newsletter",
+        "consent",
+        "history",
+        &id,
+    ]));
+    assert_eq!(history["events"].as_array().unwrap().len(), 2);
+
+    // Failures: non-zero exit, one line naming the status.
+    let out = tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "get",
+        "6f1c1a7e-3b7d-4d0e-9a51-2c9f5d3e8b10",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("vaultctl: NotFound:"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1);
 
-    let out = Command::new(VAULTCTL)
-        .args(["supporter", "get", &id])
-        .env("VAULT_ADDR", format!("http://{}", daemon.addr))
-        .env("VAULT_TOKEN", "vault_wrong")
-        .output()
-        .unwrap();
+    // Revocation applies to the next call.
+    json(&vaultctl(&daemon, &["client", "revoke", &client_id]));
+    let out = tool(&["--purpose", "membership", "supporter", "get", &id]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
 }

@@ -14,7 +14,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut acked: Vec<(String, String)> = Vec::new(); // (id, tag added last)
     for round in 0..4 {
         let mut daemon = Daemon::start(dir.path());
-        let token = daemon.admin_token();
+        let token = daemon.tool("membership").await;
         let client = daemon.supporters().await;
 
         // Everything acknowledged in earlier rounds is still there.
@@ -48,6 +48,7 @@ async fn acknowledged_writes_survive_kill_9() {
                     .upsert(authed(
                         pb::UpsertRequest {
                             supporter: Some(supporter("", "", &email, "")),
+                            ..Default::default()
                         },
                         &token,
                     ))
@@ -74,7 +75,7 @@ async fn acknowledged_writes_survive_kill_9() {
         daemon.kill9();
     }
     let daemon = Daemon::start(dir.path());
-    let token = daemon.admin_token();
+    let token = daemon.tool("membership").await;
     let mut c = daemon.supporters().await;
     for (id, tag) in &acked {
         let s = c

@@ -16,7 +16,7 @@ use vault_proto::v1 as pb;
 async fn altered_or_moved_ciphertexts_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(dir.path());
-    let token = daemon.admin_token();
+    let token = daemon.tool("membership").await;
     let mut c = daemon.supporters().await;
     let mut ids = Vec::new();
     for name in [
@@ -35,6 +35,7 @@ async fn altered_or_moved_ciphertexts_are_refused() {
                         &format!("{name}@integrity.fr"),
                         "",
                     )),
+                    ..Default::default()
                 },
                 &token,
             ))

@@ -13,7 +13,7 @@ use common::{Daemon, authed, supporter};
 async fn upsert_get_lookup_update_tag() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
-    let token = daemon.admin_token();
+    let token = daemon.tool("membership").await;
     let mut c = daemon.supporters().await;
 
     // Upsert a new supporter.
@@ -32,7 +32,13 @@ async fn upsert_get_lookup_update_tag() {
     });
     s.source = "form:sign-up".into();
     let first = c
-        .upsert(authed(pb::UpsertRequest { supporter: Some(s) }, &token))
+        .upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(s),
+                ..Default::default()
+            },
+            &token,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -109,6 +115,7 @@ async fn upsert_get_lookup_update_tag() {
         .upsert(authed(
             pb::UpsertRequest {
                 supporter: Some(again),
+                ..Default::default()
             },
             &token,
         ))
@@ -191,6 +198,7 @@ async fn upsert_get_lookup_update_tag() {
         .upsert(authed(
             pb::UpsertRequest {
                 supporter: Some(supporter("", "", "", "0611223344")),
+                ..Default::default()
             },
             &token,
         ))
@@ -205,7 +213,7 @@ async fn upsert_get_lookup_update_tag() {
 async fn concurrent_upserts_of_one_email_make_one_supporter() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
-    let token = daemon.admin_token();
+    let token = daemon.tool("membership").await;
     let client = daemon.supporters().await;
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -219,10 +227,16 @@ async fn concurrent_upserts_of_one_email_make_one_supporter() {
             };
             let mut s = supporter("", "", email, "");
             s.tags = vec![format!("t{i}")];
-            c.upsert(authed(pb::UpsertRequest { supporter: Some(s) }, &token))
-                .await
-                .unwrap()
-                .into_inner()
+            c.upsert(authed(
+                pb::UpsertRequest {
+                    supporter: Some(s),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
         }));
     }
     let mut ids = std::collections::BTreeSet::new();
@@ -256,12 +270,14 @@ async fn concurrent_upserts_of_one_email_make_one_supporter() {
 async fn graceful_shutdown_exits_zero_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(dir.path());
-    let token = daemon.admin_token();
+    let token = daemon.tool("membership").await;
+    let admin_token = daemon.admin_token();
     let mut c = daemon.supporters().await;
     let id = c
         .upsert(authed(
             pb::UpsertRequest {
                 supporter: Some(supporter("Jean", "Jaurès", "jean@jaures.fr", "")),
+                ..Default::default()
             },
             &token,
         ))
@@ -276,7 +292,7 @@ async fn graceful_shutdown_exits_zero_and_keeps_data() {
 
     // The restart reuses the root key and the token; no new token is written.
     let daemon = Daemon::start(dir.path());
-    assert_eq!(daemon.admin_token(), token);
+    assert_eq!(daemon.admin_token(), admin_token);
     assert!(!daemon.logs().contains("wrote bootstrap admin token"));
     let mut c = daemon.supporters().await;
     let s = c

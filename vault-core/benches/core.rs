@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use vault_core::crypto::envelope::{self, Aad};
 use vault_core::crypto::{BlindIndexKey, IndexKind, Key256, RootKey};
-use vault_core::{Caller, FieldSet, Supporter, Vault, VaultOptions};
+use vault_core::{Caller, FieldSet, Role, Supporter, Vault, VaultOptions};
 
 fn crypto(c: &mut Criterion) {
     let key = Key256::generate().unwrap();
@@ -45,7 +45,14 @@ fn store(c: &mut Criterion) {
         .block_on(Vault::open(&VaultOptions::new(dir.path())))
         .unwrap();
     let vault = Arc::new(vault);
-    let caller = Caller::bootstrap_admin("bench");
+    rt.block_on(vault.install_purposes(None)).unwrap();
+    let caller = Caller {
+        client_id: "bench".into(),
+        role: Role::CampaignTool,
+        allowed_purposes: ["membership".to_owned()].into(),
+        purpose: Some("membership".into()),
+        request_id: "bench".into(),
+    };
     let mut n = 0u64;
     let mut next = move || {
         n += 1;
@@ -65,7 +72,7 @@ fn store(c: &mut Criterion) {
             |s| {
                 let vault = Arc::clone(&vault);
                 let caller = caller.clone();
-                async move { vault.upsert(&caller, &s).await.unwrap() }
+                async move { vault.upsert(&caller, &s, &[]).await.unwrap() }
             },
             BatchSize::SmallInput,
         )
@@ -84,7 +91,9 @@ fn store(c: &mut Criterion) {
                         .map(|s| {
                             let vault = Arc::clone(&vault);
                             let caller = caller.clone();
-                            tokio::spawn(async move { vault.upsert(&caller, &s).await.unwrap() })
+                            tokio::spawn(
+                                async move { vault.upsert(&caller, &s, &[]).await.unwrap() },
+                            )
                         })
                         .collect();
                     for t in tasks {
@@ -95,7 +104,7 @@ fn store(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let id = rt.block_on(vault.upsert(&caller, &next())).unwrap().id;
+    let id = rt.block_on(vault.upsert(&caller, &next(), &[])).unwrap().id;
     g.throughput(Throughput::Elements(1));
     g.sample_size(100);
     g.bench_function("get", |b| {

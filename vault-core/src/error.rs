@@ -38,6 +38,8 @@ pub enum IntegrityObject {
     SubjectKey(String),
     /// A supporter's record.
     Record(String),
+    /// A supporter's consent event.
+    ConsentEvent(String, u64),
     /// Store metadata.
     Metadata(&'static str),
 }
@@ -48,6 +50,7 @@ impl fmt::Display for IntegrityObject {
             Self::KeyEpoch(n) => write!(f, "key epoch {n}"),
             Self::SubjectKey(id) => write!(f, "data key of supporter {id}"),
             Self::Record(id) => write!(f, "record of supporter {id}"),
+            Self::ConsentEvent(id, seq) => write!(f, "consent event {seq} of supporter {id}"),
             Self::Metadata(what) => write!(f, "store metadata ({what})"),
         }
     }
@@ -69,6 +72,10 @@ pub enum Error {
     /// belongs to another supporter).
     #[error("already exists: {0}")]
     AlreadyExists(String),
+
+    /// The caller's credentials are missing, unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
 
     /// The caller is not allowed to do this.
     #[error("permission denied: {0}")]

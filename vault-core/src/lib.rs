@@ -8,14 +8,21 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod access_log;
+pub mod client;
+pub mod consent;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
+pub mod purpose;
 pub mod storage;
 pub mod supporter;
 mod vault;
 
-pub use access::{Action, Caller, Role};
+pub use access::{Caller, Role, Rpc};
+pub use client::Client;
+pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSource};
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
+pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
 pub use vault::{OpenReport, Vault, VaultOptions};

@@ -1,18 +1,28 @@
-//! Authentication: turns `authorization: Bearer <token>` into a [`Caller`].
+//! Authentication: a tower layer in front of every service turns
+//! `authorization: Bearer <token>` and `x-vault-purpose` into a [`Caller`].
 //!
-//! Runs as a tonic interceptor before any service code, so no call reaches the vault
-//! unauthenticated. Token checks are constant-time comparisons of hashes (in `vault-core`).
-//! Until client management exists, the bootstrap admin token is the only credential; new
-//! credential kinds slot into [`Authenticator::authenticate`].
+//! It runs before any service code, so no call reaches the vault unauthenticated; only
+//! `grpc.health.v1.Health` is exempt (it answers SERVING and nothing else, and probes
+//! cannot send credentials). Token checks hash the token and compare hashes in constant
+//! time (in `vault-core`); the client record is read on every call, so a revocation
+//! applies to the very next call, on every daemon sharing the store.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tonic::metadata::MetadataMap;
-use tonic::{Request, Status};
+use http::HeaderMap;
+use tonic::Status;
+use tower::{Layer, Service};
 use vault_core::{Caller, Vault};
+
+use crate::status::to_status;
 
 /// Metadata key a client may set to correlate its calls with server logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Metadata key declaring the purpose of a call.
+pub const PURPOSE_HEADER: &str = "x-vault-purpose";
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// Checks credentials against the vault.
 #[derive(Clone)]
@@ -26,60 +36,59 @@ impl Authenticator {
         Self { vault }
     }
 
-    /// The caller identified by the request's metadata.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let request_id = request_id(metadata);
-        let Some(value) = metadata.get("authorization") else {
-            tracing::info!(%request_id, "refused: no credentials");
-            return Err(Status::unauthenticated(
+    /// The caller identified by the request's headers.
+    pub async fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Caller, Status> {
+        let request_id = request_id(headers);
+        let refuse = |status: Status| {
+            self.vault.log_unauthenticated(rpc_name(path), &request_id);
+            Err(status)
+        };
+        let Some(value) = headers.get("authorization") else {
+            return refuse(Status::unauthenticated(
                 "missing credentials: send metadata `authorization: Bearer <token>`",
             ));
         };
-        let token = value
+        let Some(token) = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                tracing::info!(%request_id, "refused: malformed authorization metadata");
-                Status::unauthenticated(
-                    "malformed credentials: use `authorization: Bearer <token>`",
-                )
-            })?;
-        if self.vault.verify_bootstrap_admin(token) {
-            return Ok(Caller::bootstrap_admin(request_id));
-        }
-        tracing::info!(%request_id, "refused: unknown or revoked token");
-        Err(Status::unauthenticated(
-            "invalid credentials: the token is unknown or revoked",
-        ))
-    }
-
-    /// A tonic interceptor that stores the [`Caller`] in the request's extensions.
-    pub fn interceptor(
-        &self,
-    ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static {
-        let auth = self.clone();
-        move |mut req: Request<()>| {
-            let caller = auth.authenticate(req.metadata())?;
-            req.extensions_mut().insert(caller);
-            Ok(req)
-        }
+        else {
+            return refuse(Status::unauthenticated(
+                "malformed credentials: use `authorization: Bearer <token>`",
+            ));
+        };
+        let client = match self.vault.authenticate(token).await {
+            Ok(c) => c,
+            Err(e) => return refuse(to_status(e)),
+        };
+        let purpose = headers
+            .get(PURPOSE_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned());
+        Ok(Caller {
+            client_id: client.id,
+            role: client.role,
+            allowed_purposes: client.purposes,
+            purpose,
+            request_id,
+        })
     }
 }
 
-/// The caller a request was authenticated as.
-pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    req.extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing credentials"))
+/// `Service.Method` from a gRPC path `/vault.v1.Service/Method`.
+fn rpc_name(path: &str) -> String {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let service = parts.next().unwrap_or_default();
+    let method = parts.next().unwrap_or_default();
+    let service = service.rsplit('.').next().unwrap_or(service);
+    let name: String = format!("{service}.{method}").chars().take(96).collect();
+    name
 }
 
 /// The client's request id when it is short and plain, otherwise a fresh one.
-fn request_id(metadata: &MetadataMap) -> String {
-    metadata
+fn request_id(headers: &HeaderMap) -> String {
+    headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
@@ -89,12 +98,116 @@ fn request_id(metadata: &MetadataMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned)
-        .unwrap_or_else(uuid_like)
+        .unwrap_or_else(fresh_request_id)
 }
 
-fn uuid_like() -> String {
+fn fresh_request_id() -> String {
     let mut b = [0u8; 16];
     // A request id is a correlation handle, not a secret; a failed RNG read leaves zeros.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     hex::encode(b)
+}
+
+/// The caller a request was authenticated as (set by [`AuthLayer`]).
+pub fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing credentials"))
+}
+
+/// The tower layer that authenticates every call.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Authenticator,
+}
+
+impl AuthLayer {
+    /// A layer checking credentials with `auth`.
+    pub fn new(auth: Authenticator) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the router.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Authenticator,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready serves this call; leave a fresh one behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if req.uri().path().starts_with(HEALTH_PREFIX) {
+            return Box::pin(inner.call(req));
+        }
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            match auth.authenticate(req.headers(), &path).await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    inner.call(req).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_names_from_paths() {
+        assert_eq!(rpc_name("/vault.v1.Supporters/Get"), "Supporters.Get");
+        assert_eq!(
+            rpc_name("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "ServerReflection.ServerReflectionInfo"
+        );
+        assert_eq!(rpc_name(""), ".");
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_plain() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID_HEADER, "abc-123".parse().unwrap());
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(REQUEST_ID_HEADER, "has space".parse().unwrap());
+        assert_eq!(request_id(&h).len(), 32);
+    }
 }

@@ -66,6 +66,10 @@ pub struct FileConfig {
     /// Seconds in-flight calls get to finish after SIGTERM before connections are closed
     /// (default 10).
     pub shutdown_grace_seconds: Option<u64>,
+    /// The purpose registry (`[[purposes]]` tables). When absent, a new store gets the
+    /// default registry of API.md; purposes listed here replace the stored ones with the
+    /// same id at every start.
+    pub purposes: Option<Vec<vault_core::Purpose>>,
 }
 
 /// The resolved configuration.
@@ -83,6 +87,8 @@ pub struct Config {
     pub allow_insecure_plaintext: bool,
     /// See [`FileConfig::shutdown_grace_seconds`].
     pub shutdown_grace: std::time::Duration,
+    /// See [`FileConfig::purposes`].
+    pub purposes: Option<Vec<vault_core::Purpose>>,
 }
 
 /// Configuration errors, with what to change.
@@ -163,6 +169,7 @@ impl Config {
             shutdown_grace: std::time::Duration::from_secs(
                 file.shutdown_grace_seconds.unwrap_or(10),
             ),
+            purposes: file.purposes,
         })
     }
 

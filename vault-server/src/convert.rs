@@ -1,8 +1,10 @@
 //! Conversions between the generated protobuf types and `vault-core`'s model.
 
 use prost_types::Timestamp;
+use vault_core::consent::{ConsentEvent as CoreConsentEvent, ConsentStatus};
 use vault_core::supporter::normalize::MAX_TAGS;
 use vault_core::{Address, InvalidInput, Supporter};
+use vault_core::{Channel, Client, ConsentChange, ConsentKind, ConsentSource, Purpose};
 use vault_proto::v1 as pb;
 
 /// A protobuf supporter as the library's model (not yet normalized).
@@ -70,6 +72,107 @@ pub fn supporter_to_pb(s: Supporter) -> pb::Supporter {
         created_at: timestamp(s.created_at_us),
         updated_at: timestamp(s.updated_at_us),
     }
+}
+
+// ---- consent ------------------------------------------------------------------------
+
+/// A consent request as the library's change.
+pub fn consent_change(r: &pb::ConsentRequest) -> Result<ConsentChange, InvalidInput> {
+    let channel = match r.channel.trim() {
+        "" => None,
+        c => Some(
+            c.parse::<Channel>()
+                .map_err(|rule| InvalidInput::new("channel", rule))?,
+        ),
+    };
+    Ok(ConsentChange {
+        purpose: r.purpose.clone(),
+        channel,
+        source: ConsentSource::parse(&r.source)?,
+        notice_version: r.notice_version.clone(),
+    })
+}
+
+/// A consent event as protobuf.
+pub fn consent_event_to_pb(e: CoreConsentEvent) -> pb::ConsentEvent {
+    pb::ConsentEvent {
+        subject_id: e.subject_id,
+        seq: e.seq,
+        purpose: e.purpose,
+        channel: e.channel.to_string(),
+        kind: match e.kind {
+            ConsentKind::Grant => "grant",
+            ConsentKind::Withdraw => "withdraw",
+        }
+        .to_owned(),
+        at: timestamp(e.at_us),
+        source: e.source.as_str().to_owned(),
+        notice_version: e.notice_version,
+        client_id: e.client_id,
+    }
+}
+
+/// A consent status as protobuf.
+pub fn consent_state_to_pb(s: ConsentStatus) -> pb::ConsentState {
+    pb::ConsentState {
+        purpose: s.purpose,
+        channel: s.channel.to_string(),
+        active: s.active,
+        last_event_seq: s.last_event.0,
+        since: timestamp(s.last_event.1),
+    }
+}
+
+// ---- admin --------------------------------------------------------------------------
+
+/// A client as protobuf.
+pub fn client_to_pb(c: Client) -> pb::Client {
+    pb::Client {
+        id: c.id,
+        name: c.name,
+        role: c.role.to_string(),
+        purposes: c.purposes.into_iter().collect(),
+        created_at: timestamp(c.created_at_us),
+        revoked_at: c.revoked_at_us.and_then(timestamp),
+        cert_sha256: c.cert_sha256.unwrap_or_default(),
+    }
+}
+
+/// A purpose as protobuf.
+pub fn purpose_to_pb(p: Purpose) -> pb::Purpose {
+    pb::Purpose {
+        id: p.id,
+        description: p.description,
+        lawful_basis: p.lawful_basis.to_string(),
+        special_category_basis: p.special_category_basis.to_string(),
+        channels: p.channels.iter().map(|c| c.to_string()).collect(),
+        retention_days: p.retention_days,
+        fields: p.fields.iter().map(|f| f.path().to_owned()).collect(),
+    }
+}
+
+/// A protobuf purpose as the library's (validated by the library).
+pub fn purpose_from_pb(p: pb::Purpose) -> Result<Purpose, InvalidInput> {
+    fn field(name: &'static str) -> impl Fn(String) -> InvalidInput {
+        move |rule| InvalidInput::new(format!("purpose.{name}"), rule)
+    }
+    Ok(Purpose {
+        id: p.id,
+        description: p.description,
+        lawful_basis: p.lawful_basis.parse().map_err(field("lawful_basis"))?,
+        special_category_basis: p
+            .special_category_basis
+            .parse()
+            .map_err(field("special_category_basis"))?,
+        channels: p
+            .channels
+            .iter()
+            .map(|c| c.parse::<Channel>())
+            .collect::<Result<_, _>>()
+            .map_err(field("channels"))?,
+        retention_days: p.retention_days,
+        fields: vault_core::FieldSet::parse("purpose.fields", p.fields.iter().map(String::as_str))?,
+    })
 }
 
 #[cfg(test)]

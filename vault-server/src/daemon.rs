@@ -12,10 +12,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use vault_core::storage::sled_store::SledOptions;
 use vault_core::{Vault, VaultOptions};
+use vault_proto::v1::admin_server::AdminServer;
+use vault_proto::v1::consent_server::ConsentServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
+use crate::services::admin::AdminService;
+use crate::services::consent::ConsentService;
 use crate::services::supporters::SupportersService;
 
 /// Why the daemon stopped abnormally.
@@ -45,6 +49,7 @@ pub async fn run(
     if report.root_key_created {
         tracing::info!(path = %report.root_key_path.display(), "created root key file (back it up: without it the data cannot be read)");
     }
+    vault.install_purposes(config.purposes.as_deref()).await?;
     let vault = Arc::new(vault);
     let token_path = config.admin_token_path();
     if vault
@@ -71,10 +76,6 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| DaemonError::Serve(format!("reflection: {e}")))?;
-    let supporters = SupportersServer::with_interceptor(
-        SupportersService::new(Arc::clone(&vault)),
-        auth.interceptor(),
-    );
 
     // The shutdown signal starts the drain; calls still running after the grace period
     // (or clients that keep idle connections open) do not hold the daemon forever.
@@ -94,12 +95,14 @@ pub async fn run(
 
     tracing::info!("listening on {addr}");
     let serve = Server::builder()
+        .layer(AuthLayer::new(auth))
         .add_service(health_service)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            reflection,
-            auth.interceptor(),
-        ))
-        .add_service(supporters)
+        .add_service(reflection)
+        .add_service(SupportersServer::new(SupportersService::new(Arc::clone(
+            &vault,
+        ))))
+        .add_service(ConsentServer::new(ConsentService::new(Arc::clone(&vault))))
+        .add_service(AdminServer::new(AdminService::new(Arc::clone(&vault))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::select! {
         served = serve => served.map_err(|e| DaemonError::Serve(e.to_string()))?,

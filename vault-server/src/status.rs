@@ -16,6 +16,7 @@ pub fn to_status(err: Error) -> Status {
         Error::NotFound(_) => Code::NotFound,
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::Integrity(_) => {
             tracing::error!(error = %msg, "integrity check failed; the stored data was altered");

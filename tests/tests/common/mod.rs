@@ -19,6 +19,8 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use vault_proto::v1 as pb;
+use vault_proto::v1::admin_client::AdminClient;
+use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 
 pub use pb::Supporter;
@@ -136,14 +138,113 @@ impl Drop for Daemon {
     }
 }
 
-/// `message` with `authorization: Bearer <token>`.
-pub fn authed<T>(message: T, token: &str) -> Request<T> {
+/// What a test call presents: a bare token, or a token with a declared purpose.
+pub trait Credentials {
+    /// Adds the metadata to `req`.
+    fn apply<T>(&self, req: &mut Request<T>);
+}
+
+impl Credentials for str {
+    fn apply<T>(&self, req: &mut Request<T>) {
+        req.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {self}")).unwrap(),
+        );
+    }
+}
+
+impl Credentials for String {
+    fn apply<T>(&self, req: &mut Request<T>) {
+        self.as_str().apply(req);
+    }
+}
+
+/// A client's token and the purpose its calls declare.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub client_id: String,
+    pub token: String,
+    pub purpose: Option<String>,
+}
+
+impl Creds {
+    /// The same client declaring another purpose (or none).
+    pub fn with_purpose(&self, purpose: Option<&str>) -> Creds {
+        Creds {
+            purpose: purpose.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+}
+
+impl Credentials for Creds {
+    fn apply<T>(&self, req: &mut Request<T>) {
+        self.token.apply(req);
+        if let Some(p) = &self.purpose {
+            req.metadata_mut().insert(
+                "x-vault-purpose",
+                MetadataValue::try_from(p.as_str()).unwrap(),
+            );
+        }
+    }
+}
+
+/// `message` with the given credentials.
+pub fn authed<T, C: Credentials + ?Sized>(message: T, creds: &C) -> Request<T> {
     let mut req = Request::new(message);
-    req.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
+    creds.apply(&mut req);
     req
+}
+
+impl Daemon {
+    /// A connected Admin client.
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    /// A connected Consent client.
+    pub async fn consent(&self) -> ConsentClient<Channel> {
+        ConsentClient::new(self.channel().await)
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Registers a client through the Admin service (with the bootstrap admin token).
+    pub async fn create_client(&self, name: &str, role: &str, purposes: &[&str]) -> Creds {
+        let r = self
+            .admin()
+            .await
+            .create_client(authed(
+                pb::CreateClientRequest {
+                    name: name.into(),
+                    role: role.into(),
+                    purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+                    cert_sha256: String::new(),
+                },
+                &self.admin_token(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        Creds {
+            client_id: r.client.unwrap().id,
+            token: r.token,
+            purpose: None,
+        }
+    }
+
+    /// A campaign tool allowed `purpose`, declaring it on every call.
+    pub async fn tool(&self, purpose: &str) -> Creds {
+        self.create_client(&format!("tool-{purpose}"), "campaign-tool", &[purpose])
+            .await
+            .with_purpose(Some(purpose))
+    }
 }
 
 /// A supporter with the given contact details.

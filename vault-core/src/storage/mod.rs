@@ -12,10 +12,12 @@
 //! returns an error, none of it is visible.
 
 mod group_commit;
+pub mod postgres;
 pub mod sled_store;
 
 use async_trait::async_trait;
 
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 
 /// The tables of the vault. Names are stable: they are the sled tree names and the
@@ -34,17 +36,29 @@ pub enum Table {
     EmailIndex,
     /// Blind index of phones: HMAC -> subject id.
     PhoneIndex,
+    /// Purpose registry: purpose id -> JSON (no personal data).
+    Purposes,
+    /// Clients: client id -> JSON (no personal data; no token).
+    Clients,
+    /// Token hashes: SHA-256 of a token -> client id.
+    ClientTokens,
+    /// Consent ledger: subject id ‖ 0x00 ‖ sequence -> event sealed under the subject key.
+    Consent,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
         Table::Records,
         Table::EmailIndex,
         Table::PhoneIndex,
+        Table::Purposes,
+        Table::Clients,
+        Table::ClientTokens,
+        Table::Consent,
     ];
 
     /// The stable name of the table.
@@ -56,6 +70,10 @@ impl Table {
             Table::Records => "records",
             Table::EmailIndex => "index_email",
             Table::PhoneIndex => "index_phone",
+            Table::Purposes => "purposes",
+            Table::Clients => "clients",
+            Table::ClientTokens => "client_tokens",
+            Table::Consent => "consent",
         }
     }
 

@@ -14,6 +14,8 @@ use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use vault_proto::v1 as pb;
+use vault_proto::v1::admin_client::AdminClient;
+use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 use vault_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 
@@ -33,6 +35,9 @@ struct Cli {
     /// File holding the token (default: <data-dir>/admin.token).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
+    /// Purpose of the call (`x-vault-purpose`), required for supporter and consent commands.
+    #[arg(long, env = "VAULT_PURPOSE", global = true)]
+    purpose: Option<String>,
     /// The daemon's data directory, to find the admin token file.
     #[arg(long, env = "VAULT_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     data_dir: PathBuf,
@@ -45,6 +50,83 @@ enum Command {
     /// Supporter records.
     #[command(subcommand)]
     Supporter(SupporterCommand),
+    /// Consent of a supporter.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Clients of the vault (admin).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// The purpose registry (admin).
+    #[command(subcommand)]
+    Purpose(PurposeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsentCommand {
+    /// Record that the person consents.
+    Grant(ConsentArgs),
+    /// Record that the person withdraws consent.
+    Withdraw(ConsentArgs),
+    /// Current consent per purpose and channel.
+    Status {
+        /// Supporter id.
+        id: String,
+    },
+    /// Every consent event, oldest first.
+    History {
+        /// Supporter id.
+        id: String,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct ConsentArgs {
+    /// Supporter id.
+    id: String,
+    /// Purpose consented to (default: --purpose).
+    #[arg(long = "for")]
+    for_purpose: Option<String>,
+    /// Channel: email, sms, phone, post, in-person (optional when the purpose has one).
+    #[arg(long)]
+    channel: Option<String>,
+    /// Where it was collected: form, import, in-person, phone, email, other.
+    #[arg(long, default_value = "other")]
+    source: String,
+    /// Version of the information notice the person saw.
+    #[arg(long, default_value = "")]
+    notice_version: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client and print its token (shown once).
+    Create {
+        /// Name, e.g. mailer.
+        #[arg(long)]
+        name: String,
+        /// campaign-tool, dpo, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// Comma-separated purposes (campaign-tool).
+        #[arg(long, value_delimiter = ',')]
+        purposes: Vec<String>,
+        /// SHA-256 fingerprint of the client's TLS certificate, for mutual TLS.
+        #[arg(long)]
+        cert_sha256: Option<String>,
+    },
+    /// Revoke a client: its token is refused from the next call on.
+    Revoke {
+        /// Client id.
+        id: String,
+    },
+    /// List clients.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum PurposeCommand {
+    /// List the purpose registry.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,11 +247,16 @@ fn token(cli: &Cli) -> Result<String, String> {
         })
 }
 
-fn with_token<T>(message: T, token: &str) -> Result<Request<T>, String> {
+fn with_token<T>(message: T, token: &str, purpose: Option<&str>) -> Result<Request<T>, String> {
     let mut req = Request::new(message);
     let value = MetadataValue::try_from(format!("Bearer {token}"))
         .map_err(|_| "the token contains characters that cannot be sent".to_owned())?;
     req.metadata_mut().insert("authorization", value);
+    if let Some(p) = purpose {
+        let value = MetadataValue::try_from(p)
+            .map_err(|_| "the purpose contains characters that cannot be sent".to_owned())?;
+        req.metadata_mut().insert("x-vault-purpose", value);
+    }
     Ok(req)
 }
 
@@ -184,8 +271,32 @@ async fn run(cli: Cli) -> Result<String, String> {
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cli.addr))?;
-    let mut client = SupportersClient::new(channel);
+    let purpose = cli.purpose.as_deref();
+    let mut client = SupportersClient::new(channel.clone());
     let reply = match cli.command {
+        Command::Consent(c) => {
+            return consent(ConsentClient::new(channel), c, &token, purpose).await;
+        }
+        Command::Client(c) => return clients(AdminClient::new(channel), c, &token).await,
+        Command::Purpose(PurposeCommand::List) => {
+            let r = AdminClient::new(channel)
+                .list_purposes(with_token(pb::ListPurposesRequest {}, &token, None)?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let list: Vec<_> = r
+                .purposes
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "id": p.id, "description": p.description, "lawful_basis": p.lawful_basis,
+                        "special_category_basis": p.special_category_basis, "channels": p.channels,
+                        "retention_days": p.retention_days, "fields": p.fields,
+                    })
+                })
+                .collect();
+            return Ok(serde_json::Value::from(list).to_string());
+        }
         Command::Supporter(SupporterCommand::Upsert(a)) => {
             let supporter = pb::Supporter {
                 email: a.email.unwrap_or_default(),
@@ -208,8 +319,10 @@ async fn run(cli: Cli) -> Result<String, String> {
                 .upsert(with_token(
                     pb::UpsertRequest {
                         supporter: Some(supporter),
+                        consents: Vec::new(),
                     },
                     &token,
+                    purpose,
                 )?)
                 .await
                 .map_err(status_line)?
@@ -225,6 +338,7 @@ async fn run(cli: Cli) -> Result<String, String> {
                             .then_some(prost_types::FieldMask { paths: fields }),
                     },
                     &token,
+                    purpose,
                 )?)
                 .await
         }
@@ -235,17 +349,21 @@ async fn run(cli: Cli) -> Result<String, String> {
                 (None, None) => return Err("pass --email or --phone".into()),
             };
             client
-                .lookup(with_token(pb::LookupRequest { key: Some(key) }, &token)?)
+                .lookup(with_token(
+                    pb::LookupRequest { key: Some(key) },
+                    &token,
+                    purpose,
+                )?)
                 .await
         }
         Command::Supporter(SupporterCommand::Tag { id, tags }) => {
             client
-                .tag(with_token(pb::TagRequest { id, tags }, &token)?)
+                .tag(with_token(pb::TagRequest { id, tags }, &token, purpose)?)
                 .await
         }
         Command::Supporter(SupporterCommand::Untag { id, tags }) => {
             client
-                .untag(with_token(pb::UntagRequest { id, tags }, &token)?)
+                .untag(with_token(pb::UntagRequest { id, tags }, &token, purpose)?)
                 .await
         }
     };
@@ -272,4 +390,136 @@ fn supporter_json(s: &pb::Supporter) -> serde_json::Value {
         "created_at_unix": ts(&s.created_at),
         "updated_at_unix": ts(&s.updated_at),
     })
+}
+
+fn event_json(e: &pb::ConsentEvent) -> serde_json::Value {
+    serde_json::json!({
+        "subject_id": e.subject_id, "seq": e.seq, "purpose": e.purpose, "channel": e.channel,
+        "kind": e.kind, "at_unix": e.at.as_ref().map(|t| t.seconds), "source": e.source,
+        "notice_version": e.notice_version, "client_id": e.client_id,
+    })
+}
+
+async fn consent(
+    mut client: ConsentClient<Channel>,
+    command: ConsentCommand,
+    token: &str,
+    purpose: Option<&str>,
+) -> Result<String, String> {
+    let request = |a: ConsentArgs| pb::ConsentRequest {
+        subject_id: a.id,
+        purpose: a.for_purpose.unwrap_or_default(),
+        channel: a.channel.unwrap_or_default(),
+        source: a.source,
+        notice_version: a.notice_version,
+    };
+    let json = match command {
+        ConsentCommand::Grant(a) => event_json(
+            &client
+                .grant(with_token(request(a), token, purpose)?)
+                .await
+                .map_err(status_line)?
+                .into_inner(),
+        ),
+        ConsentCommand::Withdraw(a) => event_json(
+            &client
+                .withdraw(with_token(request(a), token, purpose)?)
+                .await
+                .map_err(status_line)?
+                .into_inner(),
+        ),
+        ConsentCommand::Status { id } => {
+            let r = client
+                .status(with_token(
+                    pb::ConsentStatusRequest { subject_id: id },
+                    token,
+                    purpose,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let states: Vec<_> = r
+                .states
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "purpose": s.purpose, "channel": s.channel, "active": s.active,
+                        "last_event_seq": s.last_event_seq,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "subject_id": r.subject_id, "states": states })
+        }
+        ConsentCommand::History { id } => {
+            let r = client
+                .history(with_token(
+                    pb::ConsentHistoryRequest { subject_id: id },
+                    token,
+                    purpose,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let events: Vec<_> = r.events.iter().map(event_json).collect();
+            serde_json::json!({ "subject_id": r.subject_id, "events": events })
+        }
+    };
+    Ok(json.to_string())
+}
+
+fn client_json(c: &pb::Client) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id, "name": c.name, "role": c.role, "purposes": c.purposes,
+        "created_at_unix": c.created_at.as_ref().map(|t| t.seconds),
+        "revoked_at_unix": c.revoked_at.as_ref().map(|t| t.seconds),
+        "cert_sha256": c.cert_sha256,
+    })
+}
+
+async fn clients(
+    mut admin: AdminClient<Channel>,
+    command: ClientCommand,
+    token: &str,
+) -> Result<String, String> {
+    let json = match command {
+        ClientCommand::Create {
+            name,
+            role,
+            purposes,
+            cert_sha256,
+        } => {
+            let r = admin
+                .create_client(with_token(
+                    pb::CreateClientRequest {
+                        name,
+                        role,
+                        purposes,
+                        cert_sha256: cert_sha256.unwrap_or_default(),
+                    },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let client = r.client.as_ref().map(client_json).unwrap_or_default();
+            serde_json::json!({ "client": client, "token": r.token })
+        }
+        ClientCommand::Revoke { id } => client_json(
+            &admin
+                .revoke_client(with_token(pb::RevokeClientRequest { id }, token, None)?)
+                .await
+                .map_err(status_line)?
+                .into_inner(),
+        ),
+        ClientCommand::List => {
+            let r = admin
+                .list_clients(with_token(pb::ListClientsRequest {}, token, None)?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            serde_json::Value::from(r.clients.iter().map(client_json).collect::<Vec<_>>())
+        }
+    };
+    Ok(json.to_string())
 }

@@ -1,3 +1,26 @@
 //! gRPC services: each maps its calls onto `vault-core` and back.
 
+pub mod admin;
+pub mod consent;
 pub mod supporters;
+
+use tonic::Status;
+use vault_core::Caller;
+
+use crate::status::to_status;
+
+/// Maps a library result to a status. The access decision itself is logged by the library;
+/// this line is the daemon's operational log of the call (ids and codes only).
+pub(crate) fn finish<T>(
+    caller: &Caller,
+    rpc: &'static str,
+    result: vault_core::Result<T>,
+) -> Result<T, Status> {
+    let result = result.map_err(to_status);
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    };
+    tracing::debug!(request_id = %caller.request_id, client = %caller.client_id, rpc, code = ?code, "call");
+    result
+}

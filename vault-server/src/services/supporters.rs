@@ -1,19 +1,19 @@
 //! The `vault.v1.Supporters` service.
 //!
 //! Each call: take the authenticated caller, convert the request, call the vault, convert
-//! the reply or map the error. The outcome of every call is logged with the request id,
-//! client and status code, never with a field value.
+//! the reply or map the error. The library decides and logs the access; nothing here
+//! logs a field value.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::{Caller, FieldSet, LookupKey, Vault};
+use vault_core::{FieldSet, LookupKey, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_server::Supporters;
 
+use super::finish;
 use crate::auth::caller;
-use crate::convert::{supporter_from_pb, supporter_to_pb};
-use crate::status::to_status;
+use crate::convert::{consent_change, supporter_from_pb, supporter_to_pb};
 
 /// The Supporters service over a vault.
 pub struct SupportersService {
@@ -25,26 +25,6 @@ impl SupportersService {
     pub fn new(vault: Arc<Vault>) -> Self {
         Self { vault }
     }
-}
-
-fn logged<T>(
-    caller: &Caller,
-    rpc: &'static str,
-    result: vault_core::Result<T>,
-) -> Result<T, Status> {
-    let result = result.map_err(to_status);
-    let code = match &result {
-        Ok(_) => tonic::Code::Ok,
-        Err(s) => s.code(),
-    };
-    tracing::info!(
-        request_id = %caller.request_id,
-        client = %caller.client_id,
-        rpc,
-        code = ?code,
-        "call"
-    );
-    result
 }
 
 fn mask(name: &str, mask: Option<prost_types::FieldMask>) -> vault_core::Result<FieldSet> {
@@ -65,10 +45,15 @@ impl Supporters for SupportersService {
                 .supporter
                 .ok_or_else(|| vault_core::InvalidInput::new("supporter", "is required"))?;
             let supporter = supporter_from_pb(supporter)?;
-            self.vault.upsert(&caller, &supporter).await
+            let consents = req
+                .consents
+                .iter()
+                .map(consent_change)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.vault.upsert(&caller, &supporter, &consents).await
         }
         .await;
-        let out = logged(&caller, "Supporters.Upsert", result)?;
+        let out = finish(&caller, "Supporters.Upsert", result)?;
         Ok(Response::new(pb::UpsertResponse {
             id: out.id,
             created: out.created,
@@ -86,7 +71,7 @@ impl Supporters for SupportersService {
             self.vault.get(&caller, &req.id, fields).await
         }
         .await;
-        logged(&caller, "Supporters.Get", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Get", result).map(|s| Response::new(supporter_to_pb(s)))
     }
 
     async fn lookup(
@@ -108,7 +93,7 @@ impl Supporters for SupportersService {
             self.vault.lookup(&caller, &key).await
         }
         .await;
-        logged(&caller, "Supporters.Lookup", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Lookup", result).map(|s| Response::new(supporter_to_pb(s)))
     }
 
     async fn update(
@@ -123,7 +108,7 @@ impl Supporters for SupportersService {
             self.vault.update(&caller, &req.id, &patch, fields).await
         }
         .await;
-        logged(&caller, "Supporters.Update", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Update", result).map(|s| Response::new(supporter_to_pb(s)))
     }
 
     async fn tag(
@@ -133,7 +118,7 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = self.vault.tag(&caller, &req.id, &req.tags).await;
-        logged(&caller, "Supporters.Tag", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Tag", result).map(|s| Response::new(supporter_to_pb(s)))
     }
 
     async fn untag(
@@ -143,6 +128,6 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = self.vault.untag(&caller, &req.id, &req.tags).await;
-        logged(&caller, "Supporters.Untag", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Untag", result).map(|s| Response::new(supporter_to_pb(s)))
     }
 }

@@ -1,0 +1,1363 @@
+//! The shared engine: PostgreSQL, so several `vault-server` replicas can use one store.
+//!
+//! # What it is
+//!
+//! [`PostgresStore`] implements [`Store`] on a pool of `tokio-postgres` connections
+//! (`deadpool-postgres`). Every [`Table`] is one PostgreSQL table
+//! `vault_<name> (key bytea primary key, value bytea not null)` in a configurable schema
+//! ([`PostgresOptions::schema`], `public` by default).
+//!
+//! Why plain key/value tables of `bytea`: the database only ever holds what sled holds:
+//! ciphertext, blind-index HMACs, ids and small counters. The vault encrypts and decides
+//! everything above the [`Store`] seam, so the database needs no columns it could index or
+//! read: no personal data ever reaches it in clear, and the same logic (and the same
+//! tests) runs on both engines. `bytea` compares byte-wise (`memcmp`, then length), which
+//! is exactly sled's key order, whatever the database's collation.
+//!
+//! # Transport
+//!
+//! Connections use **no TLS** (`NoTls`): this is for a database on the same host (Unix
+//! socket or loopback) or on a private network the campaign controls. The bytes on the
+//! wire are ciphertext and HMACs, but the credentials are not: TLS to the database is
+//! future work. A URL with `sslmode=require` is refused at connect time for that reason.
+//!
+//! # Durability contract
+//!
+//! [`Store::commit`] returns `Ok` only after PostgreSQL acknowledged `COMMIT`. With
+//! `synchronous_commit` on (PostgreSQL's default), that acknowledgement comes after the
+//! commit record is flushed to the write-ahead log, so an acknowledged batch survives a
+//! crash of the daemon or of the database server. [`PostgresStore::connect`] refuses a
+//! server where `synchronous_commit` or `fsync` is `off`, rather than acknowledge writes
+//! it cannot make durable. [`Store::sync`] is therefore a no-op.
+//!
+//! One difference from the embedded engine cannot be avoided over a network: if the
+//! connection drops while `COMMIT` is in flight, the outcome is unknown; `commit` then
+//! returns [`StoreError::Engine`] saying so. Every other error means nothing was written.
+//!
+//! # Concurrency contract
+//!
+//! A batch runs in one `SERIALIZABLE` transaction: the checks are plain `SELECT`s, the
+//! writes `INSERT .. ON CONFLICT DO UPDATE` and `DELETE`, in batch order. Serializable
+//! snapshot isolation makes the checks hold at the commit point across every process
+//! sharing the database, *including checks that a key is absent*. That is why it is
+//! chosen over `REPEATABLE READ` with `SELECT .. FOR UPDATE`: `FOR UPDATE` cannot lock a
+//! row that does not exist, so "claim this absent key" (dedupe on email/phone) would rely
+//! on unique violations alone, and a check on one key guarding a write to another would
+//! not be protected at all. Under SSI it is, at the cost of occasional false-positive
+//! serialization failures, which are retried.
+//!
+//! PostgreSQL reports a lost race as a serialization failure (SQLSTATE 40001), a deadlock
+//! (40P01) or a unique violation (23505). Nothing was written in any of those cases, so
+//! `commit` retries the whole transaction, with jittered backoff, up to
+//! [`PostgresOptions::commit_attempts`] times: on the retry the checks are evaluated
+//! against the winner's data, so a real conflict comes back as
+//! [`StoreError::Conflict`] naming the table whose check failed, exactly as with sled, and
+//! a batch without checks (which sled never refuses) is not refused for a transient race.
+//! When the attempts run out, those failures are returned as [`StoreError::Conflict`]
+//! too, so the vault's own retry loops handle them.
+//!
+//! `get` and `scan_prefix` are single statements outside any batch (autocommit, `READ
+//! COMMITTED`): they see every batch committed before they started, as with sled.
+//!
+//! # Schema and migrations
+//!
+//! [`PostgresStore::connect`] creates and migrates the schema itself, in one transaction
+//! holding a transaction-scoped advisory lock (`pg_advisory_xact_lock`, keyed on the schema
+//! name), so daemons starting at once do not race. Applied steps are recorded in
+//! `vault_schema_migrations (version int primary key, applied_at timestamptz)`; a database
+//! migrated by a newer build (a version this build does not know) is refused.
+//!
+//! Numbered steps (`MIGRATIONS` in this file) are for changes to the shape of existing tables. New
+//! [`Table`] variants need no numbered step: after the numbered steps, every start runs
+//! `CREATE TABLE IF NOT EXISTS` for every table of [`Table::ALL`] (under the same lock),
+//! so a table added to the code is created on the first start of the build that has it.
+//!
+//! The role needs `CREATE` on the database if the schema does not exist yet, else on the
+//! schema (PostgreSQL 15 and later: the database owner has it on `public`).
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::{DbError, SqlState};
+use tokio_postgres::{IsolationLevel, NoTls};
+use zeroize::Zeroizing;
+
+use super::{Batch, Op, Store, StoreError, Table};
+
+/// Tuning for the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections the pool opens to the database (connections are opened on
+    /// demand). Each replica holds up to this many; keep replicas × `pool_size` under the
+    /// server's `max_connections`.
+    pub pool_size: usize,
+    /// The PostgreSQL schema that holds the vault's tables, created if missing. Lets
+    /// several vaults (or test runs) share one database.
+    pub schema: String,
+    /// How long opening one connection may take before it fails.
+    pub connect_timeout: Duration,
+    /// How many times `commit` runs a batch that lost a race to a concurrent transaction
+    /// (serialization failure, deadlock, unique violation) before it returns
+    /// [`StoreError::Conflict`]. At least 1.
+    pub commit_attempts: u32,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            schema: "public".to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            commit_attempts: 10,
+        }
+    }
+}
+
+/// One numbered schema migration: SQL statements run once, in order, in the migration
+/// transaction.
+struct Migration {
+    /// Version recorded in `vault_schema_migrations` once applied. Strictly increasing.
+    version: i32,
+    /// What the step does, for logs.
+    description: &'static str,
+    statements: fn(&Names) -> Vec<String>,
+}
+
+impl fmt::Debug for Migration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Migration")
+            .field("version", &self.version)
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+/// The numbered migrations, oldest first. Append new steps; never edit an applied one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "one key/value table of bytea per vault table",
+    statements: create_every_table,
+}];
+
+/// Key of the migration advisory lock (first half; the second is a hash of the schema).
+/// The ASCII bytes "VAUL".
+const MIGRATION_LOCK: i32 = 0x5641_554c;
+
+/// Names of everything the store creates, quoted and schema-qualified.
+#[derive(Debug)]
+struct Names {
+    schema: String,
+    schema_quoted: String,
+    migrations: String,
+    /// Qualified table name per [`Table`], indexed by [`Table::position`].
+    tables: Vec<String>,
+}
+
+impl Names {
+    fn new(schema: &str) -> Result<Self, StoreError> {
+        check_identifier(schema, "schema")?;
+        let schema_quoted = quote_ident(schema);
+        let qualified = |name: &str| -> Result<String, StoreError> {
+            check_identifier(name, "table")?;
+            Ok(format!("{schema_quoted}.{}", quote_ident(name)))
+        };
+        let migrations = qualified("vault_schema_migrations")?;
+        let tables = Table::ALL
+            .iter()
+            .map(|t| qualified(&table_name(*t)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            schema: schema.to_owned(),
+            schema_quoted,
+            migrations,
+            tables,
+        })
+    }
+}
+
+/// The PostgreSQL table name of a vault table.
+fn table_name(table: Table) -> String {
+    format!("vault_{}", table.name())
+}
+
+/// Migration 1, and the step run on every start: a key/value table per [`Table`].
+fn create_every_table(names: &Names) -> Vec<String> {
+    names
+        .tables
+        .iter()
+        .map(|t| {
+            format!("CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, value bytea NOT NULL)")
+        })
+        .collect()
+}
+
+/// PostgreSQL identifiers: at most 63 bytes, no NUL.
+fn check_identifier(name: &str, what: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.len() > 63 || name.contains('\0') {
+        return Err(StoreError::Engine(format!(
+            "invalid PostgreSQL {what} name {name:?}: 1 to 63 bytes, no NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The statements of one table, prepared (and cached) per connection.
+struct TableSql {
+    get: String,
+    scan_all: String,
+    scan_from: String,
+    scan_range: String,
+    put: String,
+    delete: String,
+}
+
+impl TableSql {
+    fn new(table: &str) -> Self {
+        Self {
+            get: format!("SELECT value FROM {table} WHERE key = $1"),
+            scan_all: format!("SELECT key, value FROM {table} ORDER BY key"),
+            scan_from: format!("SELECT key, value FROM {table} WHERE key >= $1 ORDER BY key"),
+            scan_range: format!(
+                "SELECT key, value FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key"
+            ),
+            put: format!(
+                "INSERT INTO {table} (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            delete: format!("DELETE FROM {table} WHERE key = $1"),
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or `None` when
+/// there is none (empty prefix, or a prefix of 0xFF bytes only).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last != u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Strings that must never appear in an error message: the password, as written in the
+/// URL and as decoded.
+struct Secrets(Vec<Zeroizing<String>>);
+
+impl Secrets {
+    fn from_url(url: &str) -> Self {
+        let mut found = Vec::new();
+        // URL form: scheme://user:password@host...
+        if let Some((_, rest)) = url.split_once("://") {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            if let Some((userinfo, _)) = authority.rsplit_once('@')
+                && let Some((_, password)) = userinfo.split_once(':')
+            {
+                found.push(password.to_owned());
+            }
+        }
+        // `password=...` as a URL query parameter or in the key=value form.
+        for (i, _) in url.match_indices("password=") {
+            let value = &url[i + "password=".len()..];
+            let value = value.trim_start_matches('\'');
+            let end = value
+                .find(|c: char| c == '&' || c == '\'' || c.is_whitespace())
+                .unwrap_or(value.len());
+            found.push(value[..end].to_owned());
+        }
+        Self(
+            found
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .map(Zeroizing::new)
+                .collect(),
+        )
+    }
+
+    fn add(&mut self, password: Option<&[u8]>) {
+        if let Some(p) = password {
+            let p = String::from_utf8_lossy(p).into_owned();
+            if !p.is_empty() {
+                self.0.push(Zeroizing::new(p));
+            }
+        }
+    }
+
+    fn scrub(&self, mut message: String) -> String {
+        for secret in &self.0 {
+            if message.contains(secret.as_str()) {
+                message = message.replace(secret.as_str(), "***");
+            }
+        }
+        message
+    }
+}
+
+/// `error` and its sources, one line. Database errors show severity, SQLSTATE and
+/// message, never their DETAIL (which can quote key bytes).
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = match cause.downcast_ref::<DbError>() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => cause.to_string(),
+        };
+        if !message.ends_with(&part) {
+            message.push_str(": ");
+            message.push_str(&part);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// What went wrong talking to the database.
+#[derive(Debug)]
+enum Failure {
+    Pool(PoolError),
+    Query(tokio_postgres::Error),
+}
+
+impl From<PoolError> for Failure {
+    fn from(e: PoolError) -> Self {
+        Failure::Pool(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Query(e)
+    }
+}
+
+impl Failure {
+    fn describe(&self) -> String {
+        match self {
+            Failure::Pool(PoolError::Backend(e)) => {
+                format!("cannot connect to PostgreSQL: {}", describe(e))
+            }
+            Failure::Pool(e) => format!("PostgreSQL connection pool: {}", describe(e)),
+            Failure::Query(e) => format!("PostgreSQL: {}", describe(e)),
+        }
+    }
+
+    /// A pooled connection that turned out to be dead (server restarted, idle connection
+    /// cut): the statement never ran, so running it again on a fresh connection is safe.
+    fn is_stale_connection(&self) -> bool {
+        match self {
+            Failure::Query(e) => {
+                e.code().is_none()
+                    && (e.is_closed()
+                        || std::error::Error::source(e)
+                            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()))
+            }
+            Failure::Pool(_) => false,
+        }
+    }
+
+    /// A lost race with a concurrent transaction: nothing was written, the transaction
+    /// can run again.
+    fn lost_race(&self) -> Option<&DbError> {
+        match self {
+            Failure::Query(e) => e.as_db_error().filter(|db| {
+                let code = db.code();
+                *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::UNIQUE_VIOLATION
+            }),
+            Failure::Pool(_) => None,
+        }
+    }
+}
+
+/// How one run of a batch ended, short of an error.
+enum Outcome {
+    Committed,
+    /// A check did not hold: the table of the first failing check.
+    CheckFailed(Table),
+}
+
+/// The PostgreSQL-backed store. See the module documentation for its contract.
+pub struct PostgresStore {
+    pool: Pool,
+    names: Names,
+    /// Statements per table, indexed by [`Table::position`].
+    sql: Vec<TableSql>,
+    commit_attempts: u32,
+    /// Where it connects, without the password, for `Debug` and messages.
+    target: String,
+    secrets: Secrets,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field("schema", &self.names.schema)
+            .field("pool_size", &status.max_size)
+            .field("connections", &status.size)
+            .finish()
+    }
+}
+
+/// `user@host:port/dbname`, from the parsed configuration (so never the password).
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let hosts = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect::<Vec<_>>();
+    let ports = config
+        .get_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>();
+    let hosts = if hosts.is_empty() {
+        "localhost".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    let ports = if ports.is_empty() {
+        "5432".to_owned()
+    } else {
+        ports.join(",")
+    };
+    format!(
+        "{}@{hosts}:{ports}/{}",
+        config.get_user().unwrap_or("(default user)"),
+        config.get_dbname().unwrap_or("(default database)")
+    )
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or
+    /// the `key=value` form), creates or migrates the schema, and checks that the server
+    /// makes commits durable. Errors never include the password.
+    pub async fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        let mut secrets = Secrets::from_url(url);
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Engine(secrets.scrub(format!(
+                "invalid PostgreSQL URL (not shown: it may hold a password): {}",
+                describe(&e)
+            )))
+        })?;
+        secrets.add(config.get_password());
+        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+            return Err(StoreError::Engine(
+                "the PostgreSQL URL requires TLS (sslmode=require), which this store does not \
+                 support yet: connect over a private network or the same host without it"
+                    .to_owned(),
+            ));
+        }
+        if options.pool_size == 0 {
+            return Err(StoreError::Engine(
+                "the PostgreSQL pool size must be at least 1".to_owned(),
+            ));
+        }
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("vault");
+        }
+        let names = Names::new(&options.schema)?;
+        let target = describe_target(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| {
+                StoreError::Engine(secrets.scrub(format!(
+                    "cannot build the PostgreSQL pool: {}",
+                    describe(&e)
+                )))
+            })?;
+        let sql = names.tables.iter().map(|t| TableSql::new(t)).collect();
+        let store = Self {
+            pool,
+            names,
+            sql,
+            commit_attempts: options.commit_attempts.max(1),
+            target,
+            secrets,
+        };
+        store.check_durability().await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn sql(&self, table: Table) -> &TableSql {
+        &self.sql[table.position()]
+    }
+
+    fn engine(&self, failure: &Failure) -> StoreError {
+        StoreError::Engine(self.secrets.scrub(format!(
+            "{} (database {})",
+            failure.describe(),
+            self.target
+        )))
+    }
+
+    /// Refuses a server that would acknowledge commits before they are durable.
+    async fn check_durability(&self) -> Result<(), StoreError> {
+        let settings = async {
+            let client = self.pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT current_setting('synchronous_commit'), current_setting('fsync')",
+                    &[],
+                )
+                .await?;
+            Ok::<_, Failure>((row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?))
+        }
+        .await
+        .map_err(|e| self.engine(&e))?;
+        match settings {
+            (synchronous_commit, _) if synchronous_commit == "off" => Err(StoreError::Engine(
+                "PostgreSQL has synchronous_commit = off: acknowledged writes could be lost; \
+                 set it to on (or local, remote_write, remote_apply) for the vault's role"
+                    .to_owned(),
+            )),
+            (_, fsync) if fsync == "off" => Err(StoreError::Engine(
+                "PostgreSQL runs with fsync = off: acknowledged writes could be lost in a \
+                 crash; turn fsync on"
+                    .to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates the schema and applies the migrations it lacks, under the advisory lock.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.try_migrate().await.map_err(|e| match e {
+            MigrateError::Failure(f) => self.engine(&f),
+            MigrateError::Store(e) => e,
+        })
+    }
+
+    async fn try_migrate(&self) -> Result<(), MigrateError> {
+        let names = &self.names;
+        let mut client = self.pool.get().await.map_err(Failure::from)?;
+        let tx = client.transaction().await.map_err(Failure::from)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&MIGRATION_LOCK, &names.schema],
+        )
+        .await
+        .map_err(Failure::from)?;
+        let schema_exists: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[&names.schema],
+            )
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(Failure::from)?;
+        if !schema_exists {
+            tx.batch_execute(&format!("CREATE SCHEMA {}", names.schema_quoted))
+                .await
+                .map_err(Failure::from)?;
+        }
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, \
+             applied_at timestamptz NOT NULL DEFAULT now())",
+            names.migrations
+        ))
+        .await
+        .map_err(Failure::from)?;
+        let current: i32 = tx
+            .query_one(
+                &format!("SELECT coalesce(max(version), 0) FROM {}", names.migrations),
+                &[],
+            )
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(Failure::from)?;
+        let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+        if current > latest {
+            return Err(MigrateError::Store(StoreError::Engine(format!(
+                "the PostgreSQL schema {:?} is at migration {current}, newer than this build \
+                 knows ({latest}): run a newer vault",
+                names.schema
+            ))));
+        }
+        for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
+            for statement in (migration.statements)(names) {
+                tx.batch_execute(&statement).await.map_err(Failure::from)?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (version, applied_at) VALUES ($1, now())",
+                    names.migrations
+                ),
+                &[&migration.version],
+            )
+            .await
+            .map_err(Failure::from)?;
+            tracing::info!(
+                version = migration.version,
+                description = migration.description,
+                schema = %names.schema,
+                "applied PostgreSQL schema migration"
+            );
+        }
+        // Tables added to `Table::ALL` since the numbered migrations.
+        for statement in create_every_table(names) {
+            tx.batch_execute(&statement).await.map_err(Failure::from)?;
+        }
+        tx.commit().await.map_err(Failure::from)?;
+        Ok(())
+    }
+
+    async fn try_get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.sql(table).get).await?;
+        let row = client.query_opt(&statement, &[&key]).await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get::<_, Vec<u8>>(0)?),
+            None => None,
+        })
+    }
+
+    async fn try_scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Failure> {
+        let client = self.pool.get().await?;
+        let sql = self.sql(table);
+        let rows = if prefix.is_empty() {
+            let statement = client.prepare_cached(&sql.scan_all).await?;
+            client.query(&statement, &[]).await?
+        } else if let Some(end) = prefix_successor(prefix) {
+            let statement = client.prepare_cached(&sql.scan_range).await?;
+            client.query(&statement, &[&prefix, &end]).await?
+        } else {
+            let statement = client.prepare_cached(&sql.scan_from).await?;
+            client.query(&statement, &[&prefix]).await?
+        };
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    }
+
+    /// Runs `batch` once in a serializable transaction.
+    async fn try_commit(&self, batch: &Batch) -> Result<Outcome, CommitFailure> {
+        let mut client = self.pool.get().await.map_err(CommitFailure::before)?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::Serializable)
+            .start()
+            .await
+            .map_err(CommitFailure::before)?;
+        for check in &batch.checks {
+            let statement = tx
+                .prepare_cached(&self.sql(check.table).get)
+                .await
+                .map_err(CommitFailure::before)?;
+            let current = tx
+                .query_opt(&statement, &[&check.key])
+                .await
+                .and_then(|row| row.map(|r| r.try_get::<_, Vec<u8>>(0)).transpose())
+                .map_err(CommitFailure::before)?;
+            if current != check.expect {
+                // Nothing was written. If the rollback itself fails the connection is
+                // broken, the server rolls back, and the pool drops the connection.
+                let _ = tx.rollback().await;
+                return Ok(Outcome::CheckFailed(check.table));
+            }
+        }
+        for op in &batch.ops {
+            match op {
+                Op::Put { table, key, value } => {
+                    let statement = tx
+                        .prepare_cached(&self.sql(*table).put)
+                        .await
+                        .map_err(CommitFailure::before)?;
+                    tx.execute(&statement, &[key, value])
+                        .await
+                        .map_err(CommitFailure::before)?;
+                }
+                Op::Delete { table, key } => {
+                    let statement = tx
+                        .prepare_cached(&self.sql(*table).delete)
+                        .await
+                        .map_err(CommitFailure::before)?;
+                    tx.execute(&statement, &[key])
+                        .await
+                        .map_err(CommitFailure::before)?;
+                }
+            }
+        }
+        // Returns once the server acknowledged COMMIT, i.e. (synchronous_commit) once the
+        // commit record is flushed to the write-ahead log.
+        tx.commit().await.map_err(|e| CommitFailure {
+            failure: e.into(),
+            during_commit: true,
+        })?;
+        Ok(Outcome::Committed)
+    }
+
+    /// The table to name in a [`StoreError::Conflict`] for a lost race: the table the
+    /// database names if it is one of ours, else the batch's first.
+    fn conflict_table(&self, db: &DbError, batch: &Batch) -> &'static str {
+        let named = db.table().and_then(|name| {
+            Table::ALL
+                .iter()
+                .find(|t| table_name(**t) == name)
+                .map(|t| t.name())
+        });
+        named
+            .or_else(|| batch.checks.first().map(|c| c.table.name()))
+            .or_else(|| {
+                batch.ops.first().map(|op| match op {
+                    Op::Put { table, .. } | Op::Delete { table, .. } => table.name(),
+                })
+            })
+            .unwrap_or("unknown")
+    }
+}
+
+enum MigrateError {
+    Failure(Failure),
+    Store(StoreError),
+}
+
+impl From<Failure> for MigrateError {
+    fn from(f: Failure) -> Self {
+        MigrateError::Failure(f)
+    }
+}
+
+/// A failed run of a batch, and whether it failed while `COMMIT` was in flight.
+struct CommitFailure {
+    failure: Failure,
+    during_commit: bool,
+}
+
+impl CommitFailure {
+    fn before(e: impl Into<Failure>) -> Self {
+        Self {
+            failure: e.into(),
+            during_commit: false,
+        }
+    }
+}
+
+/// Sleeps a little before running a batch again: jittered, growing with `attempt`.
+async fn backoff(attempt: u32) {
+    let cap_micros = (500u64 << attempt.min(6)).min(20_000);
+    let jitter = RandomState::new().build_hasher().finish() % cap_micros;
+    tokio::time::sleep(Duration::from_micros(cap_micros / 2 + jitter / 2)).await;
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.try_get(table, key).await {
+            Err(e) if e.is_stale_connection() => self.try_get(table, key).await,
+            result => result,
+        }
+        .map_err(|e| self.engine(&e))
+    }
+
+    async fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        match self.try_scan_prefix(table, prefix).await {
+            Err(e) if e.is_stale_connection() => self.try_scan_prefix(table, prefix).await,
+            result => result,
+        }
+        .map_err(|e| self.engine(&e))
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.checks.is_empty() && batch.ops.is_empty() {
+            return Ok(());
+        }
+        let mut stale_retried = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.try_commit(&batch).await {
+                Ok(Outcome::Committed) => return Ok(()),
+                Ok(Outcome::CheckFailed(table)) => return Err(StoreError::Conflict(table.name())),
+                Err(failure) => failure,
+            };
+            if let Some(db) = failure.failure.lost_race() {
+                // Nothing was written (this includes a serialization failure at COMMIT).
+                if attempt >= self.commit_attempts {
+                    return Err(StoreError::Conflict(self.conflict_table(db, &batch)));
+                }
+                backoff(attempt).await;
+                continue;
+            }
+            if failure.during_commit && failure.failure.is_stale_connection() {
+                return Err(StoreError::Engine(self.secrets.scrub(format!(
+                    "the connection to PostgreSQL broke while committing; the batch may or may \
+                     not have been applied: {} (database {})",
+                    failure.failure.describe(),
+                    self.target
+                ))));
+            }
+            if !failure.during_commit && failure.failure.is_stale_connection() && !stale_retried {
+                stale_retried = true;
+                attempt -= 1;
+                continue;
+            }
+            return Err(self.engine(&failure.failure));
+        }
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        // Every acknowledged commit is already durable (see the module documentation).
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use super::*;
+
+    const URL_VAR: &str = "VAULT_TEST_DATABASE_URL";
+
+    /// The test database, or `None` (with a loud line on stderr) when it is not configured.
+    fn database_url() -> Option<String> {
+        match std::env::var(URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => Some(url),
+            _ => {
+                // Straight to stderr, past the test harness's output capture, so the
+                // skip shows in a normal `cargo test` run.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED: {URL_VAR} is not set; PostgreSQL store tests did not run \
+                     (start a database with .ci/postgres-start)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A fresh schema of the test database, dropped when this is dropped (also when the
+    /// test fails), after the test's stores (declare it first).
+    struct TestDb {
+        url: String,
+        options: PostgresOptions,
+    }
+
+    impl TestDb {
+        fn new() -> Option<Self> {
+            let url = database_url()?;
+            let options = PostgresOptions {
+                pool_size: 8,
+                schema: format!("vault_test_{}", uuid::Uuid::new_v4().simple()),
+                ..PostgresOptions::default()
+            };
+            Some(Self { url, options })
+        }
+
+        async fn open(&self) -> Result<PostgresStore, StoreError> {
+            PostgresStore::connect(&self.url, &self.options).await
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            // Drop may run inside the test's runtime (or while unwinding from a failed
+            // assertion): use a thread with its own runtime, and never panic here.
+            let url = self.url.clone();
+            let sql = format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&self.options.schema)
+            );
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime.block_on(async {
+                    let (client, connection) = tokio_postgres::connect(&url, NoTls)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let driver = tokio::spawn(connection);
+                    let result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+                    drop(client);
+                    let _ = driver.await;
+                    result
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: could not drop test schema {}",
+                    self.options.schema
+                );
+            }
+        }
+    }
+
+    fn put(table: Table, key: &[u8], value: &[u8]) -> Batch {
+        let mut b = Batch::new();
+        b.put(table, key, value.to_vec());
+        b
+    }
+
+    #[test]
+    fn prefix_successor_handles_empty_and_ff() {
+        assert_eq!(prefix_successor(b""), None);
+        assert_eq!(prefix_successor(&[0xFF]), None);
+        assert_eq!(prefix_successor(&[0xFF, 0xFF]), None);
+        assert_eq!(prefix_successor(&[0x00]), Some(vec![0x01]));
+        assert_eq!(prefix_successor(&[0x01, 0xFF]), Some(vec![0x02]));
+        assert_eq!(prefix_successor(&[0x01, 0xFE]), Some(vec![0x01, 0xFF]));
+        assert_eq!(
+            prefix_successor(&[0xFF, 0x00, 0xFF]),
+            Some(vec![0xFF, 0x01])
+        );
+    }
+
+    #[test]
+    fn secrets_are_found_in_every_url_form() {
+        let s = Secrets::from_url("postgres://vault:pa:ss@w0rd@db.local:5432/vault?x=1");
+        assert_eq!(
+            s.scrub("a pa:ss@w0rd b".to_owned()),
+            "a *** b",
+            "userinfo password, split at the last @"
+        );
+        let s = Secrets::from_url("host=db user=vault password='hunter 2' dbname=v");
+        assert_eq!(s.scrub("x hunter y".to_owned()), "x *** y");
+        let s = Secrets::from_url("postgres://db/v?user=vault&password=qwerty&sslmode=disable");
+        assert_eq!(s.scrub("qwerty!".to_owned()), "***!");
+    }
+
+    #[tokio::test]
+    async fn errors_and_debug_never_show_the_password() {
+        // No database needed: nothing listens on port 1.
+        let password = "Sup3r-s3cret-pw";
+        let url = format!("postgres://vault:{password}@127.0.0.1:1/vault_test");
+        let options = PostgresOptions {
+            connect_timeout: Duration::from_secs(2),
+            ..PostgresOptions::default()
+        };
+        let err = PostgresStore::connect(&url, &options).await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Engine(_)), "{message}");
+        assert!(!message.contains(password), "{message}");
+        assert!(message.contains("127.0.0.1"), "{message}");
+
+        let err = PostgresStore::connect(&format!("postgres://vault:{password}@[bad"), &options)
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains(password), "{err}");
+
+        // TLS to the database is not supported yet: refused, not silently downgraded.
+        let err = PostgresStore::connect(
+            &format!("postgres://vault:{password}@127.0.0.1:1/v?sslmode=require"),
+            &options,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("sslmode=require"), "{err}");
+        assert!(!err.to_string().contains(password), "{err}");
+
+        // With a database: a wrong password is refused without echoing it, and Debug of a
+        // connected store does not print the URL's password.
+        let Some(db) = TestDb::new() else { return };
+        let store = db.open().await.unwrap();
+        let debug = format!("{store:?}");
+        for secret in &store.secrets.0 {
+            assert!(
+                !debug.contains(&format!(":{}@", secret.as_str())),
+                "{debug}"
+            );
+            if !store.target.contains(secret.as_str()) {
+                assert!(!debug.contains(secret.as_str()), "{debug}");
+            }
+            let wrong = db.url.replacen(
+                &format!(":{}@", secret.as_str()),
+                &format!(":{password}@"),
+                1,
+            );
+            if wrong != db.url {
+                let err = PostgresStore::connect(&wrong, &db.options)
+                    .await
+                    .unwrap_err();
+                assert!(!err.to_string().contains(password), "{err}");
+            }
+        }
+        assert!(debug.contains(&db.options.schema), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn round_trip_put_get_delete() {
+        let Some(db) = TestDb::new() else { return };
+        let store = db.open().await.unwrap();
+        assert_eq!(store.get(Table::Records, b"a").await.unwrap(), None);
+        store
+            .commit(put(Table::Records, b"a", b"one"))
+            .await
+            .unwrap();
+        store.commit(put(Table::Meta, b"a", b"meta")).await.unwrap();
+        assert_eq!(
+            store.get(Table::Records, b"a").await.unwrap(),
+            Some(b"one".to_vec())
+        );
+        // Overwrite, then tables stay separate.
+        store
+            .commit(put(Table::Records, b"a", b"two"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(Table::Records, b"a").await.unwrap(),
+            Some(b"two".to_vec())
+        );
+        assert_eq!(
+            store.get(Table::Meta, b"a").await.unwrap(),
+            Some(b"meta".to_vec())
+        );
+        // Empty key and empty value are values like any other.
+        store.commit(put(Table::Records, b"", b"")).await.unwrap();
+        assert_eq!(
+            store.get(Table::Records, b"").await.unwrap(),
+            Some(Vec::new())
+        );
+        // Delete, and delete of an absent key, in one batch with a put after.
+        let mut b = Batch::new();
+        b.delete(Table::Records, b"a")
+            .delete(Table::Records, b"absent")
+            .put(Table::Records, b"b", b"bee".to_vec())
+            .delete(Table::Records, b"b")
+            .put(Table::Records, b"b", b"last".to_vec());
+        store.commit(b).await.unwrap();
+        assert_eq!(store.get(Table::Records, b"a").await.unwrap(), None);
+        assert_eq!(
+            store.get(Table::Records, b"b").await.unwrap(),
+            Some(b"last".to_vec())
+        );
+        store.commit(Batch::new()).await.unwrap();
+        store.sync().await.unwrap();
+        // Every table of Table::ALL exists and is usable.
+        for table in Table::ALL {
+            store
+                .commit(put(table, b"k", table.name().as_bytes()))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.get(table, b"k").await.unwrap(),
+                Some(table.name().as_bytes().to_vec())
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn scan_prefix_orders_and_bounds() {
+        let Some(db) = TestDb::new() else { return };
+        let store = db.open().await.unwrap();
+        let keys: &[&[u8]] = &[
+            &[0xFF, 0xFF, 0x01],
+            &[0x01, 0xFF],
+            &[],
+            &[0x02],
+            &[0x01],
+            &[0xFF],
+            &[0x00],
+            &[0x01, 0x00],
+            &[0xFF, 0xFF],
+            &[0x01, 0xFF, 0xFF],
+            &[0xFF, 0x00],
+            &[0x80],
+            &[0x01, 0xFE, 0xFF],
+        ];
+        let mut model = BTreeMap::new();
+        let mut batch = Batch::new();
+        for (i, key) in keys.iter().enumerate() {
+            let value = vec![u8::try_from(i).unwrap()];
+            batch.put(Table::Keyring, key, value.clone());
+            model.insert(key.to_vec(), value);
+        }
+        // Same keys in another table must not leak into the scans.
+        for key in keys {
+            batch.put(Table::Meta, key, b"other".to_vec());
+        }
+        store.commit(batch).await.unwrap();
+        let prefixes: &[&[u8]] = &[
+            &[],
+            &[0x00],
+            &[0x01],
+            &[0x01, 0xFF],
+            &[0x01, 0xFE],
+            &[0x02],
+            &[0x03],
+            &[0x80],
+            &[0xFF],
+            &[0xFF, 0xFF],
+            &[0xFF, 0xFF, 0xFF],
+        ];
+        for prefix in prefixes {
+            let expected: Vec<(Vec<u8>, Vec<u8>)> = model
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let got = store.scan_prefix(Table::Keyring, prefix).await.unwrap();
+            assert_eq!(got, expected, "prefix {prefix:02x?}");
+        }
+        assert_eq!(
+            store.scan_prefix(Table::Keyring, &[]).await.unwrap().len(),
+            keys.len()
+        );
+        assert!(
+            store
+                .scan_prefix(Table::Records, &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_check_writes_nothing() {
+        let Some(db) = TestDb::new() else { return };
+        let store = db.open().await.unwrap();
+        let mut b = Batch::new();
+        b.check(Table::EmailIndex, b"h", None)
+            .put(Table::EmailIndex, b"h", b"a".to_vec())
+            .put(Table::Records, b"a", b"rec".to_vec());
+        store.commit(b.clone()).await.unwrap();
+        assert_eq!(
+            store.get(Table::Records, b"a").await.unwrap(),
+            Some(b"rec".to_vec())
+        );
+        // Same batch again: the absent-check fails, and no other write is applied.
+        let mut again = b;
+        again.put(Table::Records, b"b", b"other".to_vec());
+        assert_eq!(
+            store.commit(again).await,
+            Err(StoreError::Conflict("index_email"))
+        );
+        assert_eq!(store.get(Table::Records, b"b").await.unwrap(), None);
+        // A check expecting the wrong value fails; writes placed before it in the batch's
+        // op list are not applied either.
+        let mut wrong = Batch::new();
+        wrong
+            .put(Table::Meta, b"m", b"x".to_vec())
+            .delete(Table::Records, b"a")
+            .check(Table::Records, b"a", Some(b"not rec"));
+        assert_eq!(
+            store.commit(wrong).await,
+            Err(StoreError::Conflict("records"))
+        );
+        assert_eq!(store.get(Table::Meta, b"m").await.unwrap(), None);
+        assert_eq!(
+            store.get(Table::Records, b"a").await.unwrap(),
+            Some(b"rec".to_vec())
+        );
+        // A check expecting a value on an absent key fails.
+        let mut absent = Batch::new();
+        absent
+            .check(Table::Records, b"zz", Some(b""))
+            .put(Table::Meta, b"m", b"x".to_vec());
+        assert_eq!(
+            store.commit(absent).await,
+            Err(StoreError::Conflict("records"))
+        );
+        assert_eq!(store.get(Table::Meta, b"m").await.unwrap(), None);
+        // Checks that hold, with no writes, succeed; read-modify-write with the right
+        // expectation succeeds.
+        let mut ok = Batch::new();
+        ok.check(Table::Records, b"a", Some(b"rec"))
+            .check(Table::Records, b"zz", None);
+        store.commit(ok).await.unwrap();
+        let mut rmw = Batch::new();
+        rmw.check(Table::Records, b"a", Some(b"rec"))
+            .put(Table::Records, b"a", b"rec2".to_vec());
+        store.commit(rmw).await.unwrap();
+        assert_eq!(
+            store.get(Table::Records, b"a").await.unwrap(),
+            Some(b"rec2".to_vec())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_of_one_key_have_one_winner() {
+        let Some(db) = TestDb::new() else { return };
+        // Two pools: two replicas sharing the database.
+        let replicas = [
+            Arc::new(db.open().await.unwrap()),
+            Arc::new(db.open().await.unwrap()),
+        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50u32 {
+            let store = Arc::clone(&replicas[(i % 2) as usize]);
+            tasks.spawn(async move {
+                let id = format!("subject-{i}").into_bytes();
+                let mut b = Batch::new();
+                b.check(Table::EmailIndex, b"hmac-of-email", None)
+                    .put(Table::EmailIndex, b"hmac-of-email", id.clone())
+                    .put(Table::Records, &id, b"sealed".to_vec());
+                (id, store.commit(b).await)
+            });
+        }
+        let mut winners = Vec::new();
+        let mut conflicts = 0;
+        while let Some(joined) = tasks.join_next().await {
+            let (id, result) = joined.unwrap();
+            match result {
+                Ok(()) => winners.push(id),
+                Err(StoreError::Conflict("index_email")) => conflicts += 1,
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one claim wins");
+        assert_eq!(conflicts, 49);
+        let winner = winners.pop().unwrap();
+        for store in &replicas {
+            assert_eq!(
+                store
+                    .get(Table::EmailIndex, b"hmac-of-email")
+                    .await
+                    .unwrap(),
+                Some(winner.clone())
+            );
+            let records = store.scan_prefix(Table::Records, b"").await.unwrap();
+            assert_eq!(records, vec![(winner.clone(), b"sealed".to_vec())]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_read_modify_write_loses_no_update() {
+        let Some(db) = TestDb::new() else { return };
+        let replicas = [
+            Arc::new(db.open().await.unwrap()),
+            Arc::new(db.open().await.unwrap()),
+        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20usize {
+            let store = Arc::clone(&replicas[i % 2]);
+            tasks.spawn(async move {
+                // The vault's retry loop: re-read and retry on Conflict (bounded).
+                for _ in 0..200 {
+                    let current = store.get(Table::Meta, b"counter").await?;
+                    let n = current
+                        .as_deref()
+                        .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+                    let mut b = Batch::new();
+                    b.check(Table::Meta, b"counter", current.as_deref()).put(
+                        Table::Meta,
+                        b"counter",
+                        (n + 1).to_be_bytes().to_vec(),
+                    );
+                    match store.commit(b).await {
+                        Ok(()) => return Ok(()),
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(StoreError::Engine("too many conflicts".to_owned()))
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap().unwrap();
+        }
+        assert_eq!(
+            replicas[0].get(Table::Meta, b"counter").await.unwrap(),
+            Some(20u64.to_be_bytes().to_vec())
+        );
+    }
+
+    #[tokio::test]
+    async fn reopen_sees_committed_data() {
+        let Some(db) = TestDb::new() else { return };
+        {
+            let store = db.open().await.unwrap();
+            let mut b = Batch::new();
+            b.put(Table::Meta, b"k", b"v".to_vec()).put(
+                Table::SubjectKeys,
+                b"s",
+                b"wrapped".to_vec(),
+            );
+            store.commit(b).await.unwrap();
+        }
+        let store = db.open().await.unwrap();
+        assert_eq!(
+            store.get(Table::Meta, b"k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(store.scan_prefix(Table::Meta, b"").await.unwrap().len(), 1);
+        assert_eq!(
+            store.get(Table::SubjectKeys, b"s").await.unwrap(),
+            Some(b"wrapped".to_vec())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_are_idempotent_and_race_free() {
+        let Some(db) = TestDb::new() else { return };
+        // Two daemons starting at once on a fresh schema, then a third later.
+        let (a, b) = tokio::join!(db.open(), db.open());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        a.commit(put(Table::Meta, b"k", b"v")).await.unwrap();
+        drop(b);
+        let c = db.open().await.unwrap();
+        assert_eq!(c.get(Table::Meta, b"k").await.unwrap(), Some(b"v".to_vec()));
+        let client = c.pool.get().await.unwrap();
+        let versions: Vec<i32> = client
+            .query(
+                &format!(
+                    "SELECT version FROM {} ORDER BY version",
+                    c.names.migrations
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let known: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, known);
+        // A schema migrated by a newer build is refused.
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (version, applied_at) VALUES ($1, now())",
+                    c.names.migrations
+                ),
+                &[&(known.last().unwrap() + 1)],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let err = db.open().await.unwrap_err();
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+}

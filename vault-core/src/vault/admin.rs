@@ -1,0 +1,432 @@
+//! Administration: the bootstrap credential, client authentication, clients and the
+//! purpose registry. None of it touches personal data.
+
+use std::collections::BTreeSet;
+
+use zeroize::Zeroizing;
+
+use crate::access::{BOOTSTRAP_ADMIN_ID, Caller, Role, Rpc};
+use crate::client::{self, Client};
+use crate::credentials::{self, TokenHash};
+use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
+use crate::storage::{Batch, StoreError, Table};
+
+use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us};
+
+const META_BOOTSTRAP_ADMIN: &[u8] = b"bootstrap_admin_created";
+
+fn purpose_json(p: &Purpose) -> Result<Vec<u8>> {
+    serde_json::to_vec(p).map_err(|e| Error::Codec(e.to_string()))
+}
+
+fn client_json(c: &StoredClient) -> Result<Vec<u8>> {
+    serde_json::to_vec(c).map_err(|e| Error::Codec(e.to_string()))
+}
+
+/// A client as stored: the public record and the hash of its token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredClient {
+    client: Client,
+    token_sha256: String,
+}
+
+impl Vault {
+    // ---- bootstrap and authentication ----------------------------------------------
+
+    /// Creates the bootstrap admin client (`bootstrap-admin`, role admin) once per store.
+    /// `persist` receives the token and must store it for the operator (the daemon writes
+    /// `admin.token`) before the client is committed, so a crash in between leaves no
+    /// credential nobody holds. Returns `false` if the store already had one (created
+    /// earlier, or concurrently by another daemon sharing the store).
+    pub async fn create_bootstrap_admin<F>(&self, persist: F) -> Result<bool>
+    where
+        F: FnOnce(&str) -> Result<()>,
+    {
+        if self
+            .store
+            .get(Table::Meta, META_BOOTSTRAP_ADMIN)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let token: Zeroizing<String> = credentials::new_token()?;
+        persist(&token)?;
+        let stored = StoredClient {
+            client: Client {
+                id: BOOTSTRAP_ADMIN_ID.to_owned(),
+                name: BOOTSTRAP_ADMIN_ID.to_owned(),
+                role: Role::Admin,
+                purposes: BTreeSet::new(),
+                created_at_us: now_us(),
+                revoked_at_us: None,
+                cert_sha256: None,
+            },
+            token_sha256: hex::encode(TokenHash::of(&token).0),
+        };
+        let mut b = Batch::new();
+        b.check(Table::Meta, META_BOOTSTRAP_ADMIN, None).put(
+            Table::Meta,
+            META_BOOTSTRAP_ADMIN,
+            b"1".to_vec(),
+        );
+        self.put_client(&mut b, &stored, None)?;
+        match self.store.commit(b).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn put_client(
+        &self,
+        b: &mut Batch,
+        stored: &StoredClient,
+        expect: Option<&[u8]>,
+    ) -> Result<()> {
+        let id = stored.client.id.as_bytes();
+        let token_key = hex::decode(&stored.token_sha256)
+            .map_err(|_| Error::Integrity(IntegrityObject::Metadata("client token hash")))?;
+        b.check(Table::Clients, id, expect)
+            .put(Table::Clients, id, client_json(stored)?);
+        if stored.client.is_active() {
+            b.check(
+                Table::ClientTokens,
+                &token_key,
+                if expect.is_some() { Some(id) } else { None },
+            )
+            .put(Table::ClientTokens, &token_key, id.to_vec());
+        } else {
+            b.delete(Table::ClientTokens, &token_key);
+        }
+        Ok(())
+    }
+
+    async fn stored_client(&self, id: &str) -> Result<Option<(StoredClient, Vec<u8>)>> {
+        match self.store.get(Table::Clients, id.as_bytes()).await? {
+            None => Ok(None),
+            Some(raw) => {
+                let c: StoredClient = serde_json::from_slice(&raw)
+                    .map_err(|_| Error::Integrity(IntegrityObject::Metadata("client record")))?;
+                Ok(Some((c, raw)))
+            }
+        }
+    }
+
+    /// The active client holding `token`. Hashes the token and looks the hash up; the
+    /// stored hash is compared in constant time before the client is accepted.
+    pub async fn authenticate(&self, token: &str) -> Result<Client> {
+        let refused = || {
+            Error::Unauthenticated("invalid credentials: the token is unknown or revoked".into())
+        };
+        let hash = TokenHash::of(token);
+        let Some(id) = self.store.get(Table::ClientTokens, &hash.0).await? else {
+            return Err(refused());
+        };
+        let id = String::from_utf8(id).map_err(|_| refused())?;
+        let (stored, _) = self.stored_client(&id).await?.ok_or_else(refused)?;
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(&stored.token_sha256, &mut expected).map_err(|_| refused())?;
+        if !stored.client.is_active() || !TokenHash(expected).matches(token) {
+            return Err(refused());
+        }
+        Ok(stored.client)
+    }
+
+    /// The active client whose TLS certificate has this SHA-256 fingerprint.
+    pub async fn authenticate_certificate(&self, fingerprint: &str) -> Result<Client> {
+        let fp = client::normalize_fingerprint(fingerprint)?;
+        for (_, raw) in self.store.scan_prefix(Table::Clients, b"").await? {
+            let stored: StoredClient = serde_json::from_slice(&raw)
+                .map_err(|_| Error::Integrity(IntegrityObject::Metadata("client record")))?;
+            let matches =
+                stored.client.cert_sha256.as_deref().is_some_and(|c| {
+                    subtle::ConstantTimeEq::ct_eq(c.as_bytes(), fp.as_bytes()).into()
+                });
+            if matches && stored.client.is_active() {
+                return Ok(stored.client);
+            }
+        }
+        Err(Error::Unauthenticated(
+            "the client certificate is not registered to an active client".into(),
+        ))
+    }
+
+    // ---- clients ---------------------------------------------------------------------
+
+    /// Registers a client; returns it with its token, which is shown this once.
+    pub async fn create_client(
+        &self,
+        caller: &Caller,
+        name: &str,
+        role: Role,
+        purposes: &[String],
+        cert_sha256: Option<&str>,
+    ) -> Result<(Client, Zeroizing<String>)> {
+        let mut log = self.record(caller, Rpc::AdminCreateClient);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(
+                &mut log,
+                caller,
+                Rpc::AdminCreateClient,
+                &registry,
+                None,
+                None,
+            )?;
+            client::validate_name(name)?;
+            let purposes = client_purposes(&registry, role, purposes)?;
+            let cert = cert_sha256
+                .filter(|c| !c.trim().is_empty())
+                .map(client::normalize_fingerprint)
+                .transpose()?;
+            let token = credentials::new_token()?;
+            let client = Client {
+                id: uuid::Uuid::new_v4().hyphenated().to_string(),
+                name: name.to_owned(),
+                role,
+                purposes,
+                created_at_us: now_us(),
+                revoked_at_us: None,
+                cert_sha256: cert,
+            };
+            let stored = StoredClient {
+                client: client.clone(),
+                token_sha256: hex::encode(TokenHash::of(&token).0),
+            };
+            let mut b = Batch::new();
+            self.put_client(&mut b, &stored, None)?;
+            self.store.commit(b).await?;
+            Ok((client, token))
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    /// Revokes a client: its token is refused from the next call on.
+    pub async fn revoke_client(&self, caller: &Caller, id: &str) -> Result<Client> {
+        let mut log = self.record(caller, Rpc::AdminRevokeClient);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(&mut log, caller, Rpc::AdminRevokeClient, &registry, None, None)?;
+            for _ in 0..MAX_ATTEMPTS {
+                let (mut stored, raw) = self
+                    .stored_client(id.trim())
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("no client with id {}", id.trim())))?;
+                if !stored.client.is_active() {
+                    return Ok(stored.client);
+                }
+                if stored.client.role == Role::Admin {
+                    let admins = self.clients().await?;
+                    let others = admins
+                        .iter()
+                        .filter(|c| c.role == Role::Admin && c.is_active() && c.id != stored.client.id)
+                        .count();
+                    if others == 0 {
+                        return Err(Error::FailedPrecondition(
+                            "this is the last active admin client; create another admin before revoking it".into(),
+                        ));
+                    }
+                }
+                stored.client.revoked_at_us = Some(now_us());
+                let mut b = Batch::new();
+                self.put_client(&mut b, &stored, Some(&raw))?;
+                let attempt = self.store.commit(b).await.map_err(Error::from);
+                if !is_conflict(&attempt) {
+                    return attempt.map(|()| stored.client);
+                }
+            }
+            Err(Error::Contention("client revocation".into()))
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    async fn clients(&self) -> Result<Vec<Client>> {
+        let mut out = Vec::new();
+        for (_, raw) in self.store.scan_prefix(Table::Clients, b"").await? {
+            let stored: StoredClient = serde_json::from_slice(&raw)
+                .map_err(|_| Error::Integrity(IntegrityObject::Metadata("client record")))?;
+            out.push(stored.client);
+        }
+        out.sort_by(|a, b| a.created_at_us.cmp(&b.created_at_us).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Every client, revoked ones included, oldest first.
+    pub async fn list_clients(&self, caller: &Caller) -> Result<Vec<Client>> {
+        let mut log = self.record(caller, Rpc::AdminListClients);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(
+                &mut log,
+                caller,
+                Rpc::AdminListClients,
+                &registry,
+                None,
+                None,
+            )?;
+            self.clients().await
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    // ---- purposes --------------------------------------------------------------------
+
+    /// Installs the purpose registry at start: the purposes of the config file (which win
+    /// over what the store holds for the same ids), or the default registry when the store
+    /// has none. The built-in DPO purpose is always present and cannot be redefined.
+    pub async fn install_purposes(&self, configured: Option<&[Purpose]>) -> Result<()> {
+        let existing = self.registry().await?;
+        let mut wanted: Vec<Purpose> = match configured {
+            Some(list) => {
+                for p in list {
+                    p.validate()?;
+                    if p.id == DPO_PURPOSE {
+                        return Err(InvalidInput::new(
+                            "purposes",
+                            format!("{DPO_PURPOSE} is built in and cannot be redefined"),
+                        )
+                        .into());
+                    }
+                }
+                list.to_vec()
+            }
+            None if existing.iter().next().is_none() => purpose::default_registry(),
+            None => Vec::new(),
+        };
+        wanted.push(purpose::dpo_purpose());
+        let mut b = Batch::new();
+        for p in &wanted {
+            if existing.get(&p.id) != Some(p) {
+                b.put(Table::Purposes, p.id.as_bytes(), purpose_json(p)?);
+            }
+        }
+        if !b.ops.is_empty() {
+            self.store.commit(b).await?;
+        }
+        Ok(())
+    }
+
+    /// The purpose registry.
+    pub async fn list_purposes(&self, caller: &Caller) -> Result<Vec<Purpose>> {
+        let mut log = self.record(caller, Rpc::AdminListPurposes);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(
+                &mut log,
+                caller,
+                Rpc::AdminListPurposes,
+                &registry,
+                None,
+                None,
+            )?;
+            Ok(registry.iter().cloned().collect())
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    /// Creates or replaces a purpose. It applies from the next call on every daemon.
+    pub async fn put_purpose(&self, caller: &Caller, purpose: &Purpose) -> Result<Purpose> {
+        let mut log = self.record(caller, Rpc::AdminPutPurpose);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(
+                &mut log,
+                caller,
+                Rpc::AdminPutPurpose,
+                &registry,
+                None,
+                None,
+            )?;
+            purpose.validate()?;
+            if purpose.id == DPO_PURPOSE {
+                return Err(Error::FailedPrecondition(format!(
+                    "{DPO_PURPOSE} is built in and cannot be changed"
+                )));
+            }
+            let mut b = Batch::new();
+            b.put(
+                Table::Purposes,
+                purpose.id.as_bytes(),
+                purpose_json(purpose)?,
+            );
+            self.store.commit(b).await?;
+            Ok(purpose.clone())
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+}
+
+/// The purposes a new client of `role` gets, checked against the registry.
+fn client_purposes(
+    registry: &Registry,
+    role: Role,
+    requested: &[String],
+) -> Result<BTreeSet<String>> {
+    let requested: BTreeSet<String> = requested
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    match role {
+        Role::CampaignTool => {
+            if requested.is_empty() {
+                return Err(InvalidInput::new(
+                    "purposes",
+                    format!(
+                        "a campaign tool needs at least one purpose; known purposes: {}",
+                        registry.ids()
+                    ),
+                )
+                .into());
+            }
+            for p in &requested {
+                if p == DPO_PURPOSE {
+                    return Err(InvalidInput::new(
+                        "purposes",
+                        format!("{DPO_PURPOSE} is reserved for the dpo role"),
+                    )
+                    .into());
+                }
+                if registry.get(p).is_none() {
+                    let shown: String = p.chars().take(64).collect();
+                    return Err(InvalidInput::new(
+                        "purposes",
+                        format!(
+                            "unknown purpose {shown:?}; known purposes: {}",
+                            registry.ids()
+                        ),
+                    )
+                    .into());
+                }
+            }
+            Ok(requested)
+        }
+        Role::Dpo => {
+            if requested.iter().any(|p| p != DPO_PURPOSE) {
+                return Err(InvalidInput::new(
+                    "purposes",
+                    format!("a dpo client acts under {DPO_PURPOSE} only"),
+                )
+                .into());
+            }
+            Ok(BTreeSet::from([DPO_PURPOSE.to_owned()]))
+        }
+        Role::Auditor | Role::Admin => {
+            if !requested.is_empty() {
+                return Err(InvalidInput::new(
+                    "purposes",
+                    format!("role {role} reads no personal data and takes no purposes"),
+                )
+                .into());
+            }
+            Ok(BTreeSet::new())
+        }
+    }
+}

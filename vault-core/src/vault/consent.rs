@@ -1,0 +1,188 @@
+//! Consent operations: Grant, Withdraw, Status, History.
+//!
+//! Withdrawal is exactly as easy as granting (same call shape, same roles plus the DPO) and
+//! takes effect on the next call: every decision folds the ledger afresh.
+
+use crate::access::{Caller, Denied, Role, Rpc, Subject};
+use crate::consent::ConsentStatus;
+use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
+use crate::error::{Error, InvalidInput, Result};
+use crate::storage::Batch;
+
+use super::{MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id};
+
+impl Vault {
+    /// Records a grant of consent.
+    pub async fn grant_consent(
+        &self,
+        caller: &Caller,
+        subject_id: &str,
+        change: &ConsentChange,
+    ) -> Result<ConsentEvent> {
+        self.change_consent(
+            caller,
+            Rpc::ConsentGrant,
+            subject_id,
+            change,
+            ConsentKind::Grant,
+        )
+        .await
+    }
+
+    /// Records a withdrawal of consent.
+    pub async fn withdraw_consent(
+        &self,
+        caller: &Caller,
+        subject_id: &str,
+        change: &ConsentChange,
+    ) -> Result<ConsentEvent> {
+        self.change_consent(
+            caller,
+            Rpc::ConsentWithdraw,
+            subject_id,
+            change,
+            ConsentKind::Withdraw,
+        )
+        .await
+    }
+
+    async fn change_consent(
+        &self,
+        caller: &Caller,
+        rpc: Rpc,
+        subject_id: &str,
+        change: &ConsentChange,
+        kind: ConsentKind,
+    ) -> Result<ConsentEvent> {
+        let mut log = self.record(caller, rpc);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(&mut log, caller, rpc, &registry, None, None)?;
+            let id = parse_id("subject_id", subject_id)?;
+            log.subject(&id);
+            // The purpose consented to: the request's, or the one the call declared.
+            let purpose_id = if change.purpose.trim().is_empty() {
+                caller.purpose.clone().unwrap_or_default()
+            } else {
+                change.purpose.trim().to_owned()
+            };
+            let purpose = registry.get(&purpose_id).ok_or_else(|| {
+                InvalidInput::new(
+                    "purpose",
+                    format!("unknown purpose; known purposes: {}", registry.ids()),
+                )
+            })?;
+            let may = caller.role == Role::Dpo || caller.allowed_purposes.contains(&purpose.id);
+            if !may {
+                return Err(log.denied(Denied {
+                    code: "purpose-not-allowed",
+                    error: Error::PermissionDenied(format!(
+                        "client {} may not record consent for purpose {}",
+                        caller.client_id, purpose.id
+                    )),
+                }));
+            }
+            let channel = change.resolve(purpose, kind)?;
+            for _ in 0..MAX_ATTEMPTS {
+                let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
+                let state = loaded.consent_state();
+                self.decide(
+                    &mut log,
+                    caller,
+                    rpc,
+                    &registry,
+                    Some(Subject {
+                        id: &id,
+                        consent: &state,
+                    }),
+                    None,
+                )?;
+                let event = ConsentEvent {
+                    subject_id: id.clone(),
+                    seq: loaded.consent.len() as u64,
+                    purpose: purpose.id.clone(),
+                    channel,
+                    kind,
+                    at_us: now_us(),
+                    source: change.source,
+                    notice_version: change.notice_version.trim().to_owned(),
+                    client_id: caller.client_id.clone(),
+                };
+                let mut b = Batch::new();
+                self.append_consent(&mut b, &loaded.dek, std::slice::from_ref(&event))?;
+                let attempt = self
+                    .store
+                    .commit(b)
+                    .await
+                    .map_err(Error::from)
+                    .map(|()| event);
+                if !is_conflict(&attempt) {
+                    return attempt;
+                }
+            }
+            Err(Error::Contention(format!("consent of supporter {id}")))
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    /// Current consent per purpose and channel (for a campaign tool, its purposes only).
+    pub async fn consent_status(
+        &self,
+        caller: &Caller,
+        subject_id: &str,
+    ) -> Result<Vec<ConsentStatus>> {
+        let events = self
+            .consent_events(caller, Rpc::ConsentStatus, subject_id)
+            .await?;
+        let state = crate::consent::ConsentState::from_events(&events);
+        Ok(state.statuses().cloned().collect())
+    }
+
+    /// Every consent event, oldest first (for a campaign tool, its purposes only).
+    pub async fn consent_history(
+        &self,
+        caller: &Caller,
+        subject_id: &str,
+    ) -> Result<Vec<ConsentEvent>> {
+        self.consent_events(caller, Rpc::ConsentHistory, subject_id)
+            .await
+    }
+
+    async fn consent_events(
+        &self,
+        caller: &Caller,
+        rpc: Rpc,
+        subject_id: &str,
+    ) -> Result<Vec<ConsentEvent>> {
+        let mut log = self.record(caller, rpc);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(&mut log, caller, rpc, &registry, None, None)?;
+            let id = parse_id("subject_id", subject_id)?;
+            log.subject(&id);
+            let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
+            let state = loaded.consent_state();
+            self.decide(
+                &mut log,
+                caller,
+                rpc,
+                &registry,
+                Some(Subject {
+                    id: &id,
+                    consent: &state,
+                }),
+                None,
+            )?;
+            Ok(loaded
+                .consent
+                .into_iter()
+                .filter(|e| {
+                    caller.role == Role::Dpo || caller.allowed_purposes.contains(&e.purpose)
+                })
+                .collect())
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+}

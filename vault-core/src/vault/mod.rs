@@ -1,0 +1,381 @@
+//! The vault: opens keys and store, and runs every operation through the access decision
+//! point and into the access log.
+//!
+//! Operations live in submodules by concept (`supporters`, `consent`, `admin`). Each public
+//! operation records exactly one access-log entry, allowed or denied. Every write is one
+//! [`Batch`] whose checks pin what the operation read (the record's ciphertext, the index
+//! entries and ledger positions it claims), so concurrent writers never lose an update or
+//! create two supporters for one email: a conflicting batch fails as a whole and the
+//! operation re-reads and retries. A write returns only once it is durable.
+
+mod admin;
+mod consent;
+mod supporters;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::access::{self, Caller, Decision, Rpc, Subject};
+use crate::access_log::{AccessRecord, AccessSink, TracingSink};
+use crate::consent::ConsentState;
+use crate::consent::ledger::{self as consent_ledger, ConsentEvent};
+use crate::crypto::keyring::{self, Keyring};
+use crate::crypto::root_key::{Origin, RootKey};
+use crate::crypto::{BlindIndexKey, IndexKind, Key256};
+use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::purpose::{Channel, Purpose, Registry};
+use crate::storage::sled_store::SledOptions;
+use crate::storage::{Batch, SledStore, Store, StoreError, Table};
+use crate::supporter::{Supporter, record};
+
+/// How often an operation re-reads and retries after a concurrent writer changed its rows.
+const MAX_ATTEMPTS: usize = 32;
+const META_FORMAT: &[u8] = b"format_version";
+const FORMAT_VERSION: &[u8] = b"1";
+
+/// Where the vault keeps its data and keys.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// The data directory (the embedded store lives in `<data_dir>/store`).
+    pub data_dir: PathBuf,
+    /// The root key file; `<data_dir>/root.key` when `None`.
+    pub root_key_file: Option<PathBuf>,
+    /// Embedded store tuning.
+    pub sled: SledOptions,
+}
+
+impl VaultOptions {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            root_key_file: None,
+            sled: SledOptions::default(),
+        }
+    }
+
+    /// The root key file in effect.
+    pub fn root_key_path(&self) -> PathBuf {
+        self.root_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("root.key"))
+    }
+}
+
+/// What opening the vault found or created.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// The root key file in use.
+    pub root_key_path: PathBuf,
+    /// Whether the root key file was created by this open.
+    pub root_key_created: bool,
+}
+
+/// A supporter as read from the store, with what a write needs to pin it.
+struct Loaded {
+    supporter: Supporter,
+    dek: Key256,
+    sealed: Vec<u8>,
+    consent: Vec<ConsentEvent>,
+}
+
+impl Loaded {
+    fn consent_state(&self) -> ConsentState {
+        ConsentState::from_events(&self.consent)
+    }
+}
+
+/// The vault.
+pub struct Vault {
+    store: Arc<dyn Store>,
+    keyring: Keyring,
+    blind: BlindIndexKey,
+    sink: Arc<dyn AccessSink>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("keyring", &self.keyring)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Validates a supporter id and returns its canonical form.
+fn parse_id(field: &str, id: &str) -> Result<String> {
+    uuid::Uuid::try_parse(id.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            InvalidInput::new(
+                field,
+                "must be a supporter id as returned by Upsert (a UUID)",
+            )
+            .into()
+        })
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("no supporter with id {id}"))
+}
+
+fn is_conflict(r: &Result<impl Sized>) -> bool {
+    matches!(r, Err(Error::Storage(StoreError::Conflict(_))))
+}
+
+impl Vault {
+    /// Opens the embedded store in `options.data_dir`, creating the data directory, the
+    /// root key file and the first key epoch on first start.
+    pub async fn open(options: &VaultOptions) -> Result<(Self, OpenReport)> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            Error::Storage(StoreError::Engine(format!(
+                "cannot create data directory {}: {e}",
+                options.data_dir.display()
+            )))
+        })?;
+        restrict_dir(&options.data_dir)?;
+        let key_path = options.root_key_path();
+        let (root, origin) = RootKey::load_or_create(&key_path)?;
+        let store = SledStore::open(&options.data_dir.join("store"), &options.sled)?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let has_epochs = !store.scan_prefix(Table::Keyring, b"").await?.is_empty();
+        if origin == Origin::Created && has_epochs {
+            // The key file went missing; a new key can never open this store. Don't leave
+            // the useless new key behind to confuse the next start.
+            let _ = std::fs::remove_file(&key_path);
+            return Err(Error::RootKeyFile {
+                path: key_path.display().to_string(),
+                reason: format!(
+                    "is missing, but the store in {} holds data sealed under a root key; \
+                     restore the original key file (or point --root-key at it)",
+                    options.data_dir.display()
+                ),
+            });
+        }
+        let vault = Self::with_store(store, &root).await?;
+        Ok((
+            vault,
+            OpenReport {
+                root_key_path: key_path,
+                root_key_created: origin == Origin::Created,
+            },
+        ))
+    }
+
+    /// Opens the vault on any store with the given root key (first use initializes it).
+    pub async fn with_store(store: Arc<dyn Store>, root: &RootKey) -> Result<Self> {
+        match store.get(Table::Meta, META_FORMAT).await? {
+            None => {
+                let mut b = Batch::new();
+                b.check(Table::Meta, META_FORMAT, None).put(
+                    Table::Meta,
+                    META_FORMAT,
+                    FORMAT_VERSION.to_vec(),
+                );
+                match store.commit(b).await {
+                    Ok(()) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(v) if v == FORMAT_VERSION => {}
+            Some(_) => {
+                return Err(Error::FailedPrecondition(
+                    "the store was written by a newer, incompatible version of the vault".into(),
+                ));
+            }
+        }
+        let keyring = load_keyring(store.as_ref(), root).await?;
+        Ok(Self {
+            store,
+            keyring,
+            blind: BlindIndexKey::derive(root),
+            sink: Arc::new(TracingSink),
+        })
+    }
+
+    /// Sends access-log entries to `sink` instead of the process log.
+    pub fn with_access_sink(mut self, sink: Arc<dyn AccessSink>) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// The store, for engine-level tools and tests.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Makes everything written so far durable (used at shutdown).
+    pub async fn sync(&self) -> Result<()> {
+        Ok(self.store.sync().await?)
+    }
+
+    // ---- decisions ------------------------------------------------------------------
+
+    /// The purposes in force (read per call, so a change on any replica applies at once).
+    async fn registry(&self) -> Result<Registry> {
+        let rows = self.store.scan_prefix(Table::Purposes, b"").await?;
+        let mut purposes = Vec::with_capacity(rows.len());
+        for (_, json) in rows {
+            let p: Purpose = serde_json::from_slice(&json)
+                .map_err(|_| Error::Integrity(IntegrityObject::Metadata("purpose registry")))?;
+            purposes.push(p);
+        }
+        Ok(Registry::new(purposes))
+    }
+
+    /// Logs a call refused before any client was identified (missing, malformed, unknown or
+    /// revoked credentials).
+    pub fn log_unauthenticated(&self, rpc: String, request_id: &str) {
+        self.sink.record(crate::access_log::AccessEntry {
+            at_us: now_us(),
+            request_id: request_id.to_owned(),
+            client_id: "-".to_owned(),
+            role: "none",
+            rpc,
+            purpose: None,
+            subjects: Vec::new(),
+            fields: Vec::new(),
+            outcome: crate::access_log::Outcome::Denied("unauthenticated"),
+        });
+    }
+
+    fn record(&self, caller: &Caller, rpc: Rpc) -> AccessRecord {
+        AccessRecord::start(caller, rpc, now_us())
+    }
+
+    /// Runs [`access::decide`], turning a denial into the caller's error (and noting it in
+    /// the record).
+    fn decide(
+        &self,
+        log: &mut AccessRecord,
+        caller: &Caller,
+        rpc: Rpc,
+        registry: &Registry,
+        subject: Option<Subject<'_>>,
+        channel: Option<Channel>,
+    ) -> Result<Decision> {
+        access::decide(caller, rpc, registry, subject, channel).map_err(|d| log.denied(d))
+    }
+
+    // ---- subjects -------------------------------------------------------------------
+
+    fn index_of(&self, kind: IndexKind, normalized: &str) -> Option<[u8; 32]> {
+        (!normalized.is_empty()).then(|| self.blind.index(kind, normalized))
+    }
+
+    async fn index_owner(&self, table: Table, hash: Option<&[u8; 32]>) -> Result<Option<String>> {
+        match hash {
+            None => Ok(None),
+            Some(h) => self
+                .store
+                .get(table, h)
+                .await?
+                .map(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| {
+                        Error::Integrity(IntegrityObject::Metadata("blind index entry"))
+                    })
+                })
+                .transpose(),
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Loaded>> {
+        let Some(wrapped) = self.store.get(Table::SubjectKeys, id.as_bytes()).await? else {
+            return Ok(None);
+        };
+        let sealed = self
+            .store
+            .get(Table::Records, id.as_bytes())
+            .await?
+            .ok_or_else(|| Error::Integrity(IntegrityObject::Record(id.to_owned())))?;
+        let dek = self.keyring.unwrap_subject_key(id, &wrapped)?;
+        let supporter = record::open(&dek, id, &sealed)?;
+        let rows = self
+            .store
+            .scan_prefix(Table::Consent, &consent_ledger::subject_prefix(id))
+            .await?;
+        let mut consent = Vec::with_capacity(rows.len());
+        for (i, (_, sealed_event)) in rows.iter().enumerate() {
+            // Events are numbered from 0 without gaps; a missing or moved one is tampering.
+            consent.push(consent_ledger::open(&dek, id, i as u64, sealed_event)?);
+        }
+        Ok(Some(Loaded {
+            supporter,
+            dek,
+            sealed,
+            consent,
+        }))
+    }
+
+    /// Adds `events` (numbered after `loaded`'s) to `batch`, each claiming its slot.
+    fn append_consent(
+        &self,
+        batch: &mut Batch,
+        dek: &Key256,
+        events: &[ConsentEvent],
+    ) -> Result<()> {
+        for e in events {
+            let key = consent_ledger::event_key(&e.subject_id, e.seq);
+            batch.check(Table::Consent, &key, None).put(
+                Table::Consent,
+                &key,
+                consent_ledger::seal(dek, e)?,
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn load_keyring(store: &dyn Store, root: &RootKey) -> Result<Keyring> {
+    let mut stored = read_epochs(store).await?;
+    if stored.is_empty() {
+        let epoch = 1u32;
+        let mut b = Batch::new();
+        b.check(Table::Keyring, &epoch.to_be_bytes(), None).put(
+            Table::Keyring,
+            &epoch.to_be_bytes(),
+            keyring::new_wrapped_epoch(root, epoch)?,
+        );
+        match store.commit(b).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        stored = read_epochs(store).await?;
+    }
+    Keyring::unwrap(root, &stored)
+}
+
+async fn read_epochs(store: &dyn Store) -> Result<BTreeMap<u32, Vec<u8>>> {
+    store
+        .scan_prefix(Table::Keyring, b"")
+        .await?
+        .into_iter()
+        .map(|(k, v)| {
+            let epoch: [u8; 4] = k
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Integrity(IntegrityObject::Metadata("keyring entry")))?;
+            Ok((u32::from_be_bytes(epoch), v))
+        })
+        .collect()
+}
+
+/// The data directory holds only ciphertext, but its layout still tells who runs a vault;
+/// keep it to its owner.
+fn restrict_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+        Error::Storage(StoreError::Engine(format!(
+            "cannot restrict permissions of {}: {e}",
+            dir.display()
+        )))
+    })
+}

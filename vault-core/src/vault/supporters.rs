@@ -1,0 +1,581 @@
+//! Supporter operations: Upsert (with consent in the same transaction), Get, Lookup,
+//! Update, Tag and Untag, each decided by purpose and consent and logged.
+
+use crate::access::{Caller, Rpc, Subject};
+use crate::access_log::AccessRecord;
+use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
+use crate::crypto::{IndexKind, Key256};
+use crate::error::{Error, InvalidInput, Result};
+use crate::purpose::{Purpose, Registry};
+use crate::storage::{Batch, Table};
+use crate::supporter::normalize;
+use crate::supporter::record;
+use crate::supporter::{Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
+
+use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id};
+
+fn index_table(kind: IndexKind) -> Table {
+    match kind {
+        IndexKind::Phone => Table::PhoneIndex,
+        _ => Table::EmailIndex,
+    }
+}
+
+/// Refuses writes of fields the purpose may not see: data collected for a purpose is limited
+/// to what it needs (GDPR art. 5(1)(c)).
+fn check_writable(log: &mut AccessRecord, purpose: &Purpose, written: &[Field]) -> Result<()> {
+    let outside: Vec<&str> = written
+        .iter()
+        .filter(|f| !purpose.fields.contains(**f))
+        .map(|f| f.path())
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(log.denied(crate::access::Denied {
+        code: "field-not-allowed",
+        error: Error::PermissionDenied(format!(
+            "purpose {} may not write {}: it may see only {}",
+            purpose.id,
+            outside.join(", "),
+            purpose
+                .fields
+                .iter()
+                .map(|f| f.path())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }))
+}
+
+/// Consent grants that arrive with an upsert (a sign-up form), checked against the registry
+/// and the client's purposes.
+fn resolve_grants(
+    log: &mut AccessRecord,
+    caller: &Caller,
+    registry: &Registry,
+    grants: &[ConsentChange],
+) -> Result<Vec<(String, crate::purpose::Channel, ConsentChange)>> {
+    let mut out = Vec::with_capacity(grants.len());
+    for g in grants {
+        let purpose = registry.get(&g.purpose).ok_or_else(|| {
+            InvalidInput::new(
+                "consents.purpose",
+                format!("unknown purpose; known purposes: {}", registry.ids()),
+            )
+        })?;
+        if !caller.allowed_purposes.contains(&purpose.id) {
+            return Err(log.denied(crate::access::Denied {
+                code: "purpose-not-allowed",
+                error: Error::PermissionDenied(format!(
+                    "client {} may not record consent for purpose {}",
+                    caller.client_id, purpose.id
+                )),
+            }));
+        }
+        let channel = g.resolve(purpose, ConsentKind::Grant)?;
+        out.push((purpose.id.clone(), channel, g.clone()));
+    }
+    Ok(out)
+}
+
+fn new_events(
+    caller: &Caller,
+    subject: &str,
+    first_seq: u64,
+    grants: &[(String, crate::purpose::Channel, ConsentChange)],
+) -> Vec<ConsentEvent> {
+    let at = now_us();
+    grants
+        .iter()
+        .enumerate()
+        .map(|(i, (purpose, channel, g))| ConsentEvent {
+            subject_id: subject.to_owned(),
+            seq: first_seq + i as u64,
+            purpose: purpose.clone(),
+            channel: *channel,
+            kind: ConsentKind::Grant,
+            at_us: at,
+            source: g.source,
+            notice_version: g.notice_version.trim().to_owned(),
+            client_id: caller.client_id.clone(),
+        })
+        .collect()
+}
+
+impl Vault {
+    /// Creates a supporter, or merges into the one with the same email or phone. `consents`
+    /// are recorded in the same transaction (a sign-up form's consent boxes); under a
+    /// consent-based purpose a new supporter needs them.
+    pub async fn upsert(
+        &self,
+        caller: &Caller,
+        input: &Supporter,
+        consents: &[ConsentChange],
+    ) -> Result<UpsertOutcome> {
+        let mut log = self.record(caller, Rpc::SupportersUpsert);
+        let result = self.upsert_inner(&mut log, caller, input, consents).await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    async fn upsert_inner(
+        &self,
+        log: &mut AccessRecord,
+        caller: &Caller,
+        input: &Supporter,
+        consents: &[ConsentChange],
+    ) -> Result<UpsertOutcome> {
+        let registry = self.registry().await?;
+        let decision = self.decide(log, caller, Rpc::SupportersUpsert, &registry, None, None)?;
+        let purpose = decision
+            .purpose
+            .ok_or_else(|| Error::Codec("no purpose".into()))?;
+        let mut incoming = input.normalized()?;
+        incoming.id.clear();
+        incoming.created_at_us = 0;
+        incoming.updated_at_us = 0;
+        let written = incoming.present();
+        check_writable(log, &purpose, &written)?;
+        incoming.require_contact()?;
+        log.fields(written.iter().fold(FieldSet::empty(), |s, f| s.with(*f)));
+        let grants = resolve_grants(log, caller, &registry, consents)?;
+        let email_h = self.index_of(IndexKind::Email, &incoming.email);
+        let phone_h = self.index_of(IndexKind::Phone, &incoming.phone);
+        for _ in 0..MAX_ATTEMPTS {
+            let by_email = self
+                .index_owner(Table::EmailIndex, email_h.as_ref())
+                .await?;
+            let by_phone = self
+                .index_owner(Table::PhoneIndex, phone_h.as_ref())
+                .await?;
+            let target = match (by_email, by_phone) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Error::AlreadyExists(format!(
+                        "the email matches supporter {a} but the phone belongs to supporter {b}; \
+                         correct one of them with Update before upserting both"
+                    )));
+                }
+                (Some(a), _) => Some(a),
+                (None, Some(b)) => Some(b),
+                (None, None) => None,
+            };
+            let attempt = match target {
+                None => {
+                    self.create(log, caller, &registry, &incoming, &grants, email_h, phone_h)
+                        .await
+                }
+                Some(id) => {
+                    log.subject(&id);
+                    let Some(loaded) = self.load(&id).await? else {
+                        // Removed since the index read: re-read.
+                        continue;
+                    };
+                    if !incoming.email.is_empty()
+                        && !loaded.supporter.email.is_empty()
+                        && loaded.supporter.email != incoming.email
+                    {
+                        return Err(Error::AlreadyExists(format!(
+                            "the phone belongs to supporter {id}, who has a different email; \
+                             upsert without the phone, or change supporter {id} with Update"
+                        )));
+                    }
+                    let events = new_events(caller, &id, loaded.consent.len() as u64, &grants);
+                    let mut state = loaded.consent_state();
+                    events.iter().for_each(|e| state.apply(e));
+                    self.decide(
+                        log,
+                        caller,
+                        Rpc::SupportersUpsert,
+                        &registry,
+                        Some(Subject {
+                            id: &id,
+                            consent: &state,
+                        }),
+                        None,
+                    )?;
+                    let mut merged = loaded.supporter.clone();
+                    merged.merge_upsert(&incoming);
+                    self.save(&loaded, merged, &events)
+                        .await
+                        .map(|_| UpsertOutcome { id, created: false })
+                }
+            };
+            if !is_conflict(&attempt) {
+                return attempt;
+            }
+        }
+        Err(Error::Contention("supporter upsert".into()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create(
+        &self,
+        log: &mut AccessRecord,
+        caller: &Caller,
+        registry: &Registry,
+        incoming: &Supporter,
+        grants: &[(String, crate::purpose::Channel, ConsentChange)],
+        email_h: Option<[u8; 32]>,
+        phone_h: Option<[u8; 32]>,
+    ) -> Result<UpsertOutcome> {
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let events = new_events(caller, &id, 0, grants);
+        let state = crate::consent::ConsentState::from_events(&events);
+        self.decide(
+            log,
+            caller,
+            Rpc::SupportersUpsert,
+            registry,
+            Some(crate::access::Subject {
+                id: &id,
+                consent: &state,
+            }),
+            None,
+        )?;
+        log.subject(&id);
+        let dek = Key256::generate()?;
+        let now = now_us();
+        let mut s = incoming.clone();
+        s.id.clone_from(&id);
+        s.created_at_us = now;
+        s.updated_at_us = now;
+        let mut b = Batch::new();
+        b.check(Table::SubjectKeys, id.as_bytes(), None)
+            .put(
+                Table::SubjectKeys,
+                id.as_bytes(),
+                self.keyring.wrap_subject_key(&id, &dek)?,
+            )
+            .put(Table::Records, id.as_bytes(), record::seal(&dek, &s)?);
+        for (table, hash) in [(Table::EmailIndex, email_h), (Table::PhoneIndex, phone_h)] {
+            if let Some(h) = hash {
+                b.check(table, &h, None)
+                    .put(table, &h, id.as_bytes().to_vec());
+            }
+        }
+        self.append_consent(&mut b, &dek, &events)?;
+        self.store.commit(b).await?;
+        Ok(UpsertOutcome { id, created: true })
+    }
+
+    /// Reads a supporter. The reply holds the purpose's fields, narrowed by `fields` when
+    /// it is not empty.
+    pub async fn get(&self, caller: &Caller, id: &str, fields: FieldSet) -> Result<Supporter> {
+        let mut log = self.record(caller, Rpc::SupportersGet);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(&mut log, caller, Rpc::SupportersGet, &registry, None, None)?;
+            let id = parse_id("id", id)?;
+            log.subject(&id);
+            let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
+            self.read_decided(
+                &mut log,
+                caller,
+                Rpc::SupportersGet,
+                &registry,
+                &loaded,
+                fields,
+            )
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    /// Finds a supporter by email or phone (normalized first, so any casing or format
+    /// the normalizer accepts finds the same person). The purpose must see the field used.
+    pub async fn lookup(&self, caller: &Caller, key: &LookupKey) -> Result<Supporter> {
+        let mut log = self.record(caller, Rpc::SupportersLookup);
+        let result = async {
+            let registry = self.registry().await?;
+            let decision = self.decide(
+                &mut log,
+                caller,
+                Rpc::SupportersLookup,
+                &registry,
+                None,
+                None,
+            )?;
+            let purpose = decision
+                .purpose
+                .ok_or_else(|| Error::Codec("no purpose".into()))?;
+            let (table, field, hash) = match key {
+                LookupKey::Email(e) => (
+                    Table::EmailIndex,
+                    Field::Email,
+                    self.blind.index(IndexKind::Email, &normalize::email(e)?),
+                ),
+                LookupKey::Phone(p) => (
+                    Table::PhoneIndex,
+                    Field::Phone,
+                    self.blind.index(IndexKind::Phone, &normalize::phone(p)?),
+                ),
+            };
+            check_writable(&mut log, &purpose, &[field])?;
+            let missing = || Error::NotFound(format!("no supporter with this {}", field.path()));
+            let id = self
+                .index_owner(table, Some(&hash))
+                .await?
+                .ok_or_else(missing)?;
+            log.subject(&id);
+            let loaded = self.load(&id).await?.ok_or_else(missing)?;
+            self.read_decided(
+                &mut log,
+                caller,
+                Rpc::SupportersLookup,
+                &registry,
+                &loaded,
+                FieldSet::empty(),
+            )
+        }
+        .await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    /// The subject-level decision of a read, then the projection of the reply.
+    fn read_decided(
+        &self,
+        log: &mut AccessRecord,
+        caller: &Caller,
+        rpc: Rpc,
+        registry: &Registry,
+        loaded: &Loaded,
+        mask: FieldSet,
+    ) -> Result<Supporter> {
+        let state = loaded.consent_state();
+        let decision = self.decide(
+            log,
+            caller,
+            rpc,
+            registry,
+            Some(Subject {
+                id: &loaded.supporter.id,
+                consent: &state,
+            }),
+            None,
+        )?;
+        let visible = if mask.is_empty() {
+            decision.fields
+        } else {
+            decision.fields.intersect(mask)
+        };
+        log.fields(visible);
+        Ok(loaded.supporter.project(visible))
+    }
+
+    /// Sets the fields named by `mask` to their values in `patch` (an empty value clears
+    /// the field). Index entries follow an email or phone change. `request_ref` marks a
+    /// rectification (GDPR art. 16) in the log.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        id: &str,
+        patch: &Supporter,
+        mask: FieldSet,
+    ) -> Result<Supporter> {
+        let mut log = self.record(caller, Rpc::SupportersUpdate);
+        let result = self.update_inner(&mut log, caller, id, patch, mask).await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    async fn update_inner(
+        &self,
+        log: &mut AccessRecord,
+        caller: &Caller,
+        id: &str,
+        patch: &Supporter,
+        mask: FieldSet,
+    ) -> Result<Supporter> {
+        let registry = self.registry().await?;
+        let decision = self.decide(log, caller, Rpc::SupportersUpdate, &registry, None, None)?;
+        let purpose = decision
+            .purpose
+            .ok_or_else(|| Error::Codec("no purpose".into()))?;
+        let id = parse_id("id", id)?;
+        log.subject(&id);
+        if mask.is_empty() {
+            return Err(InvalidInput::new(
+                "update_mask",
+                "must list the fields to change, for example paths: [\"email\"]",
+            )
+            .into());
+        }
+        if let Some(ro) = mask.iter().find(|f| !f.writable()) {
+            return Err(InvalidInput::new(
+                "update_mask",
+                format!("{} is set by the vault and cannot be updated", ro.path()),
+            )
+            .into());
+        }
+        check_writable(log, &purpose, &mask.iter().collect::<Vec<_>>())?;
+        log.fields(mask);
+        let mut masked = Supporter::default();
+        masked.assign(patch, mask);
+        let masked = masked.normalized()?;
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
+            let state = loaded.consent_state();
+            self.decide(
+                log,
+                caller,
+                Rpc::SupportersUpdate,
+                &registry,
+                Some(Subject {
+                    id: &id,
+                    consent: &state,
+                }),
+                None,
+            )?;
+            let mut next = loaded.supporter.clone();
+            next.assign(&masked, mask);
+            next.require_contact()?;
+            self.ensure_unclaimed(&id, IndexKind::Email, &next.email)
+                .await?;
+            self.ensure_unclaimed(&id, IndexKind::Phone, &next.phone)
+                .await?;
+            let attempt = self.save(&loaded, next, &[]).await;
+            if !is_conflict(&attempt) {
+                return attempt.map(|s| s.project(purpose.fields));
+            }
+        }
+        Err(Error::Contention(format!("supporter {id}")))
+    }
+
+    /// Adds tags to a supporter.
+    pub async fn tag(&self, caller: &Caller, id: &str, tags: &[String]) -> Result<Supporter> {
+        self.retag(caller, Rpc::SupportersTag, id, tags).await
+    }
+
+    /// Removes tags from a supporter (tags it does not have are ignored).
+    pub async fn untag(&self, caller: &Caller, id: &str, tags: &[String]) -> Result<Supporter> {
+        self.retag(caller, Rpc::SupportersUntag, id, tags).await
+    }
+
+    async fn retag(
+        &self,
+        caller: &Caller,
+        rpc: Rpc,
+        id: &str,
+        tags: &[String],
+    ) -> Result<Supporter> {
+        let mut log = self.record(caller, rpc);
+        let result = self.retag_inner(&mut log, caller, rpc, id, tags).await;
+        log.finish(self.sink.as_ref(), result)
+    }
+
+    async fn retag_inner(
+        &self,
+        log: &mut AccessRecord,
+        caller: &Caller,
+        rpc: Rpc,
+        id: &str,
+        tags: &[String],
+    ) -> Result<Supporter> {
+        let registry = self.registry().await?;
+        let decision = self.decide(log, caller, rpc, &registry, None, None)?;
+        let purpose = decision
+            .purpose
+            .ok_or_else(|| Error::Codec("no purpose".into()))?;
+        check_writable(log, &purpose, &[Field::Tags])?;
+        let id = parse_id("id", id)?;
+        log.subject(&id);
+        log.fields(FieldSet::empty().with(Field::Tags));
+        let tags = normalize::tags(tags.iter().map(String::as_str))?;
+        if tags.is_empty() {
+            return Err(InvalidInput::new("tags", "must name at least one tag").into());
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
+            let state = loaded.consent_state();
+            self.decide(
+                log,
+                caller,
+                rpc,
+                &registry,
+                Some(Subject {
+                    id: &id,
+                    consent: &state,
+                }),
+                None,
+            )?;
+            let mut next = loaded.supporter.clone();
+            if rpc == Rpc::SupportersTag {
+                next.tags.extend(tags.iter().cloned());
+                if next.tags.len() > normalize::MAX_TAGS {
+                    return Err(InvalidInput::new(
+                        "tags",
+                        format!(
+                            "a supporter may carry at most {} tags; remove some first",
+                            normalize::MAX_TAGS
+                        ),
+                    )
+                    .into());
+                }
+            } else {
+                next.tags.retain(|t| !tags.contains(t));
+            }
+            let attempt = self.save(&loaded, next, &[]).await;
+            if !is_conflict(&attempt) {
+                return attempt.map(|s| s.project(purpose.fields));
+            }
+        }
+        Err(Error::Contention(format!("supporter {id}")))
+    }
+
+    /// Fails with `AlreadyExists` if `value` is indexed to a supporter other than `id`.
+    async fn ensure_unclaimed(&self, id: &str, kind: IndexKind, value: &str) -> Result<()> {
+        let table = index_table(kind);
+        let owner = self
+            .index_owner(table, self.index_of(kind, value).as_ref())
+            .await?;
+        if let Some(owner) = owner.filter(|o| o != id) {
+            let what = if kind == IndexKind::Email {
+                "email"
+            } else {
+                "phone"
+            };
+            return Err(Error::AlreadyExists(format!(
+                "this {what} already belongs to supporter {owner}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes `next` (and new consent `events`) over `loaded` if nothing changed it
+    /// meanwhile; moves index entries. Writes nothing when nothing changes.
+    async fn save(
+        &self,
+        loaded: &Loaded,
+        mut next: Supporter,
+        events: &[ConsentEvent],
+    ) -> Result<Supporter> {
+        let old = &loaded.supporter;
+        if next == *old && events.is_empty() {
+            return Ok(next);
+        }
+        let id = old.id.as_bytes();
+        let mut b = Batch::new();
+        b.check(Table::Records, id, Some(&loaded.sealed));
+        if next != *old {
+            next.updated_at_us = now_us().max(old.updated_at_us);
+            b.put(Table::Records, id, record::seal(&loaded.dek, &next)?);
+        }
+        for (kind, before, after) in [
+            (IndexKind::Email, &old.email, &next.email),
+            (IndexKind::Phone, &old.phone, &next.phone),
+        ] {
+            if before == after {
+                continue;
+            }
+            let table = index_table(kind);
+            if let Some(h) = self.index_of(kind, before) {
+                b.check(table, &h, Some(id)).delete(table, &h);
+            }
+            if let Some(h) = self.index_of(kind, after) {
+                b.check(table, &h, None).put(table, &h, id.to_vec());
+            }
+        }
+        self.append_consent(&mut b, &loaded.dek, events)?;
+        self.store.commit(b).await?;
+        Ok(next)
+    }
+}

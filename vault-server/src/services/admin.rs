@@ -1,0 +1,102 @@
+//! The `vault.v1.Admin` service: clients and purposes.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vault_core::{Role, Vault};
+use vault_proto::v1 as pb;
+use vault_proto::v1::admin_server::Admin;
+
+use super::finish;
+use crate::auth::caller;
+use crate::convert::{client_to_pb, purpose_from_pb, purpose_to_pb};
+
+/// The Admin service over a vault.
+pub struct AdminService {
+    vault: Arc<Vault>,
+}
+
+impl AdminService {
+    /// The service for `vault`.
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self { vault }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_client(
+        &self,
+        request: Request<pb::CreateClientRequest>,
+    ) -> Result<Response<pb::CreateClientResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let role: Role = req.role.parse()?;
+            let cert = (!req.cert_sha256.is_empty()).then_some(req.cert_sha256.as_str());
+            self.vault
+                .create_client(&caller, req.name.trim(), role, &req.purposes, cert)
+                .await
+        }
+        .await;
+        finish(&caller, "Admin.CreateClient", result).map(|(client, token)| {
+            Response::new(pb::CreateClientResponse {
+                client: Some(client_to_pb(client)),
+                token: token.to_string(),
+            })
+        })
+    }
+
+    async fn revoke_client(
+        &self,
+        request: Request<pb::RevokeClientRequest>,
+    ) -> Result<Response<pb::Client>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = self.vault.revoke_client(&caller, &req.id).await;
+        finish(&caller, "Admin.RevokeClient", result).map(|c| Response::new(client_to_pb(c)))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        let caller = caller(&request)?;
+        let result = self.vault.list_clients(&caller).await;
+        finish(&caller, "Admin.ListClients", result).map(|clients| {
+            Response::new(pb::ListClientsResponse {
+                clients: clients.into_iter().map(client_to_pb).collect(),
+            })
+        })
+    }
+
+    async fn list_purposes(
+        &self,
+        request: Request<pb::ListPurposesRequest>,
+    ) -> Result<Response<pb::ListPurposesResponse>, Status> {
+        let caller = caller(&request)?;
+        let result = self.vault.list_purposes(&caller).await;
+        finish(&caller, "Admin.ListPurposes", result).map(|purposes| {
+            Response::new(pb::ListPurposesResponse {
+                purposes: purposes.into_iter().map(purpose_to_pb).collect(),
+            })
+        })
+    }
+
+    async fn put_purpose(
+        &self,
+        request: Request<pb::PutPurposeRequest>,
+    ) -> Result<Response<pb::Purpose>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let purpose = req
+                .purpose
+                .ok_or_else(|| vault_core::InvalidInput::new("purpose", "is required"))?;
+            let purpose = purpose_from_pb(purpose)?;
+            self.vault.put_purpose(&caller, &purpose).await
+        }
+        .await;
+        finish(&caller, "Admin.PutPurpose", result).map(|p| Response::new(purpose_to_pb(p)))
+    }
+}
