@@ -1,5 +1,6 @@
 //! Authentication: a tower layer in front of every service turns
-//! `authorization: Bearer <token>` and `x-vault-purpose` into a [`Caller`].
+//! `authorization: Bearer <token>` (or, with mutual TLS and no token, a registered client
+//! certificate) and `x-vault-purpose` into a [`Caller`].
 //!
 //! It runs before any service code, so no call reaches the vault unauthenticated; only
 //! `grpc.health.v1.Health` is exempt (it answers SERVING and nothing else, and probes
@@ -36,16 +37,30 @@ impl Authenticator {
         Self { vault }
     }
 
-    /// The caller identified by the request's headers.
-    pub async fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Caller, Status> {
+    /// The caller identified by the request's headers, or by its TLS client certificate
+    /// (`peer_cert`, DER) when it sends no token.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        peer_cert: Option<&[u8]>,
+    ) -> Result<Caller, Status> {
         let request_id = request_id(headers);
         let refuse = |status: Status| {
             self.vault.log_unauthenticated(rpc_name(path), &request_id);
             Err(status)
         };
         let Some(value) = headers.get("authorization") else {
+            if let Some(der) = peer_cert {
+                let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
+                return match self.vault.authenticate_certificate(&fingerprint).await {
+                    Ok(client) => Ok(caller_of(client, headers, request_id)),
+                    Err(e) => refuse(to_status(e)),
+                };
+            }
             return refuse(Status::unauthenticated(
-                "missing credentials: send metadata `authorization: Bearer <token>`",
+                "missing credentials: send metadata `authorization: Bearer <token>` \
+                 (or connect with a registered client certificate)",
             ));
         };
         let Some(token) = value
@@ -59,21 +74,32 @@ impl Authenticator {
                 "malformed credentials: use `authorization: Bearer <token>`",
             ));
         };
-        let client = match self.vault.authenticate(token).await {
-            Ok(c) => c,
-            Err(e) => return refuse(to_status(e)),
-        };
-        let purpose = headers
-            .get(PURPOSE_HEADER)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned());
-        Ok(Caller {
-            client_id: client.id,
-            role: client.role,
-            allowed_purposes: client.purposes,
-            purpose,
-            request_id,
-        })
+        match self.vault.authenticate(token).await {
+            Ok(client) => Ok(caller_of(client, headers, request_id)),
+            Err(e) => refuse(to_status(e)),
+        }
     }
+}
+
+fn caller_of(client: vault_core::Client, headers: &HeaderMap, request_id: String) -> Caller {
+    let purpose = headers
+        .get(PURPOSE_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned());
+    Caller {
+        client_id: client.id,
+        role: client.role,
+        allowed_purposes: client.purposes,
+        purpose,
+        request_id,
+    }
+}
+
+/// The DER bytes of the TLS client certificate of the connection, if any.
+fn peer_cert<B>(req: &http::Request<B>) -> Option<Vec<u8>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    certs.first().map(|c| c.as_ref().to_vec())
 }
 
 /// `Service.Method` from a gRPC path `/vault.v1.Service/Method`.
@@ -177,7 +203,11 @@ where
         let auth = self.auth.clone();
         Box::pin(async move {
             let path = req.uri().path().to_owned();
-            match auth.authenticate(req.headers(), &path).await {
+            let cert = peer_cert(&req);
+            match auth
+                .authenticate(req.headers(), &path, cert.as_deref())
+                .await
+            {
                 Ok(caller) => {
                     req.extensions_mut().insert(caller);
                     inner.call(req).await

@@ -63,6 +63,8 @@ pub struct FileConfig {
     /// Serve plaintext gRPC on a non-loopback address. Off by default: without TLS,
     /// tokens and personal data would cross the network in clear.
     pub allow_insecure_plaintext: Option<bool>,
+    /// TLS for the gRPC port, and optionally mutual TLS.
+    pub tls: Option<TlsConfig>,
     /// Seconds in-flight calls get to finish after SIGTERM before connections are closed
     /// (default 10).
     pub shutdown_grace_seconds: Option<u64>,
@@ -70,6 +72,23 @@ pub struct FileConfig {
     /// default registry of API.md; purposes listed here replace the stored ones with the
     /// same id at every start.
     pub purposes: Option<Vec<vault_core::Purpose>>,
+}
+
+/// The `[tls]` section: PEM files for the server's certificate chain and key, and
+/// optionally the CA that signs client certificates (mutual TLS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server private key (PEM).
+    pub key_file: PathBuf,
+    /// CA certificate(s) (PEM) that client certificates must chain to. Setting it enables
+    /// mutual TLS: a registered client certificate then identifies a client without a token.
+    pub client_ca_file: Option<PathBuf>,
+    /// With mutual TLS, refuse connections that present no client certificate (default
+    /// false: such clients authenticate with a bearer token).
+    pub require_client_cert: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -85,6 +104,8 @@ pub struct Config {
     pub cache_capacity: u64,
     /// See [`FileConfig::allow_insecure_plaintext`].
     pub allow_insecure_plaintext: bool,
+    /// See [`FileConfig::tls`].
+    pub tls: Option<TlsConfig>,
     /// See [`FileConfig::shutdown_grace_seconds`].
     pub shutdown_grace: std::time::Duration,
     /// See [`FileConfig::purposes`].
@@ -144,7 +165,7 @@ impl Config {
             ))
         })?;
         let allow_insecure_plaintext = file.allow_insecure_plaintext.unwrap_or(false);
-        if !listen.ip().is_loopback() && !allow_insecure_plaintext {
+        if !listen.ip().is_loopback() && !allow_insecure_plaintext && file.tls.is_none() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to serve plaintext gRPC on non-loopback address {listen}: tokens and \
                  personal data would cross the network in clear. Listen on 127.0.0.1 behind a \
@@ -166,6 +187,7 @@ impl Config {
             root_key_file: args.root_key.or(file.root_key_file),
             cache_capacity: cache_mib.saturating_mul(1024 * 1024),
             allow_insecure_plaintext,
+            tls: file.tls,
             shutdown_grace: std::time::Duration::from_secs(
                 file.shutdown_grace_seconds.unwrap_or(10),
             ),

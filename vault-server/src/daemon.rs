@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use vault_core::storage::sled_store::SledOptions;
 use vault_core::{Vault, VaultOptions};
 use vault_proto::v1::admin_server::AdminServer;
@@ -93,8 +93,20 @@ pub async fn run(
         }
     };
 
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(server_tls(tls)?)
+            .map_err(|e| DaemonError::Serve(format!("TLS configuration: {e}")))?;
+        let mutual = if tls.client_ca_file.is_some() {
+            " (mutual TLS)"
+        } else {
+            ""
+        };
+        tracing::info!("TLS enabled{mutual}");
+    }
     tracing::info!("listening on {addr}");
-    let serve = Server::builder()
+    let serve = builder
         .layer(AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
@@ -115,6 +127,26 @@ pub async fn run(
     vault.sync().await?;
     tracing::info!("stopped: in-flight calls finished and the store is flushed");
     Ok(())
+}
+
+/// The server's TLS settings from the `[tls]` section's files.
+fn server_tls(tls: &crate::config::TlsConfig) -> Result<ServerTlsConfig, DaemonError> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|e| {
+            DaemonError::Serve(format!("cannot read TLS {what} {}: {e}", path.display()))
+        })
+    };
+    let identity = Identity::from_pem(
+        read(&tls.cert_file, "certificate")?,
+        read(&tls.key_file, "key")?,
+    );
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca, "client CA")?))
+            .client_auth_optional(!tls.require_client_cert.unwrap_or(false));
+    }
+    Ok(config)
 }
 
 /// Writes a secret to `path` with mode 0600, atomically (temporary file, fsync, rename).
