@@ -136,8 +136,8 @@ async fn world() -> World {
     let seeder = daemon
         .create_client("seeder", "campaign-tool", &["newsletter", "membership"])
         .await;
-    let mut c = daemon.supporters().await;
-    let mut make = |email: &'static str, consent: bool| {
+    let c = daemon.supporters().await;
+    let make = |email: &'static str, consent: bool| {
         let seeder = seeder.clone();
         let mut c = c.clone();
         async move {
@@ -170,7 +170,6 @@ async fn world() -> World {
     let consented = make(email_of(Subject::Consented), true).await;
     let not_consented = make(email_of(Subject::NotConsented), false).await;
     let consent_target = make("consent-target@matrix.fr", false).await;
-    let _ = &mut c;
     let tool = daemon
         .create_client("tool", "campaign-tool", &["newsletter", "canvassing"])
         .await;
