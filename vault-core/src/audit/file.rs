@@ -1,0 +1,733 @@
+//! The offline audit-log file (format version 1) and its verifier.
+//!
+//! The file is UTF-8 text, one JSON value per line, each line ending in `\n`:
+//!
+//! 1. a header: `{"format":"vault-audit-log","version":1,"start":{..},"end":{..}}`, where
+//!    `end` is the signed checkpoint the file runs up to and `start` is either empty (the log
+//!    starts at entry 0) or a signed anchor checkpoint with the Merkle frontier at that size
+//!    (after retention pruned older entries);
+//! 2. the entries, in sequence order, each line being the entry's stored bytes verbatim;
+//! 3. interleaved with them, `{"checkpoint":{..}}` lines, each right after the entry that
+//!    brings the log to the checkpoint's size.
+//!
+//! [`verify`] needs only the file and the Ed25519 public key. It reports the first problem
+//! with its line and sequence number: an edited entry (located by the hash chain and the
+//! signed roots), missing or reordered entries, a truncated file, a bad signature. See
+//! `docs/audit-log-format.md`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{Checkpoint, SignedCheckpoint};
+use super::entry::{AuditEntry, entry_hash, zero_hash};
+use super::merkle::{Frontier, Hash};
+
+/// The `format` of the header.
+pub const FORMAT: &str = "vault-audit-log";
+/// The file format version written by this build.
+pub const VERSION: u32 = 1;
+
+/// Where an exported log starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    /// The signed checkpoint at the first exported entry's sequence number; absent when the
+    /// file starts at entry 0.
+    pub checkpoint: Option<SignedCheckpoint>,
+    /// The Merkle frontier at that size (hex of `Frontier::to_bytes`), checked against the
+    /// checkpoint's signed root.
+    pub frontier: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: String,
+    version: u32,
+    start: Start,
+    end: SignedCheckpoint,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointLine {
+    checkpoint: SignedCheckpoint,
+}
+
+const CHECKPOINT_PREFIX: &[u8] = b"{\"checkpoint\":";
+
+/// The header line.
+pub fn header_line(start: &Start, end: &SignedCheckpoint) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Header {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        start: start.clone(),
+        end: end.clone(),
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// An entry line (the stored bytes).
+pub fn entry_line(stored: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(stored.len() + 1);
+    line.extend_from_slice(stored);
+    line.push(b'\n');
+    line
+}
+
+/// A checkpoint line.
+pub fn checkpoint_line(cp: &SignedCheckpoint) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&CheckpointLine {
+        checkpoint: cp.clone(),
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// What is wrong with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// A line is not what the format allows (broken JSON, unknown header).
+    Malformed,
+    /// A checkpoint's signature does not verify with the public key.
+    BadSignature,
+    /// An entry's content differs from what was logged and signed.
+    Edited,
+    /// Entries are missing.
+    Missing,
+    /// Entries are out of order.
+    Reordered,
+    /// The file ends before its signed end.
+    Truncated,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Problem::Malformed => "malformed",
+            Problem::BadSignature => "bad signature",
+            Problem::Edited => "edited",
+            Problem::Missing => "missing",
+            Problem::Reordered => "reordered",
+            Problem::Truncated => "truncated",
+        })
+    }
+}
+
+/// The first problem found, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    /// 1-based line of the file.
+    pub line: usize,
+    /// The entry concerned, when there is one.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub problem: Problem,
+    /// Details, in words.
+    pub detail: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(seq) => write!(
+                f,
+                "line {}, entry {}: {}: {}",
+                self.line, seq, self.problem, self.detail
+            ),
+            None => write!(f, "line {}: {}: {}", self.line, self.problem, self.detail),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// A file that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Sequence number of the first entry in the file.
+    pub first_seq: u64,
+    /// Number of entries in the file.
+    pub entries: u64,
+    /// Checkpoints verified, the end one included.
+    pub checkpoints: usize,
+    /// The signed end: size and root an auditor can compare with later checkpoints.
+    pub end: Checkpoint,
+}
+
+enum Item<'a> {
+    Entry {
+        line: usize,
+        entry: AuditEntry,
+        hash: Hash,
+        _bytes: &'a [u8],
+    },
+    Checkpoint {
+        line: usize,
+        cp: SignedCheckpoint,
+    },
+}
+
+fn err(line: usize, seq: Option<u64>, problem: Problem, detail: impl Into<String>) -> VerifyError {
+    VerifyError {
+        line,
+        seq,
+        problem,
+        detail: detail.into(),
+    }
+}
+
+fn parse_hash(s: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// Verifies an exported log with the log's Ed25519 public key (32 raw bytes).
+pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
+    let ends_clean = file.last() == Some(&b'\n');
+    let body = if ends_clean {
+        &file[..file.len() - 1]
+    } else {
+        file
+    };
+    let lines: Vec<&[u8]> = if body.is_empty() {
+        Vec::new()
+    } else {
+        body.split(|b| *b == b'\n').collect()
+    };
+    let last_line = lines.len();
+    let partial = |line: usize| !ends_clean && line == last_line;
+
+    // Header.
+    let Some(first) = lines.first() else {
+        return Err(err(1, None, Problem::Truncated, "the file is empty"));
+    };
+    let header: Header = match serde_json::from_slice(first) {
+        Ok(h) => h,
+        Err(_) if partial(1) => {
+            return Err(err(
+                1,
+                None,
+                Problem::Truncated,
+                "the file ends inside its header",
+            ));
+        }
+        Err(e) => {
+            return Err(err(
+                1,
+                None,
+                Problem::Malformed,
+                format!("the header is not valid: {e}"),
+            ));
+        }
+    };
+    if header.format != FORMAT || header.version != VERSION {
+        return Err(err(
+            1,
+            None,
+            Problem::Malformed,
+            format!(
+                "not a {FORMAT} version {VERSION} file (format {:?}, version {})",
+                header.format, header.version
+            ),
+        ));
+    }
+    let end = header.end.verify(public_key).ok_or_else(|| {
+        err(
+            1,
+            None,
+            Problem::BadSignature,
+            "the signature of the end checkpoint does not verify",
+        )
+    })?;
+    let (mut frontier, mut prev) = match (&header.start.checkpoint, &header.start.frontier) {
+        (None, None) => (Frontier::new(), zero_hash()),
+        (Some(cp), Some(fr)) => {
+            let anchor = cp.verify(public_key).ok_or_else(|| {
+                err(
+                    1,
+                    None,
+                    Problem::BadSignature,
+                    "the signature of the start anchor does not verify",
+                )
+            })?;
+            let frontier = hex::decode(fr)
+                .ok()
+                .and_then(|b| Frontier::from_bytes(&b).ok())
+                .ok_or_else(|| {
+                    err(
+                        1,
+                        None,
+                        Problem::Malformed,
+                        "the start frontier is not valid",
+                    )
+                })?;
+            if frontier.size() != anchor.size || frontier.root() != anchor.root {
+                return Err(err(
+                    1,
+                    None,
+                    Problem::Edited,
+                    "the start frontier does not match the anchor's signed root",
+                ));
+            }
+            (frontier, anchor.last_leaf)
+        }
+        _ => {
+            return Err(err(
+                1,
+                None,
+                Problem::Malformed,
+                "the start needs both a checkpoint and a frontier, or neither",
+            ));
+        }
+    };
+    let first_seq = frontier.size();
+
+    // Lines.
+    let mut items = Vec::with_capacity(lines.len());
+    for (i, bytes) in lines.iter().enumerate().skip(1) {
+        let line = i + 1;
+        if bytes.starts_with(CHECKPOINT_PREFIX) {
+            match serde_json::from_slice::<CheckpointLine>(bytes) {
+                Ok(c) => items.push(Item::Checkpoint {
+                    line,
+                    cp: c.checkpoint,
+                }),
+                Err(_) if partial(line) => {
+                    return Err(err(
+                        line,
+                        None,
+                        Problem::Truncated,
+                        "the file ends inside a checkpoint",
+                    ));
+                }
+                Err(_) => {
+                    return Err(err(
+                        line,
+                        None,
+                        Problem::Malformed,
+                        "a checkpoint line is not valid",
+                    ));
+                }
+            }
+        } else {
+            let expected_seq = first_seq
+                + items
+                    .iter()
+                    .filter(|i| matches!(i, Item::Entry { .. }))
+                    .count() as u64;
+            match AuditEntry::decode(bytes) {
+                Some(entry) => items.push(Item::Entry {
+                    line,
+                    hash: entry_hash(bytes),
+                    entry,
+                    _bytes: bytes,
+                }),
+                None if partial(line) => {
+                    return Err(err(
+                        line,
+                        Some(expected_seq),
+                        Problem::Truncated,
+                        "the file ends inside an entry",
+                    ));
+                }
+                None => {
+                    return Err(err(
+                        line,
+                        Some(expected_seq),
+                        Problem::Edited,
+                        "the entry is not a valid entry any more: it was edited or corrupted",
+                    ));
+                }
+            }
+        }
+    }
+
+    // The link that vouches for item `i`'s hash: the next entry's `prev`, the next
+    // checkpoint's last leaf, or the end's.
+    let next_link = |i: usize| -> Option<Hash> {
+        match items.get(i + 1) {
+            Some(Item::Entry { entry, .. }) => parse_hash(&entry.prev),
+            Some(Item::Checkpoint { cp, .. }) => parse_hash(&cp.last_leaf),
+            None => Some(end.last_leaf),
+        }
+    };
+
+    let mut checkpoints = 1usize;
+    let mut last_entry: Option<(usize, u64)> = None;
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Item::Entry {
+                line, entry, hash, ..
+            } => {
+                let line = *line;
+                let expected = frontier.size();
+                if entry.seq != expected {
+                    if entry.seq < expected {
+                        return Err(err(
+                            line,
+                            Some(entry.seq),
+                            Problem::Reordered,
+                            format!(
+                                "entry {} comes after entry {}",
+                                entry.seq,
+                                expected.saturating_sub(1)
+                            ),
+                        ));
+                    }
+                    let swapped = matches!(items.get(i + 1), Some(Item::Entry { entry: next, .. }) if next.seq == expected);
+                    return Err(if swapped {
+                        err(
+                            line,
+                            Some(expected),
+                            Problem::Reordered,
+                            format!("entry {} comes before entry {expected}", entry.seq),
+                        )
+                    } else {
+                        err(
+                            line,
+                            Some(expected),
+                            Problem::Missing,
+                            format!("entries {expected} to {} are missing", entry.seq - 1),
+                        )
+                    });
+                }
+                if parse_hash(&entry.prev) != Some(prev) {
+                    let intact = next_link(i) == Some(*hash);
+                    return Err(match (intact, last_entry) {
+                        (true, Some((prev_line, prev_seq))) => err(
+                            prev_line,
+                            Some(prev_seq),
+                            Problem::Edited,
+                            format!(
+                                "entry {prev_seq} was edited: its hash no longer matches the link recorded in entry {}",
+                                entry.seq
+                            ),
+                        ),
+                        _ => err(
+                            line,
+                            Some(entry.seq),
+                            Problem::Edited,
+                            "entry was edited: its link to the previous entry does not match",
+                        ),
+                    });
+                }
+                prev = *hash;
+                frontier.push(*hash).map_err(|_| {
+                    err(
+                        line,
+                        Some(entry.seq),
+                        Problem::Malformed,
+                        "the log is too large",
+                    )
+                })?;
+                last_entry = Some((line, entry.seq));
+            }
+            Item::Checkpoint { line, cp } => {
+                let line = *line;
+                let cp = cp.verify(public_key).ok_or_else(|| {
+                    err(
+                        line,
+                        None,
+                        Problem::BadSignature,
+                        "the checkpoint's signature does not verify",
+                    )
+                })?;
+                check_against(&cp, &frontier, prev, last_entry, line, "checkpoint")?;
+                checkpoints += 1;
+            }
+        }
+    }
+
+    let after = lines.len() + 1;
+    if frontier.size() < end.size {
+        return Err(err(
+            after,
+            Some(frontier.size()),
+            Problem::Truncated,
+            format!(
+                "the file ends after {} entries but its signed end is at size {}",
+                frontier.size(),
+                end.size
+            ),
+        ));
+    }
+    if frontier.size() > end.size {
+        let extra_line = items
+            .iter()
+            .find_map(|i| match i {
+                Item::Entry { line, entry, .. } if entry.seq == end.size => Some(*line),
+                _ => None,
+            })
+            .unwrap_or(after);
+        return Err(err(
+            extra_line,
+            Some(end.size),
+            Problem::Edited,
+            "entries were added after the signed end",
+        ));
+    }
+    check_against(&end, &frontier, prev, last_entry, after, "signed end")?;
+    Ok(Verified {
+        first_seq,
+        entries: frontier.size() - first_seq,
+        checkpoints,
+        end,
+    })
+}
+
+fn check_against(
+    cp: &Checkpoint,
+    frontier: &Frontier,
+    prev: Hash,
+    last_entry: Option<(usize, u64)>,
+    line: usize,
+    what: &str,
+) -> Result<(), VerifyError> {
+    if cp.size > frontier.size() {
+        return Err(err(
+            line,
+            Some(frontier.size()),
+            Problem::Missing,
+            format!(
+                "the {what} covers {} entries but only {} precede it",
+                cp.size,
+                frontier.size()
+            ),
+        ));
+    }
+    if cp.size < frontier.size() {
+        return Err(err(
+            line,
+            Some(cp.size),
+            Problem::Reordered,
+            format!(
+                "the {what} for size {} comes after entry {}",
+                cp.size,
+                frontier.size() - 1
+            ),
+        ));
+    }
+    if cp.last_leaf != prev {
+        let (l, seq) = last_entry.unwrap_or((line, cp.size.saturating_sub(1)));
+        return Err(err(
+            l,
+            Some(seq),
+            Problem::Edited,
+            format!("entry {seq} was edited: it no longer matches the {what}"),
+        ));
+    }
+    if cp.root != frontier.root() {
+        return Err(err(
+            line,
+            None,
+            Problem::Edited,
+            format!("the entries before this {what} do not match its signed root"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::checkpoint::SigningKey;
+    use crate::audit::entry::ENTRY_VERSION;
+    use crate::crypto::{Key256, RootKey};
+    use proptest::prelude::*;
+
+    struct Log {
+        file: Vec<u8>,
+        public: [u8; 32],
+        /// (line, seq) of every entry.
+        entry_lines: Vec<(usize, u64)>,
+    }
+
+    fn build(n: u64, every: u64, key_byte: u8) -> Log {
+        let root = RootKey::from_key(Key256::from_bytes(&[key_byte; 32]));
+        let (key, _) = SigningKey::generate(&root).unwrap();
+        let mut frontier = Frontier::new();
+        let mut prev = zero_hash();
+        let mut body = Vec::new();
+        let mut line = 1usize;
+        let mut entry_lines = Vec::new();
+        for seq in 0..n {
+            let e = AuditEntry {
+                v: ENTRY_VERSION,
+                seq,
+                prev: hex::encode(prev),
+                at_us: 1_700_000_000_000_000 + seq as i64,
+                request_id: format!("req-{seq}"),
+                client: "c1".into(),
+                role: "campaign-tool".into(),
+                rpc: "Supporters.Get".into(),
+                purpose: Some("newsletter".into()),
+                subjects: vec![format!("subject-{}", seq % 7)],
+                fields: vec!["email".into()],
+                outcome: if seq % 5 == 0 { "denied" } else { "allowed" }.into(),
+                reason: (seq % 5 == 0).then(|| "no-consent".into()),
+            };
+            let bytes = e.encode().unwrap();
+            prev = entry_hash(&bytes);
+            frontier.push(prev).unwrap();
+            body.extend(entry_line(&bytes));
+            line += 1;
+            entry_lines.push((line + 0, seq));
+            if (seq + 1) % every == 0 && seq + 1 < n {
+                let cp = key.sign(&Checkpoint {
+                    size: seq + 1,
+                    root: frontier.root(),
+                    last_leaf: prev,
+                    at_us: 5,
+                });
+                body.extend(checkpoint_line(&cp));
+                line += 1;
+            }
+        }
+        let end = key.sign(&Checkpoint {
+            size: n,
+            root: frontier.root(),
+            last_leaf: prev,
+            at_us: 6,
+        });
+        let mut file = header_line(&Start::default(), &end);
+        file.extend(body);
+        Log {
+            file,
+            public: key.public_key(),
+            entry_lines,
+        }
+    }
+
+    fn lines(file: &[u8]) -> Vec<Vec<u8>> {
+        let body = &file[..file.len() - 1];
+        body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+    }
+
+    fn join(lines: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in lines {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn untouched_logs_verify() {
+        for (n, every) in [(0, 3), (1, 3), (10, 3), (10, 5), (25, 1)] {
+            let log = build(n, every, 1);
+            let v = verify(&log.file, &log.public).unwrap();
+            assert_eq!(v.entries, n);
+            assert_eq!(v.end.size, n);
+        }
+    }
+
+    #[test]
+    fn wrong_key_is_a_bad_signature() {
+        let log = build(5, 2, 1);
+        let other = build(1, 1, 2);
+        let e = verify(&log.file, &other.public).unwrap_err();
+        assert_eq!((e.line, e.problem), (1, Problem::BadSignature));
+    }
+
+    #[test]
+    fn deleted_swapped_and_truncated_are_named() {
+        let log = build(12, 4, 1);
+        let ls = lines(&log.file);
+        let (line3, _) = log.entry_lines[3];
+        // Deleted entry 3.
+        let mut del = ls.clone();
+        del.remove(line3 - 1);
+        let e = verify(&join(&del), &log.public).unwrap_err();
+        assert_eq!((e.problem, e.seq), (Problem::Missing, Some(3)), "{e}");
+        // Entries 5 and 6 swapped.
+        let (l5, _) = log.entry_lines[5];
+        let (l6, _) = log.entry_lines[6];
+        let mut sw = ls.clone();
+        sw.swap(l5 - 1, l6 - 1);
+        let e = verify(&join(&sw), &log.public).unwrap_err();
+        assert_eq!(
+            (e.problem, e.seq, e.line),
+            (Problem::Reordered, Some(5), l5),
+            "{e}"
+        );
+        // Last two lines dropped.
+        let cut = join(&ls[..ls.len() - 2]);
+        let e = verify(&cut, &log.public).unwrap_err();
+        assert_eq!(e.problem, Problem::Truncated, "{e}");
+        // Edited subject id in entry 7 (still valid JSON).
+        let (l7, _) = log.entry_lines[7];
+        let mut ed = ls.clone();
+        let text = String::from_utf8(ed[l7 - 1].clone())
+            .unwrap()
+            .replace("subject-0", "subject-9");
+        ed[l7 - 1] = text.into_bytes();
+        let e = verify(&join(&ed), &log.public).unwrap_err();
+        assert_eq!(
+            (e.problem, e.seq, e.line),
+            (Problem::Edited, Some(7), l7),
+            "{e}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_single_byte_change_is_found_on_its_line(
+            n in 1u64..30, every in 1u64..8, pos in any::<proptest::sample::Index>(), flip in 1u8..=255
+        ) {
+            let log = build(n, every, 3);
+            let mut file = log.file.clone();
+            let i = pos.index(file.len());
+            file[i] ^= flip;
+            let e = verify(&file, &log.public);
+            prop_assert!(e.is_err(), "a change at byte {i} went unnoticed");
+            let e = e.unwrap_err();
+            // The line the changed byte is on (a changed newline belongs to its line).
+            let line = log.file[..i].iter().filter(|b| **b == b'\n').count() + 1;
+            let total_lines = log.file.iter().filter(|b| **b == b'\n').count();
+            if line <= total_lines {
+                prop_assert_eq!(e.line, line, "{} (changed byte {} on line {})", e, i, line);
+            }
+        }
+
+        #[test]
+        fn any_deleted_entry_is_missing_at_its_seq(n in 2u64..30, every in 1u64..8, k in any::<proptest::sample::Index>()) {
+            let log = build(n, every, 4);
+            let (line, seq) = log.entry_lines[k.index(log.entry_lines.len())];
+            let mut ls = lines(&log.file);
+            ls.remove(line - 1);
+            let e = verify(&join(&ls), &log.public).unwrap_err();
+            prop_assert_eq!(e.seq, Some(seq), "{}", e);
+            prop_assert!(matches!(e.problem, Problem::Missing | Problem::Truncated | Problem::Edited), "{}", e);
+        }
+
+        #[test]
+        fn any_swapped_pair_is_reordered_at_its_place(n in 2u64..30, k in any::<proptest::sample::Index>()) {
+            // Without interleaved checkpoints, so neighbours are entries.
+            let log = build(n, 1000, 5);
+            let a = k.index(log.entry_lines.len() - 1);
+            let (la, seq_a) = log.entry_lines[a];
+            let (lb, _) = log.entry_lines[a + 1];
+            let mut ls = lines(&log.file);
+            ls.swap(la - 1, lb - 1);
+            let e = verify(&join(&ls), &log.public).unwrap_err();
+            prop_assert_eq!((e.problem, e.seq, e.line), (Problem::Reordered, Some(seq_a), la), "{}", e);
+        }
+
+        #[test]
+        fn any_truncation_is_caught(n in 1u64..30, every in 1u64..8, cut in any::<proptest::sample::Index>()) {
+            let log = build(n, every, 6);
+            let keep = cut.index(log.file.len());
+            let e = verify(&log.file[..keep], &log.public).unwrap_err();
+            prop_assert_eq!(e.problem, Problem::Truncated, "{}", e);
+        }
+    }
+}
