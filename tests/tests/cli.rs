@@ -6,9 +6,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Daemon, VAULT_SERVER, VAULTCTL};
+use common::{Daemon, VAULTCTL};
 
 fn vaultctl_with(daemon: &Daemon, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(VAULTCTL);
@@ -226,12 +227,9 @@ fn vaultctl_without_daemon_fails_in_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1);
 }
 
-fn start_failure(args: &[&str]) -> String {
-    let out = Command::new(VAULT_SERVER)
-        .args(args)
-        .env_remove("VAULT_CONFIG")
-        .output()
-        .unwrap();
+/// Starts the daemon on `dir`'s store (see `common::store_for`) and expects it to fail.
+fn start_failure(dir: &Path, args: &[&str]) -> String {
+    let out = Daemon::command(dir).args(args).output().unwrap();
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -242,27 +240,30 @@ fn daemon_refuses_unsafe_starts() {
     let data = dir.path().to_str().unwrap();
 
     // Plaintext on a public address.
-    let err = start_failure(&["--data-dir", data, "--listen", "0.0.0.0:0"]);
+    let err = start_failure(dir.path(), &["--data-dir", data, "--listen", "0.0.0.0:0"]);
     assert!(err.contains("refusing to serve plaintext"), "{err}");
 
     // A root key file others can read.
     let key = dir.path().join("loose.key");
     std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = start_failure(&[
-        "--data-dir",
-        data,
-        "--listen",
-        "127.0.0.1:0",
-        "--root-key",
-        key.to_str().unwrap(),
-    ]);
+    let err = start_failure(
+        dir.path(),
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--root-key",
+            key.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("readable by its owner only"), "{err}");
 
     // A store whose root key went missing.
     drop(Daemon::start(dir.path()));
     std::fs::remove_file(dir.path().join("root.key")).unwrap();
-    let err = start_failure(&["--data-dir", data, "--listen", "127.0.0.1:0"]);
+    let err = start_failure(dir.path(), &["--data-dir", data, "--listen", "127.0.0.1:0"]);
     assert!(err.contains("is missing, but the store"), "{err}");
     assert!(
         !dir.path().join("root.key").exists(),
@@ -273,24 +274,55 @@ fn daemon_refuses_unsafe_starts() {
     let other = dir.path().join("other.key");
     std::fs::write(&other, format!("{}\n", "cd".repeat(32))).unwrap();
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let err = start_failure(&[
-        "--data-dir",
-        data,
-        "--listen",
-        "127.0.0.1:0",
-        "--root-key",
-        other.to_str().unwrap(),
-    ]);
+    let err = start_failure(
+        dir.path(),
+        &[
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--root-key",
+            other.to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("root key does not match this store"), "{err}");
 
-    // The PostgreSQL store is not in this version: a clear refusal, not a silent fallback.
-    let err = start_failure(&[
-        "--data-dir",
-        data,
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        "postgres://localhost/vault",
-    ]);
-    assert!(err.contains("PostgreSQL store is not available"), "{err}");
+    // A database URL selects PostgreSQL: one that cannot be reached is a clear failure at
+    // start (not a silent fallback to the embedded store), the password is never echoed,
+    // and no root key is minted for a store that was never opened.
+    let fresh = tempfile::tempdir().unwrap();
+    common::use_store(fresh.path(), common::TestStore::Embedded);
+    let fresh_data = fresh.path().to_str().unwrap();
+    let password = "Never-In-The-Log-7731";
+    let err = start_failure(
+        fresh.path(),
+        &[
+            "--data-dir",
+            fresh_data,
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &format!("postgres://vault:{password}@127.0.0.1:1/vault"),
+        ],
+    );
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains(password), "{err}");
+    assert!(!fresh.path().join("root.key").exists());
+
+    // storage = "postgres" without a URL, and an unknown engine, are refused.
+    let config = dir.path().join("pg.toml");
+    let config = config.to_str().unwrap();
+    std::fs::write(config, "storage = \"postgres\"\n").unwrap();
+    let err = start_failure(
+        fresh.path(),
+        &["--data-dir", fresh_data, "--config", config],
+    );
+    assert!(err.contains("needs a database URL"), "{err}");
+    std::fs::write(config, "storage = \"mysql\"\n").unwrap();
+    let err = start_failure(
+        fresh.path(),
+        &["--data-dir", fresh_data, "--config", config],
+    );
+    assert!(err.contains("not a storage engine"), "{err}");
 }

@@ -1,15 +1,17 @@
 //! A ciphertext altered on disk, or moved to another supporter's row, fails to open with
 //! an integrity error (`DATA_LOSS`); the vault never returns wrong data.
+//!
+//! The bytes are altered behind the vault's back with the engine's own tools: sled's trees
+//! for the embedded store, plain SQL `UPDATE`s under the PostgreSQL backend.
 
 // Test helpers unwrap: a failure is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{Daemon, authed, supporter};
+use common::{Daemon, RawStore, authed, supporter};
 use tonic::Code;
 use vault_core::storage::Table;
-use vault_core::storage::sled_store::{SledOptions, SledStore};
 use vault_proto::v1 as pb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,22 +53,18 @@ async fn altered_or_moved_ciphertexts_are_refused() {
 
     // Tamper with the store's bytes while the daemon is down.
     {
-        let store = SledStore::open(&dir.path().join("store"), &SledOptions::default()).unwrap();
-        let records = store.raw_tree(Table::Records);
-        let keys = store.raw_tree(Table::SubjectKeys);
+        let store = RawStore::open(dir.path());
         // 1. One bit flipped in the middle of a record's ciphertext.
-        let mut bytes = records.get(altered.as_bytes()).unwrap().unwrap().to_vec();
+        let mut bytes = store.get(Table::Records, altered.as_bytes());
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x01;
-        records.insert(altered.as_bytes(), bytes).unwrap();
+        store.set(Table::Records, altered.as_bytes(), &bytes);
         // 2. Another supporter's record copied over this one's (its key still in place).
-        let src_record = records.get(source.as_bytes()).unwrap().unwrap();
-        records.insert(moved_record.as_bytes(), src_record).unwrap();
+        let src_record = store.get(Table::Records, source.as_bytes());
+        store.set(Table::Records, moved_record.as_bytes(), &src_record);
         // 3. Another supporter's wrapped data key copied over this one's.
-        let src_key = keys.get(source.as_bytes()).unwrap().unwrap();
-        keys.insert(moved_key.as_bytes(), src_key).unwrap();
-        records.flush().unwrap();
-        keys.flush().unwrap();
+        let src_key = store.get(Table::SubjectKeys, source.as_bytes());
+        store.set(Table::SubjectKeys, moved_key.as_bytes(), &src_key);
     }
 
     let daemon = Daemon::start(dir.path());

@@ -25,4 +25,4 @@ pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSourc
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
-pub use vault::{OpenReport, Vault, VaultOptions};
+pub use vault::{OpenReport, StorageChoice, Vault, VaultOptions};

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde::Deserialize;
+use vault_core::storage::sled_store::SledOptions;
+use vault_core::storage::{DatabaseUrl, PostgresOptions};
+use vault_core::{StorageChoice, VaultOptions};
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./vault-data";
@@ -39,9 +42,14 @@ pub struct Args {
     /// Root key file (default: <data-dir>/root.key).
     #[arg(long, env = "VAULT_ROOT_KEY_FILE")]
     pub root_key: Option<PathBuf>,
-    /// PostgreSQL connection URL (not available in this version).
+    /// PostgreSQL connection URL: the store is then PostgreSQL, which several replicas may
+    /// share (prefer VAULT_DATABASE_URL or the config file: flags are visible to other
+    /// users of the machine).
     #[arg(long, env = "VAULT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL schema holding the vault's tables (default: public).
+    #[arg(long, env = "VAULT_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
 }
 
 /// The TOML configuration file.
@@ -54,10 +62,16 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Root key file.
     pub root_key_file: Option<PathBuf>,
-    /// Storage engine: `"sled"` (embedded, the default).
+    /// Storage engine: `"sled"` (embedded, the default) or `"postgres"` (needs a
+    /// database URL). A database URL alone also selects PostgreSQL.
     pub storage: Option<String>,
     /// PostgreSQL connection URL.
     pub database_url: Option<String>,
+    /// PostgreSQL schema holding the vault's tables (default `public`).
+    pub database_schema: Option<String>,
+    /// Most connections this daemon opens to PostgreSQL (default 16). Keep replicas ×
+    /// pool size under the server's `max_connections`.
+    pub database_pool_size: Option<usize>,
     /// Page cache of the embedded store, in MiB (default 256).
     pub cache_capacity_mib: Option<u64>,
     /// Serve plaintext gRPC on a non-loopback address. Off by default: without TLS,
@@ -102,6 +116,8 @@ pub struct Config {
     pub root_key_file: Option<PathBuf>,
     /// Page cache of the embedded store, in bytes.
     pub cache_capacity: u64,
+    /// The PostgreSQL store, when selected; `None` for the embedded store.
+    pub database: Option<DatabaseConfig>,
     /// See [`FileConfig::allow_insecure_plaintext`].
     pub allow_insecure_plaintext: bool,
     /// See [`FileConfig::tls`].
@@ -110,6 +126,17 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     /// See [`FileConfig::purposes`].
     pub purposes: Option<Vec<vault_core::Purpose>>,
+}
+
+/// Where the PostgreSQL store is. `Debug` never shows the URL's password.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Connection URL.
+    pub url: DatabaseUrl,
+    /// Schema holding the vault's tables.
+    pub schema: String,
+    /// Most connections to open.
+    pub pool_size: usize,
 }
 
 /// Configuration errors, with what to change.
@@ -144,17 +171,7 @@ impl Config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        if args.database_url.is_some()
-            || file.database_url.is_some()
-            || file.storage.as_deref().is_some_and(|s| s != "sled")
-        {
-            return Err(ConfigError::Invalid(
-                "the PostgreSQL store is not available in this version of the vault; \
-                 remove --database-url / VAULT_DATABASE_URL / database_url / storage to use \
-                 the embedded store"
-                    .into(),
-            ));
-        }
+        let database = resolve_database(&args, &file)?;
         let listen_text = args
             .listen
             .or(file.listen)
@@ -186,6 +203,7 @@ impl Config {
             listen,
             root_key_file: args.root_key.or(file.root_key_file),
             cache_capacity: cache_mib.saturating_mul(1024 * 1024),
+            database,
             allow_insecure_plaintext,
             tls: file.tls,
             shutdown_grace: std::time::Duration::from_secs(
@@ -195,10 +213,99 @@ impl Config {
         })
     }
 
+    /// What [`vault_core::Vault::open`] needs: data dir, root key file and store.
+    pub fn vault_options(&self) -> VaultOptions {
+        let storage = match &self.database {
+            None => StorageChoice::Embedded(SledOptions {
+                cache_capacity: self.cache_capacity,
+            }),
+            Some(db) => StorageChoice::Postgres {
+                url: db.url.clone(),
+                options: PostgresOptions {
+                    pool_size: db.pool_size,
+                    schema: db.schema.clone(),
+                    ..PostgresOptions::default()
+                },
+            },
+        };
+        VaultOptions {
+            data_dir: self.data_dir.clone(),
+            root_key_file: self.root_key_file.clone(),
+            storage,
+        }
+    }
+
     /// Where the bootstrap admin token is written.
     pub fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join(ADMIN_TOKEN_FILE)
     }
+}
+
+/// The store settings: `storage`, a database URL from the flag, environment or file (in
+/// that order), schema and pool size. Contradictions are refused rather than guessed.
+fn resolve_database(args: &Args, file: &FileConfig) -> Result<Option<DatabaseConfig>, ConfigError> {
+    let url = args
+        .database_url
+        .as_deref()
+        .or(file.database_url.as_deref())
+        .map(str::trim);
+    if url == Some("") {
+        return Err(ConfigError::Invalid(
+            "the database URL is empty: unset VAULT_DATABASE_URL / --database-url / \
+             database_url for the embedded store, or give a postgres:// URL"
+                .into(),
+        ));
+    }
+    let postgres = match (file.storage.as_deref(), url) {
+        (None, url) => url.is_some(),
+        (Some("postgres"), Some(_)) => true,
+        (Some("postgres"), None) => {
+            return Err(ConfigError::Invalid(
+                "storage = \"postgres\" needs a database URL: set database_url in the config \
+                 file, VAULT_DATABASE_URL or --database-url"
+                    .into(),
+            ));
+        }
+        (Some("sled"), None) => false,
+        (Some("sled"), Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "storage = \"sled\" (the embedded store) but a database URL is set too \
+                 (--database-url, VAULT_DATABASE_URL or database_url): remove one of them"
+                    .into(),
+            ));
+        }
+        (Some(other), _) => {
+            return Err(ConfigError::Invalid(format!(
+                "storage = {other:?} is not a storage engine: use \"sled\" (embedded, the \
+                 default) or \"postgres\""
+            )));
+        }
+    };
+    let schema = args
+        .database_schema
+        .clone()
+        .or_else(|| file.database_schema.clone());
+    if !postgres {
+        if schema.is_some() || file.database_pool_size.is_some() {
+            return Err(ConfigError::Invalid(
+                "database_schema / database_pool_size (or VAULT_DATABASE_SCHEMA) apply to \
+                 the PostgreSQL store only, and no database URL is set"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let pool_size = file.database_pool_size.unwrap_or(16);
+    if pool_size == 0 {
+        return Err(ConfigError::Invalid(
+            "database_pool_size must be at least 1".into(),
+        ));
+    }
+    Ok(Some(DatabaseConfig {
+        url: DatabaseUrl::new(url.unwrap_or_default()),
+        schema: schema.unwrap_or_else(|| "public".to_owned()),
+        pool_size,
+    }))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -265,7 +372,79 @@ mod tests {
                 .unwrap_or_default()
                 .contains("refusing to serve plaintext")
         );
-        assert!(Config::resolve(args(&["--database-url", "postgres://x"])).is_err());
+        Ok(())
+    }
+
+    fn resolve_with_file(toml: &str, flags: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = dir.path().join("vault.toml");
+        std::fs::write(&file, toml).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = file.to_string_lossy().to_string();
+        let mut list = vec!["--config", path.as_str()];
+        list.extend_from_slice(flags);
+        Config::resolve(args(&list))
+    }
+
+    #[test]
+    fn storage_selection() -> Result<(), ConfigError> {
+        // Default: embedded.
+        assert!(Config::resolve(args(&[]))?.database.is_none());
+        assert!(
+            resolve_with_file("storage = \"sled\"\n", &[])?
+                .database
+                .is_none()
+        );
+        // A URL alone selects PostgreSQL; the flag beats the file.
+        let url = "postgres://vault:Pw-not-in-debug@127.0.0.1/vault";
+        let c = Config::resolve(args(&["--database-url", url]))?;
+        let db = c
+            .database
+            .clone()
+            .ok_or(ConfigError::Invalid("no db".into()))?;
+        assert_eq!(db.url.expose(), url);
+        assert_eq!(db.schema, "public");
+        assert_eq!(db.pool_size, 16);
+        assert!(matches!(
+            c.vault_options().storage,
+            StorageChoice::Postgres { .. }
+        ));
+        assert!(!format!("{c:?}").contains("Pw-not-in-debug"), "{c:?}");
+        let c = resolve_with_file(
+            "storage = \"postgres\"\ndatabase_url = \"postgres://file/db\"\n\
+             database_schema = \"vault_a\"\ndatabase_pool_size = 4\n",
+            &["--database-url", url],
+        )?;
+        let db = c.database.ok_or(ConfigError::Invalid("no db".into()))?;
+        assert_eq!(db.url.expose(), url);
+        assert_eq!((db.schema.as_str(), db.pool_size), ("vault_a", 4));
+        let c = resolve_with_file(
+            "database_url = \"postgres://file/db\"\n",
+            &["--database-schema", "flag_schema"],
+        )?;
+        let db = c.database.ok_or(ConfigError::Invalid("no db".into()))?;
+        assert_eq!(
+            (db.url.expose(), db.schema.as_str()),
+            ("postgres://file/db", "flag_schema")
+        );
+        // Contradictions and gaps are refused, naming what to change.
+        let refused = |toml: &str, flags: &[&str]| -> String {
+            resolve_with_file(toml, flags)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refused("storage = \"postgres\"\n", &[]).contains("needs a database URL"));
+        assert!(refused("storage = \"sled\"\n", &["--database-url", url]).contains("remove one"));
+        assert!(refused("storage = \"mysql\"\n", &[]).contains("not a storage engine"));
+        assert!(refused("", &["--database-url", " "]).contains("empty"));
+        assert!(refused("database_schema = \"x\"\n", &[]).contains("PostgreSQL store only"));
+        assert!(
+            refused(
+                "database_url = \"postgres://h/d\"\ndatabase_pool_size = 0\n",
+                &[]
+            )
+            .contains("at least 1")
+        );
         Ok(())
     }
 }

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use vault_core::storage::sled_store::SledOptions;
-use vault_core::{Vault, VaultOptions};
+use vault_core::Vault;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::consent_server::ConsentServer;
 use vault_proto::v1::supporters_server::SupportersServer;
@@ -38,25 +38,30 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
-    let options = VaultOptions {
-        data_dir: config.data_dir.clone(),
-        root_key_file: config.root_key_file.clone(),
-        sled: SledOptions {
-            cache_capacity: config.cache_capacity,
-        },
-    };
-    let (vault, report) = Vault::open(&options).await?;
+    let (vault, report) = Vault::open(&config.vault_options()).await?;
+    tracing::info!(store = %report.store, "opened the store");
     if report.root_key_created {
         tracing::info!(path = %report.root_key_path.display(), "created root key file (back it up: without it the data cannot be read)");
     }
     vault.install_purposes(config.purposes.as_deref()).await?;
     let vault = Arc::new(vault);
     let token_path = config.admin_token_path();
+    let wrote_token = AtomicBool::new(false);
     if vault
-        .create_bootstrap_admin(|token| write_secret_file(&token_path, token))
+        .create_bootstrap_admin(|token| {
+            wrote_token.store(true, Ordering::Relaxed);
+            write_secret_file(&token_path, token)
+        })
         .await?
     {
         tracing::info!(path = %token_path.display(), "wrote bootstrap admin token");
+    } else if wrote_token.load(Ordering::Relaxed) {
+        // Another replica sharing the database created the bootstrap admin first: the
+        // token just written was never registered. Don't leave a dead credential behind.
+        let _ = std::fs::remove_file(&token_path);
+        tracing::info!(
+            "another replica created the bootstrap admin first; no token written here (use its admin.token)"
+        );
     }
 
     let listener = TcpListener::bind(config.listen)

@@ -1,6 +1,27 @@
 //! End-to-end test harness: starts the real daemon on 127.0.0.1 port 0 with a temporary
 //! data directory, and gives tests the generated gRPC client.
 //!
+//! # One suite, two storage engines
+//!
+//! Every test here runs against the embedded store by default. With
+//! `VAULT_TEST_BACKEND=postgres` and `VAULT_TEST_DATABASE_URL` set, the same tests run
+//! against PostgreSQL instead: [`Daemon::start`] gives each data directory its own, fresh
+//! PostgreSQL *schema* (`vault_e2e_<pid>_<random>`, passed to the daemon as
+//! `VAULT_DATABASE_SCHEMA` with the URL as `VAULT_DATABASE_URL`), created by the daemon on
+//! first start. A restart on the same data directory finds the same schema (so restart,
+//! `kill -9` and shutdown tests keep their data), and tests running in parallel never see
+//! each other's rows. Schemas rather than databases: the test role owns its database (so it
+//! may create schemas) but needs no `CREATEDB`, and the daemon's `database_schema` setting
+//! is useful in production too (several vaults in one database).
+//!
+//! Cleanup: a test process cannot run code at exit, so each process, on its first
+//! PostgreSQL use, drops the `vault_e2e_*` schemas of test processes that are no longer
+//! running (the pid is in the name). The last test binary's schemas stay until the next run.
+//!
+//! Tests that need PostgreSQL whatever the backend (replicas, migration) call
+//! [`database_url`], which prints a loud `SKIPPED` line when `VAULT_TEST_DATABASE_URL` is
+//! unset, and bind data directories to a schema with [`use_store`].
+//!
 //! The daemon binary is `vault-server`'s own `main` (`vault-server/src/bin/vault-server.rs`)
 //! built as this package's `vault-server-under-test` binary, so cargo rebuilds it whenever
 //! any test here runs, and no stale binary is ever tested.
@@ -8,11 +29,13 @@
 // Test scaffolding: a failed unwrap is a failed test with its message.
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use tonic::Request;
@@ -46,14 +69,12 @@ impl Daemon {
 
     /// Starts a daemon with extra flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(VAULT_SERVER)
+        let mut child = Self::command(data_dir)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .env("VAULT_LOG", "info")
-            .env_remove("VAULT_CONFIG")
-            .env_remove("VAULT_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -87,6 +108,24 @@ impl Daemon {
             data_dir: data_dir.to_path_buf(),
             log,
         }
+    }
+
+    /// The daemon binary with the environment for `data_dir`'s store (see the module
+    /// documentation): PostgreSQL URL and schema, or none of them for the embedded store.
+    pub fn command(data_dir: &Path) -> Command {
+        let mut cmd = Command::new(VAULT_SERVER);
+        cmd.env_remove("VAULT_CONFIG");
+        match store_for(data_dir) {
+            TestStore::Embedded => {
+                cmd.env_remove("VAULT_DATABASE_URL")
+                    .env_remove("VAULT_DATABASE_SCHEMA");
+            }
+            TestStore::Postgres(pg) => {
+                cmd.env("VAULT_DATABASE_URL", &pg.url)
+                    .env("VAULT_DATABASE_SCHEMA", &pg.schema);
+            }
+        }
+        cmd
     }
 
     /// The bootstrap admin token the daemon wrote.
@@ -284,4 +323,357 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             !needle.is_empty() && bytes.windows(needle.len()).any(|w| w == needle)
         })
         .collect()
+}
+
+// ---- storage engines ------------------------------------------------------------------
+
+/// Which engine the suite's daemons use (`VAULT_TEST_BACKEND`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded sled store (default).
+    Embedded,
+    /// PostgreSQL at this URL (`VAULT_TEST_DATABASE_URL`).
+    Postgres(String),
+}
+
+/// The backend of this run. Panics when `VAULT_TEST_BACKEND=postgres` comes without a URL:
+/// silently testing the embedded store instead would be a lie.
+pub fn backend() -> Backend {
+    match std::env::var("VAULT_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("sled") | Ok("embedded") => Backend::Embedded,
+        Ok("postgres") => match test_database_url() {
+            Some(url) => Backend::Postgres(url),
+            None => panic!(
+                "VAULT_TEST_BACKEND=postgres needs VAULT_TEST_DATABASE_URL (start a database \
+                 with .ci/postgres-start)"
+            ),
+        },
+        Ok(other) => panic!("VAULT_TEST_BACKEND={other:?}: use sled (default) or postgres"),
+    }
+}
+
+/// Whether this run's daemons use PostgreSQL.
+pub fn on_postgres() -> bool {
+    matches!(backend(), Backend::Postgres(_))
+}
+
+fn test_database_url() -> Option<String> {
+    std::env::var("VAULT_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// The test database URL for tests that need PostgreSQL whatever the backend, or `None`
+/// after printing a loud `SKIPPED` line (straight to stderr, past the harness's capture).
+pub fn database_url(test: &str) -> Option<String> {
+    let url = test_database_url();
+    if url.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: VAULT_TEST_DATABASE_URL is not set, this PostgreSQL test did not \
+             run (start a database with .ci/postgres-start)"
+        );
+    }
+    url
+}
+
+/// The store a data directory's daemons use.
+#[derive(Clone, Debug)]
+pub enum TestStore {
+    /// The embedded store in the data directory.
+    Embedded,
+    /// A schema of the test database.
+    Postgres(Arc<PgSchema>),
+}
+
+fn stores() -> &'static Mutex<HashMap<PathBuf, TestStore>> {
+    static STORES: OnceLock<Mutex<HashMap<PathBuf, TestStore>>> = OnceLock::new();
+    STORES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Binds `data_dir` to `store` for every later [`Daemon::start`] on it (two data
+/// directories bound to one schema are two replicas of one vault).
+pub fn use_store(data_dir: &Path, store: TestStore) {
+    stores()
+        .lock()
+        .unwrap()
+        .insert(data_dir.to_path_buf(), store);
+}
+
+/// The store of `data_dir`: the one bound with [`use_store`] or by an earlier start, else
+/// the backend's (a fresh schema under PostgreSQL).
+pub fn store_for(data_dir: &Path) -> TestStore {
+    let mut map = stores().lock().unwrap();
+    map.entry(data_dir.to_path_buf())
+        .or_insert_with(|| match backend() {
+            Backend::Embedded => TestStore::Embedded,
+            Backend::Postgres(url) => TestStore::Postgres(PgSchema::new(&url)),
+        })
+        .clone()
+}
+
+/// The PostgreSQL schema of `data_dir`'s daemons, if they use PostgreSQL.
+pub fn pg_schema_of(data_dir: &Path) -> Option<Arc<PgSchema>> {
+    match store_for(data_dir) {
+        TestStore::Postgres(pg) => Some(pg),
+        TestStore::Embedded => None,
+    }
+}
+
+/// A schema of the test database, private to the data directories bound to it. The
+/// daemon creates it (and its tables) on first start.
+#[derive(Debug)]
+pub struct PgSchema {
+    pub url: String,
+    pub schema: String,
+}
+
+/// Runs `f` to completion on a runtime of its own, in a thread of its own, so the PostgreSQL
+/// helpers work from sync and async tests alike.
+fn block<F>(f: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
+}
+
+async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Drops the `vault_e2e_<pid>_*` schemas of test processes that are gone, once per process.
+fn sweep_stale_schemas(url: &str) {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(|| {
+        let url = url.to_owned();
+        block(async move {
+            let client = pg_connect(&url).await;
+            let rows = client
+                .query(
+                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'vault\\_e2e\\_%'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            for row in rows {
+                let name: String = row.get(0);
+                let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+                let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                if !alive {
+                    let _ = client
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE",
+                            quote_ident(&name)
+                        ))
+                        .await;
+                }
+            }
+        });
+    });
+}
+
+impl PgSchema {
+    /// A fresh, unused schema name in the database at `url`.
+    pub fn new(url: &str) -> Arc<PgSchema> {
+        sweep_stale_schemas(url);
+        Arc::new(PgSchema {
+            url: url.to_owned(),
+            schema: format!(
+                "vault_e2e_{}_{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
+        })
+    }
+
+    /// `"schema"."table"`.
+    pub fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
+    }
+
+    /// The names of every table in the schema (all of them the vault's: `vault_*`).
+    pub fn tables(&self) -> Vec<String> {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        block(async move {
+            let client = pg_connect(&url).await;
+            client
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = $1 ORDER BY 1",
+                    &[&schema],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        })
+    }
+
+    /// Every row of every table of the schema, every column, as raw bytes (`bytea`
+    /// columns as stored, not hex-escaped as `pg_dump` prints them; other columns as
+    /// text), one field per line. What an attacker holding a dump of the database has.
+    pub fn dump(&self) -> PgDump {
+        let tables = self.tables();
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        block(async move {
+            let client = pg_connect(&url).await;
+            let mut dump = PgDump::default();
+            for table in tables {
+                assert!(table.starts_with("vault_"), "unexpected table {table}");
+                let columns = client
+                    .query(
+                        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                         WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                        &[&schema, &table],
+                    )
+                    .await
+                    .unwrap();
+                let select: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        let (name, ty): (String, String) = (c.get(0), c.get(1));
+                        if ty == "bytea" {
+                            quote_ident(&name)
+                        } else {
+                            format!("convert_to({}::text, 'UTF8')", quote_ident(&name))
+                        }
+                    })
+                    .collect();
+                let sql = format!(
+                    "SELECT {} FROM {}.{}",
+                    select.join(", "),
+                    quote_ident(&schema),
+                    quote_ident(&table)
+                );
+                let rows = client.query(&sql, &[]).await.unwrap();
+                dump.rows.push((table.clone(), rows.len()));
+                for row in rows {
+                    for i in 0..row.len() {
+                        if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(i) {
+                            dump.bytes.extend_from_slice(&bytes);
+                        }
+                        dump.bytes.push(b'\n');
+                    }
+                }
+            }
+            dump
+        })
+    }
+
+    /// The value of `key` in the vault table `vault_<table>`.
+    pub fn get(&self, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+        let sql = format!(
+            "SELECT value FROM {} WHERE key = $1",
+            self.qualified(&format!("vault_{table}"))
+        );
+        let (url, key) = (self.url.clone(), key.to_vec());
+        block(async move {
+            pg_connect(&url)
+                .await
+                .query_opt(&sql, &[&key])
+                .await
+                .unwrap()
+                .map(|r| r.get(0))
+        })
+    }
+
+    /// Overwrites the value of an existing row with a plain SQL `UPDATE`, behind the
+    /// vault's back (tampering tests).
+    pub fn update(&self, table: &str, key: &[u8], value: &[u8]) {
+        let sql = format!(
+            "UPDATE {} SET value = $2 WHERE key = $1",
+            self.qualified(&format!("vault_{table}"))
+        );
+        let (url, key, value) = (self.url.clone(), key.to_vec(), value.to_vec());
+        let updated = block(async move {
+            pg_connect(&url)
+                .await
+                .execute(&sql, &[&key, &value])
+                .await
+                .unwrap()
+        });
+        assert_eq!(updated, 1, "no row to update in vault_{table}");
+    }
+}
+
+/// See [`PgSchema::dump`].
+#[derive(Debug, Default)]
+pub struct PgDump {
+    /// Rows per table.
+    pub rows: Vec<(String, usize)>,
+    /// Every field's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl PgDump {
+    /// Whether `needle` occurs anywhere in the dump.
+    pub fn contains(&self, needle: &[u8]) -> bool {
+        !needle.is_empty() && self.bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Rows of all tables.
+    pub fn total_rows(&self) -> usize {
+        self.rows.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Raw access to a stopped daemon's store, whichever the engine, for tests that alter
+/// stored bytes behind the vault's back: sled's trees, or SQL on PostgreSQL.
+pub enum RawStore {
+    Embedded(vault_core::storage::SledStore),
+    Postgres(Arc<PgSchema>),
+}
+
+impl RawStore {
+    /// Opens `data_dir`'s store (the daemon must be stopped for the embedded store).
+    pub fn open(data_dir: &Path) -> RawStore {
+        match store_for(data_dir) {
+            TestStore::Embedded => RawStore::Embedded(
+                vault_core::storage::SledStore::open(
+                    &data_dir.join("store"),
+                    &vault_core::storage::sled_store::SledOptions::default(),
+                )
+                .unwrap(),
+            ),
+            TestStore::Postgres(pg) => RawStore::Postgres(pg),
+        }
+    }
+
+    /// The stored bytes of `key` in `table`.
+    pub fn get(&self, table: vault_core::storage::Table, key: &[u8]) -> Vec<u8> {
+        match self {
+            RawStore::Embedded(s) => s.raw_tree(table).get(key).unwrap().unwrap().to_vec(),
+            RawStore::Postgres(pg) => pg.get(table.name(), key).unwrap(),
+        }
+    }
+
+    /// Overwrites the stored bytes of the existing row `key` in `table`.
+    pub fn set(&self, table: vault_core::storage::Table, key: &[u8], value: &[u8]) {
+        match self {
+            RawStore::Embedded(s) => {
+                let tree = s.raw_tree(table);
+                assert!(tree.insert(key, value).unwrap().is_some());
+                tree.flush().unwrap();
+            }
+            RawStore::Postgres(pg) => pg.update(table.name(), key, value),
+        }
+    }
 }

@@ -11,13 +11,14 @@
 //! survives `kill -9` and power loss as far as the OS and disk honour fsync); when it
 //! returns an error, none of it is visible.
 
+pub mod copy;
 mod group_commit;
 pub mod postgres;
 pub mod sled_store;
 
 use async_trait::async_trait;
 
-pub use postgres::PostgresStore;
+pub use postgres::{DatabaseUrl, PostgresOptions, PostgresStore};
 pub use sled_store::SledStore;
 
 /// The tables of the vault. Names are stable: they are the sled tree names and the

@@ -118,6 +118,42 @@ impl Default for PostgresOptions {
     }
 }
 
+/// A PostgreSQL connection URL, which may hold a password. `Debug` and
+/// [`DatabaseUrl::redacted`] show only `user@host:port/dbname`, never the password, and the
+/// string is wiped from memory when dropped. Pass it around instead of a `String` so a
+/// configuration struct can derive `Debug` without leaking the credential into a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(Zeroizing<String>);
+
+impl DatabaseUrl {
+    /// Wraps `url` (`postgres://user:password@host:port/dbname`, or the `key=value` form).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(Zeroizing::new(url.into()))
+    }
+
+    /// The URL itself, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `user@host:port/dbname`, without the password (or a placeholder when the URL does
+    /// not parse).
+    pub fn redacted(&self) -> String {
+        match self.0.parse::<tokio_postgres::Config>() {
+            Ok(config) => describe_target(&config),
+            Err(_) => "(unparseable PostgreSQL URL, not shown)".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
 /// One numbered schema migration: SQL statements run once, in order, in the migration
 /// transaction.
 struct Migration {
@@ -506,6 +542,12 @@ impl PostgresStore {
         store.check_durability().await?;
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Where the store lives, for logs: `user@host:port/dbname, schema "name"`. Never the
+    /// password.
+    pub fn describe(&self) -> String {
+        format!("{}, schema {:?}", self.target, self.names.schema)
     }
 
     fn sql(&self, table: Table) -> &TableSql {
@@ -957,6 +999,18 @@ mod tests {
         assert_eq!(s.scrub("x hunter y".to_owned()), "x *** y");
         let s = Secrets::from_url("postgres://db/v?user=vault&password=qwerty&sslmode=disable");
         assert_eq!(s.scrub("qwerty!".to_owned()), "***!");
+    }
+
+    #[test]
+    fn database_url_debug_and_redacted_hide_the_password() {
+        let url = DatabaseUrl::new("postgres://vault:Zq9-secret-pw@db.internal:5433/campaign");
+        assert_eq!(url.redacted(), "vault@db.internal:5433/campaign");
+        let debug = format!("{url:?}");
+        assert!(!debug.contains("Zq9-secret-pw"), "{debug}");
+        assert!(debug.contains("db.internal"), "{debug}");
+        assert!(url.expose().contains("Zq9-secret-pw"));
+        let bad = DatabaseUrl::new("postgres://vault:Zq9-secret-pw@[bad");
+        assert!(!format!("{bad:?}").contains("Zq9-secret-pw"));
     }
 
     #[tokio::test]

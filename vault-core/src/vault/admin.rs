@@ -12,7 +12,7 @@ use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
 use crate::storage::{Batch, StoreError, Table};
 
-use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us};
+use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us, retry_pause};
 
 const META_BOOTSTRAP_ADMIN: &[u8] = b"bootstrap_admin_created";
 
@@ -210,7 +210,8 @@ impl Vault {
         let result = async {
             let registry = self.registry().await?;
             self.decide(&mut log, caller, Rpc::AdminRevokeClient, &registry, None, None)?;
-            for _ in 0..MAX_ATTEMPTS {
+            for attempt in 0..MAX_ATTEMPTS {
+                retry_pause(attempt).await;
                 let (mut stored, raw) = self
                     .stored_client(id.trim())
                     .await?

@@ -9,7 +9,7 @@ use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
 use crate::error::{Error, InvalidInput, Result};
 use crate::storage::Batch;
 
-use super::{MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id};
+use super::{MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id, retry_pause};
 
 impl Vault {
     /// Records a grant of consent.
@@ -83,7 +83,8 @@ impl Vault {
                 }));
             }
             let channel = change.resolve(purpose, kind)?;
-            for _ in 0..MAX_ATTEMPTS {
+            for attempt in 0..MAX_ATTEMPTS {
+                retry_pause(attempt).await;
                 let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
                 let state = loaded.consent_state();
                 self.decide(

@@ -13,6 +13,8 @@ mod consent;
 mod supporters;
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,8 +28,11 @@ use crate::crypto::root_key::{Origin, RootKey};
 use crate::crypto::{BlindIndexKey, IndexKind, Key256};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::purpose::{Channel, Purpose, Registry};
+use crate::storage::copy::MIGRATION_MARKER;
 use crate::storage::sled_store::SledOptions;
-use crate::storage::{Batch, SledStore, Store, StoreError, Table};
+use crate::storage::{
+    Batch, DatabaseUrl, PostgresOptions, PostgresStore, SledStore, Store, StoreError, Table,
+};
 use crate::supporter::{Supporter, record};
 
 /// How often an operation re-reads and retries after a concurrent writer changed its rows.
@@ -35,24 +40,46 @@ const MAX_ATTEMPTS: usize = 32;
 const META_FORMAT: &[u8] = b"format_version";
 const FORMAT_VERSION: &[u8] = b"1";
 
+/// Which storage engine holds the vault's tables.
+#[derive(Debug, Clone)]
+pub enum StorageChoice {
+    /// The embedded sled store in `<data_dir>/store` (the zero-configuration default).
+    Embedded(SledOptions),
+    /// A PostgreSQL database, which several daemons (replicas) may share. Every replica
+    /// must be given the same root key file.
+    Postgres {
+        /// Where to connect (its `Debug` never shows the password).
+        url: DatabaseUrl,
+        /// Schema, pool size and retries.
+        options: PostgresOptions,
+    },
+}
+
+impl Default for StorageChoice {
+    fn default() -> Self {
+        StorageChoice::Embedded(SledOptions::default())
+    }
+}
+
 /// Where the vault keeps its data and keys.
 #[derive(Debug, Clone)]
 pub struct VaultOptions {
-    /// The data directory (the embedded store lives in `<data_dir>/store`).
+    /// The data directory: the embedded store lives in `<data_dir>/store`; the root key
+    /// file defaults to `<data_dir>/root.key` whatever the engine.
     pub data_dir: PathBuf,
     /// The root key file; `<data_dir>/root.key` when `None`.
     pub root_key_file: Option<PathBuf>,
-    /// Embedded store tuning.
-    pub sled: SledOptions,
+    /// The storage engine.
+    pub storage: StorageChoice,
 }
 
 impl VaultOptions {
-    /// Defaults for `data_dir`.
+    /// Defaults for `data_dir` (the embedded store).
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
             root_key_file: None,
-            sled: SledOptions::default(),
+            storage: StorageChoice::default(),
         }
     }
 
@@ -71,6 +98,9 @@ pub struct OpenReport {
     pub root_key_path: PathBuf,
     /// Whether the root key file was created by this open.
     pub root_key_created: bool,
+    /// The store in use, for logs: the embedded store's directory, or the PostgreSQL
+    /// `user@host:port/dbname` and schema (never a password).
+    pub store: String,
 }
 
 /// A supporter as read from the store, with what a write needs to pin it.
@@ -131,9 +161,27 @@ fn is_conflict(r: &Result<impl Sized>) -> bool {
     matches!(r, Err(Error::Storage(StoreError::Conflict(_))))
 }
 
+/// Waits before retry `attempt` of an operation that lost a race (none before the first
+/// try): jittered and growing, so writers contending for one row spread out instead of
+/// colliding again. Matters on PostgreSQL, where a read-modify-write spans several round
+/// trips and many writers (on several replicas) can hit one supporter at once.
+async fn retry_pause(attempt: usize) {
+    if attempt == 0 {
+        return;
+    }
+    let cap_us = (100u64 << attempt.min(8)).min(25_000);
+    let jitter = RandomState::new().build_hasher().finish() % cap_us;
+    tokio::time::sleep(std::time::Duration::from_micros(cap_us / 2 + jitter / 2)).await;
+}
+
 impl Vault {
-    /// Opens the embedded store in `options.data_dir`, creating the data directory, the
-    /// root key file and the first key epoch on first start.
+    /// Opens the store `options.storage` names (the embedded store in `options.data_dir`,
+    /// or PostgreSQL), creating the data directory, the root key file and the first key
+    /// epoch on first start.
+    ///
+    /// A missing root key file is created only when the store holds no key epoch yet: a
+    /// new key could never open data sealed under another one. With PostgreSQL this is
+    /// what keeps a replica started without the shared key file from minting its own.
     pub async fn open(options: &VaultOptions) -> Result<(Self, OpenReport)> {
         std::fs::create_dir_all(&options.data_dir).map_err(|e| {
             Error::Storage(StoreError::Engine(format!(
@@ -142,23 +190,45 @@ impl Vault {
             )))
         })?;
         restrict_dir(&options.data_dir)?;
+        // The store first: whether it already holds data decides whether a missing root
+        // key file may be created.
+        let (store, described): (Arc<dyn Store>, String) = match &options.storage {
+            StorageChoice::Embedded(sled) => {
+                let dir = options.data_dir.join("store");
+                let store = SledStore::open(&dir, sled)?;
+                (
+                    Arc::new(store),
+                    format!("the embedded store in {}", dir.display()),
+                )
+            }
+            StorageChoice::Postgres { url, options } => {
+                let store = PostgresStore::connect(url.expose(), options).await?;
+                let described = format!("the PostgreSQL database {}", store.describe());
+                (Arc::new(store), described)
+            }
+        };
         let key_path = options.root_key_path();
-        let (root, origin) = RootKey::load_or_create(&key_path)?;
-        let store = SledStore::open(&options.data_dir.join("store"), &options.sled)?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let missing_key = |path: &Path| Error::RootKeyFile {
+            path: path.display().to_string(),
+            reason: format!(
+                "is missing, but the store ({described}) holds data sealed under a root key; \
+                 restore the original key file (or point --root-key at it; every replica \
+                 sharing a database needs the same key file)"
+            ),
+        };
         let has_epochs = !store.scan_prefix(Table::Keyring, b"").await?.is_empty();
-        if origin == Origin::Created && has_epochs {
-            // The key file went missing; a new key can never open this store. Don't leave
-            // the useless new key behind to confuse the next start.
+        if has_epochs
+            && matches!(std::fs::symlink_metadata(&key_path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return Err(missing_key(&key_path));
+        }
+        let (root, origin) = RootKey::load_or_create(&key_path)?;
+        if origin == Origin::Created && !store.scan_prefix(Table::Keyring, b"").await?.is_empty() {
+            // Another daemon initialized the shared store between the check above and the
+            // key's creation. A new key can never open it: don't leave it behind to
+            // confuse the next start.
             let _ = std::fs::remove_file(&key_path);
-            return Err(Error::RootKeyFile {
-                path: key_path.display().to_string(),
-                reason: format!(
-                    "is missing, but the store in {} holds data sealed under a root key; \
-                     restore the original key file (or point --root-key at it)",
-                    options.data_dir.display()
-                ),
-            });
+            return Err(missing_key(&key_path));
         }
         let vault = Self::with_store(store, &root).await?;
         Ok((
@@ -166,12 +236,20 @@ impl Vault {
             OpenReport {
                 root_key_path: key_path,
                 root_key_created: origin == Origin::Created,
+                store: described,
             },
         ))
     }
 
     /// Opens the vault on any store with the given root key (first use initializes it).
     pub async fn with_store(store: Arc<dyn Store>, root: &RootKey) -> Result<Self> {
+        if store.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
+            return Err(Error::FailedPrecondition(
+                "the store is an incomplete copy: `vaultctl migrate` was interrupted while \
+                 filling it; empty it (drop its tables) and run the migration again"
+                    .into(),
+            ));
+        }
         match store.get(Table::Meta, META_FORMAT).await? {
             None => {
                 let mut b = Batch::new();

@@ -12,7 +12,7 @@ use crate::supporter::normalize;
 use crate::supporter::record;
 use crate::supporter::{Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
 
-use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id};
+use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id, retry_pause};
 
 fn index_table(kind: IndexKind) -> Table {
     match kind {
@@ -141,7 +141,8 @@ impl Vault {
         let grants = resolve_grants(log, caller, &registry, consents)?;
         let email_h = self.index_of(IndexKind::Email, &incoming.email);
         let phone_h = self.index_of(IndexKind::Phone, &incoming.phone);
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            retry_pause(attempt).await;
             let by_email = self
                 .index_owner(Table::EmailIndex, email_h.as_ref())
                 .await?;
@@ -411,7 +412,8 @@ impl Vault {
         let mut masked = Supporter::default();
         masked.assign(patch, mask);
         let masked = masked.normalized()?;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            retry_pause(attempt).await;
             let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
             let state = loaded.consent_state();
             self.decide(
@@ -483,7 +485,8 @@ impl Vault {
         if tags.is_empty() {
             return Err(InvalidInput::new("tags", "must name at least one tag").into());
         }
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            retry_pause(attempt).await;
             let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
             let state = loaded.consent_state();
             self.decide(
