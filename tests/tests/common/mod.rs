@@ -629,6 +629,14 @@ impl PgDump {
         !needle.is_empty() && self.bytes.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// Rows of the table `name` (0 when it does not exist).
+    pub fn rows_of(&self, name: &str) -> usize {
+        self.rows
+            .iter()
+            .find(|(t, _)| t == name)
+            .map_or(0, |(_, n)| *n)
+    }
+
     /// Rows of all tables.
     pub fn total_rows(&self) -> usize {
         self.rows.iter().map(|(_, n)| n).sum()

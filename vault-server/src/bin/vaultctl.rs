@@ -6,13 +6,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use vault_core::storage::copy::{DEFAULT_BATCH_ROWS, copy_store};
+use vault_core::storage::sled_store::SledOptions;
+use vault_core::storage::{DatabaseUrl, PostgresOptions, PostgresStore, SledStore};
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::consent_client::ConsentClient;
@@ -59,6 +62,40 @@ enum Command {
     /// The purpose registry (admin).
     #[command(subcommand)]
     Purpose(PurposeCommand),
+    /// Copy the embedded store (in --data-dir) into PostgreSQL, table by table, without
+    /// decrypting anything. Stop the daemon first; the destination must be empty. Needs no
+    /// daemon and no token.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct MigrateArgs {
+    /// The engine to copy into.
+    #[arg(long, value_enum)]
+    to: MigrateTarget,
+    /// PostgreSQL URL of the destination (prefer VAULT_DATABASE_URL: flags are visible to
+    /// other users of the machine).
+    #[arg(long, env = "VAULT_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    database_url: DatabaseUrl,
+    /// PostgreSQL schema to fill (created if missing).
+    #[arg(long, env = "VAULT_DATABASE_SCHEMA", default_value = "public")]
+    database_schema: String,
+    /// Rows per destination transaction.
+    #[arg(long, default_value_t = DEFAULT_BATCH_ROWS)]
+    batch_rows: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MigrateTarget {
+    /// PostgreSQL (`--database-url`).
+    Postgres,
+}
+
+fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+    if s.trim().is_empty() {
+        return Err("the database URL is empty".to_owned());
+    }
+    Ok(DatabaseUrl::new(s.trim()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +302,9 @@ fn status_line(s: tonic::Status) -> String {
 }
 
 async fn run(cli: Cli) -> Result<String, String> {
+    if let Command::Migrate(args) = &cli.command {
+        return migrate(&cli.data_dir, args).await;
+    }
     let token = token(&cli)?;
     let channel = Channel::from_shared(cli.addr.clone())
         .map_err(|e| format!("bad address {}: {e}", cli.addr))?
@@ -278,6 +318,7 @@ async fn run(cli: Cli) -> Result<String, String> {
             return consent(ConsentClient::new(channel), c, &token, purpose).await;
         }
         Command::Client(c) => return clients(AdminClient::new(channel), c, &token).await,
+        Command::Migrate(_) => return Err("migrate runs without a daemon".to_owned()),
         Command::Purpose(PurposeCommand::List) => {
             let r = AdminClient::new(channel)
                 .list_purposes(with_token(pb::ListPurposesRequest {}, &token, None)?)
@@ -369,6 +410,54 @@ async fn run(cli: Cli) -> Result<String, String> {
     };
     let s = reply.map_err(status_line)?.into_inner();
     Ok(supporter_json(&s).to_string())
+}
+
+/// `vaultctl migrate --to postgres`: the embedded store in `data_dir`, copied byte for byte
+/// into PostgreSQL (see `vault_core::storage::copy`).
+async fn migrate(data_dir: &Path, args: &MigrateArgs) -> Result<String, String> {
+    let MigrateTarget::Postgres = args.to;
+    let store_dir = data_dir.join("store");
+    if !store_dir.is_dir() {
+        return Err(format!(
+            "no embedded store in {} (pass the daemon's --data-dir)",
+            store_dir.display()
+        ));
+    }
+    let from = SledStore::open(&store_dir, &SledOptions::default()).map_err(|e| {
+        format!(
+            "cannot open the embedded store in {} (stop the daemon first): {e}",
+            store_dir.display()
+        )
+    })?;
+    let options = PostgresOptions {
+        schema: args.database_schema.clone(),
+        ..PostgresOptions::default()
+    };
+    let to = PostgresStore::connect(args.database_url.expose(), &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = copy_store(&from, &to, args.batch_rows)
+        .await
+        .map_err(|e| format!("migration to {} failed: {e}", to.describe()))?;
+    let tables: serde_json::Map<String, serde_json::Value> = report
+        .tables
+        .iter()
+        .map(|(t, n)| (t.name().to_owned(), serde_json::Value::from(*n)))
+        .collect();
+    Ok(serde_json::json!({
+        "from": store_dir.display().to_string(),
+        "to": to.describe(),
+        "tables": tables,
+        "rows": report.total_rows(),
+        "verified": true,
+        "next": format!(
+            "start every replica with this database URL (and schema) and the same root key \
+             file, {} unless --root-key pointed elsewhere; the bootstrap admin is already in \
+             the database, so copy admin.token rather than expecting a new one",
+            data_dir.join("root.key").display()
+        ),
+    })
+    .to_string())
 }
 
 fn supporter_json(s: &pb::Supporter) -> serde_json::Value {
