@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vault/v1/supporters.proto",
         "vault/v1/consent.proto",
         "vault/v1/admin.proto",
+        "vault/v1/audit.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

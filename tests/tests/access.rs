@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Creds, Daemon, authed, files_containing, supporter};
 use tonic::{Code, Status};
 use vault_proto::v1 as pb;
@@ -30,9 +28,12 @@ enum Rpc {
     ListClients,
     ListPurposes,
     PutPurpose,
+    AuditPublicKey,
+    AuditCheckpoints,
+    AuditVerify,
 }
 
-const RPCS: [Rpc; 15] = [
+const RPCS: [Rpc; 18] = [
     Rpc::Upsert,
     Rpc::Get,
     Rpc::Lookup,
@@ -48,6 +49,9 @@ const RPCS: [Rpc; 15] = [
     Rpc::ListClients,
     Rpc::ListPurposes,
     Rpc::PutPurpose,
+    Rpc::AuditPublicKey,
+    Rpc::AuditCheckpoints,
+    Rpc::AuditVerify,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +82,15 @@ fn expected(role: Role, rpc: Rpc, purpose: Option<&str>, subject: Subject) -> Co
         CreateClient | RevokeClient | ListClients | ListPurposes | PutPurpose => {
             role == Role::Admin
         }
+        AuditPublicKey | AuditCheckpoints | AuditVerify => {
+            matches!(role, Role::Auditor | Role::Dpo)
+        }
     };
     if !role_may {
         return Code::PermissionDenied;
+    }
+    if matches!(rpc, AuditPublicKey | AuditCheckpoints | AuditVerify) {
+        return Code::Ok; // the log holds no personal data: no purpose needed
     }
     if role == Role::Admin {
         return Code::Ok; // admin calls touch no personal data and need no purpose
@@ -330,25 +340,53 @@ async fn call(w: &World, creds: &Creds, rpc: Rpc, subject: Subject) -> Result<()
             .await
             .map(drop)
         }
-    }
-}
-
-fn access_lines(daemon: &Daemon) -> usize {
-    daemon
-        .logs()
-        .lines()
-        .filter(|l| l.contains("vault::access"))
-        .count()
-}
-
-async fn wait_for_access_lines(daemon: &Daemon, n: usize) -> usize {
-    for _ in 0..100 {
-        if access_lines(daemon) >= n {
-            break;
+        Rpc::AuditPublicKey => w
+            .daemon
+            .audit()
+            .await
+            .public_key(authed(pb::PublicKeyRequest {}, creds))
+            .await
+            .map(drop),
+        Rpc::AuditCheckpoints => w
+            .daemon
+            .audit()
+            .await
+            .checkpoints(authed(pb::CheckpointsRequest { since_seq: 0 }, creds))
+            .await
+            .map(drop),
+        Rpc::AuditVerify => {
+            let r = w
+                .daemon
+                .audit()
+                .await
+                .verify(authed(pb::VerifyRequest::default(), creds))
+                .await;
+            if let Ok(v) = &r {
+                assert!(
+                    v.get_ref().ok,
+                    "the log does not verify: {}",
+                    v.get_ref().detail
+                );
+            }
+            r.map(drop)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    access_lines(daemon)
+}
+
+/// Every access-log entry so far, read through the Audit service by an auditor.
+async fn log_entries(daemon: &Daemon, auditor: &Creds) -> Vec<pb::AuditEntry> {
+    let mut stream = daemon
+        .audit()
+        .await
+        .query(authed(pb::QueryRequest::default(), auditor))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = stream.message().await.unwrap() {
+        out.push(e);
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,7 +400,8 @@ async fn every_role_against_every_call() {
         Some("spam"),
         None,
     ];
-    let before = wait_for_access_lines(&w.daemon, 0).await;
+    let auditor = w.creds[2].1.clone();
+    let before = log_entries(&w.daemon, &auditor).await.len();
     let mut calls = 0;
     let mut failures = Vec::new();
     for (role, base) in &w.creds {
@@ -391,14 +430,25 @@ async fn every_role_against_every_call() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(calls, 4 * 15 * 6 * 2 + 4 * 6 * 2);
-    // Every decision, allowed or denied, reached the access log: one entry per call.
-    let after = wait_for_access_lines(&w.daemon, before + calls).await;
-    assert_eq!(after - before, calls);
-    let logs = w.daemon.logs();
-    assert!(logs.contains("outcome=\"no-consent\""));
-    assert!(logs.contains("outcome=\"purpose-not-allowed\""));
-    assert!(logs.contains("outcome=\"role\""));
+    assert_eq!(calls, 4 * 18 * 6 * 2 + 4 * 6 * 2);
+    // Every decision, allowed or denied, reached the access log: one entry per call (the
+    // first query's own entry included).
+    let entries = log_entries(&w.daemon, &auditor).await;
+    assert_eq!(entries.len(), before + 1 + calls);
+    let matrix = &entries[before + 1..];
+    let reasons: std::collections::BTreeSet<&str> =
+        matrix.iter().map(|e| e.reason.as_str()).collect();
+    for r in [
+        "no-consent",
+        "purpose-not-allowed",
+        "purpose-missing",
+        "purpose-unknown",
+        "role",
+        "field-not-allowed",
+    ] {
+        assert!(reasons.contains(r), "no entry with reason {r}: {reasons:?}");
+    }
+    assert!(matrix.iter().any(|e| e.outcome == "allowed"));
 }
 
 #[tokio::test]

@@ -154,9 +154,41 @@ async fn mutual_tls_identifies_registered_clients() {
         .insert("x-vault-purpose", "membership".parse().unwrap());
     let id = s.upsert(req).await.unwrap().into_inner().id;
     assert!(!id.is_empty());
-    assert!(
-        daemon.logs().contains(&format!("client=\"{}\"", mailer.id))
-            || daemon.logs().contains(&mailer.id)
+    // The access log names the mailer as the actor.
+    let auditor = admin
+        .create_client(authed(
+            pb::CreateClientRequest {
+                name: "auditor".into(),
+                role: "auditor".into(),
+                ..Default::default()
+            },
+            &daemon.admin_token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let tls_for_audit = tls_channel(&daemon, &server_ca_pem, None).await.unwrap();
+    let mut entries = vault_proto::v1::audit_client::AuditClient::new(tls_for_audit)
+        .query(authed(
+            pb::QueryRequest {
+                actor: mailer.id.clone(),
+                action: "Supporters.Upsert".into(),
+                ..Default::default()
+            },
+            &auditor,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = entries
+        .message()
+        .await
+        .unwrap()
+        .expect("an entry for the mailer's upsert");
+    assert_eq!(
+        (first.outcome.as_str(), first.subject_ids.clone()),
+        ("allowed", vec![id.clone()])
     );
 
     // A certificate from the right CA that no client registered: refused.

@@ -1,16 +1,16 @@
-//! The access-log seam: one [`AccessEntry`] per call that touches personal data or is
-//! refused, handed to an [`AccessSink`].
+//! What one call did, for the access log: [`AccessRecord`] collects it while the call runs
+//! and records exactly one [`AccessEntry`] when it ends.
 //!
 //! Entries name the actor, role, call, purpose, subject ids, field names and outcome, and
-//! never a field value, email or name: the log must itself hold no personal data (CNIL).
-//! This module defines the entry and the seam; [`TracingSink`] writes entries to the
-//! daemon's log. The tamper-evident, durable log (Merkle tree, signed checkpoints) plugs in
-//! here as another sink.
-
-use std::sync::Mutex;
+//! never a field value, email or name: the log must itself hold no personal data (CNIL). A
+//! write hands its entry to the log inside its own batch ([`AccessRecord::for_write`]), so
+//! both commit together; every other outcome is appended when the call ends, durably,
+//! before the reply leaves the vault.
 
 use crate::access::{Caller, Denied, Rpc};
+use crate::audit::log::AuditLog;
 use crate::error::Error;
+use crate::storage::Batch;
 use crate::supporter::FieldSet;
 
 /// How a call ended, for the log.
@@ -47,59 +47,12 @@ pub struct AccessEntry {
     pub outcome: Outcome,
 }
 
-/// Where entries go.
-pub trait AccessSink: Send + Sync {
-    /// Records one entry.
-    fn record(&self, entry: AccessEntry);
-}
-
-/// Writes entries to the process log (`tracing`, target `vault::access`).
-#[derive(Debug, Default)]
-pub struct TracingSink;
-
-impl AccessSink for TracingSink {
-    fn record(&self, e: AccessEntry) {
-        let outcome = match e.outcome {
-            Outcome::Allowed => "allowed",
-            Outcome::Denied(code) => code,
-        };
-        tracing::info!(
-            target: "vault::access",
-            request_id = %e.request_id,
-            client = %e.client_id,
-            role = e.role,
-            rpc = %e.rpc,
-            purpose = e.purpose.as_deref().unwrap_or("-"),
-            subjects = ?e.subjects,
-            fields = ?e.fields,
-            outcome,
-            "access"
-        );
-    }
-}
-
-/// Keeps entries in memory (tests, embedded users who ship entries elsewhere).
-#[derive(Debug, Default)]
-pub struct MemorySink(Mutex<Vec<AccessEntry>>);
-
-impl MemorySink {
-    /// Every entry recorded so far.
-    pub fn entries(&self) -> Vec<AccessEntry> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl AccessSink for MemorySink {
-    fn record(&self, entry: AccessEntry) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
-    }
-}
-
 /// Collects what one call did, and records exactly one entry when the call ends.
 #[derive(Debug)]
 pub struct AccessRecord {
     entry: AccessEntry,
     denied: Option<&'static str>,
+    committed: bool,
 }
 
 impl AccessRecord {
@@ -118,7 +71,20 @@ impl AccessRecord {
                 outcome: Outcome::Allowed,
             },
             denied: None,
+            committed: false,
         }
+    }
+
+    /// Commits a write together with its (allowed) entry. Once it succeeded, [`finish`]
+    /// records nothing more for a successful call.
+    ///
+    /// [`finish`]: AccessRecord::finish
+    pub async fn commit_write(&mut self, log: &AuditLog, batch: Batch) -> Result<(), Error> {
+        let mut entry = self.entry.clone();
+        entry.outcome = Outcome::Allowed;
+        log.append(batch, &entry).await?;
+        self.committed = true;
+        Ok(())
     }
 
     /// Notes a subject the call concerns.
@@ -139,12 +105,13 @@ impl AccessRecord {
         d.error
     }
 
-    /// Records the entry for `result` in `sink` and passes the result through.
-    pub fn finish<T>(
-        mut self,
-        sink: &dyn AccessSink,
-        result: Result<T, Error>,
-    ) -> Result<T, Error> {
+    /// Records the entry for `result` (unless a write already committed it) and passes the
+    /// result through. If the log cannot record the entry, the call fails: no access goes
+    /// unlogged.
+    pub async fn finish<T>(mut self, log: &AuditLog, result: Result<T, Error>) -> Result<T, Error> {
+        if self.committed && result.is_ok() {
+            return result;
+        }
         self.entry.outcome = match (&result, self.denied) {
             (Ok(_), _) => Outcome::Allowed,
             (Err(_), Some(code)) => Outcome::Denied(code),
@@ -161,7 +128,7 @@ impl AccessRecord {
         if result.is_err() {
             self.entry.fields.clear();
         }
-        sink.record(self.entry);
+        log.append(Batch::new(), &self.entry).await?;
         result
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod audit;
 pub mod client;
 pub mod consent;
 pub mod credentials;
@@ -25,4 +26,4 @@ pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSourc
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
-pub use vault::{OpenReport, StorageChoice, Vault, VaultOptions};
+pub use vault::{AuditQuery, OpenReport, StorageChoice, Vault, VaultOptions};

@@ -46,8 +46,16 @@ impl Authenticator {
         peer_cert: Option<&[u8]>,
     ) -> Result<Caller, Status> {
         let request_id = request_id(headers);
-        let refuse = |status: Status| {
-            self.vault.log_unauthenticated(rpc_name(path), &request_id);
+        let refuse = |status: Status| async {
+            // The refusal is logged durably like every other decision; if the log cannot
+            // take it, the call fails all the same.
+            if let Err(e) = self
+                .vault
+                .log_unauthenticated(rpc_name(path), &request_id)
+                .await
+            {
+                return Err(to_status(e));
+            }
             Err(status)
         };
         let Some(value) = headers.get("authorization") else {
@@ -55,13 +63,14 @@ impl Authenticator {
                 let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
                 return match self.vault.authenticate_certificate(&fingerprint).await {
                     Ok(client) => Ok(caller_of(client, headers, request_id)),
-                    Err(e) => refuse(to_status(e)),
+                    Err(e) => refuse(to_status(e)).await,
                 };
             }
             return refuse(Status::unauthenticated(
                 "missing credentials: send metadata `authorization: Bearer <token>` \
                  (or connect with a registered client certificate)",
-            ));
+            ))
+            .await;
         };
         let Some(token) = value
             .to_str()
@@ -72,11 +81,12 @@ impl Authenticator {
         else {
             return refuse(Status::unauthenticated(
                 "malformed credentials: use `authorization: Bearer <token>`",
-            ));
+            ))
+            .await;
         };
         match self.vault.authenticate(token).await {
             Ok(client) => Ok(caller_of(client, headers, request_id)),
-            Err(e) => refuse(to_status(e)),
+            Err(e) => refuse(to_status(e)).await,
         }
     }
 }

@@ -86,6 +86,13 @@ pub struct FileConfig {
     /// default registry of API.md; purposes listed here replace the stored ones with the
     /// same id at every start.
     pub purposes: Option<Vec<vault_core::Purpose>>,
+    /// Days access-log entries are kept (default 365; CNIL: six months to a year).
+    pub audit_retention_days: Option<u32>,
+    /// A signed checkpoint every this many access-log entries (default 1000).
+    pub audit_checkpoint_entries: Option<u64>,
+    /// A signed checkpoint when entries were added and the last one is this many seconds
+    /// old (default 10).
+    pub audit_checkpoint_seconds: Option<u64>,
 }
 
 /// The `[tls]` section: PEM files for the server's certificate chain and key, and
@@ -126,6 +133,8 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     /// See [`FileConfig::purposes`].
     pub purposes: Option<Vec<vault_core::Purpose>>,
+    /// Access-log checkpoints and retention.
+    pub audit: vault_core::audit::AuditOptions,
 }
 
 /// Where the PostgreSQL store is. `Debug` never shows the URL's password.
@@ -195,6 +204,26 @@ impl Config {
                 "cache_capacity_mib must be at least 1".into(),
             ));
         }
+        let defaults = vault_core::audit::AuditOptions::default();
+        let checkpoint_every = file
+            .audit_checkpoint_entries
+            .unwrap_or(defaults.checkpoint_every);
+        if checkpoint_every == 0 || file.audit_checkpoint_seconds == Some(0) {
+            return Err(ConfigError::Invalid(
+                "audit_checkpoint_entries and audit_checkpoint_seconds must be at least 1".into(),
+            ));
+        }
+        let audit = vault_core::audit::AuditOptions {
+            checkpoint_every,
+            checkpoint_interval: file
+                .audit_checkpoint_seconds
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(defaults.checkpoint_interval),
+            retention: file
+                .audit_retention_days
+                .map(|d| std::time::Duration::from_secs(u64::from(d) * 24 * 3600))
+                .unwrap_or(defaults.retention),
+        };
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -210,6 +239,7 @@ impl Config {
                 file.shutdown_grace_seconds.unwrap_or(10),
             ),
             purposes: file.purposes,
+            audit,
         })
     }
 
@@ -232,6 +262,7 @@ impl Config {
             data_dir: self.data_dir.clone(),
             root_key_file: self.root_key_file.clone(),
             storage,
+            audit: self.audit.clone(),
         }
     }
 

@@ -13,12 +13,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use vault_core::Vault;
 use vault_proto::v1::admin_server::AdminServer;
+use vault_proto::v1::audit_server::AuditServer;
 use vault_proto::v1::consent_server::ConsentServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::services::admin::AdminService;
+use crate::services::audit::AuditService;
 use crate::services::consent::ConsentService;
 use crate::services::supporters::SupportersService;
 
@@ -110,6 +112,7 @@ pub async fn run(
         };
         tracing::info!("TLS enabled{mutual}");
     }
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&vault)));
     tracing::info!("listening on {addr}");
     let serve = builder
         .layer(AuthLayer::new(auth))
@@ -120,6 +123,7 @@ pub async fn run(
         ))))
         .add_service(ConsentServer::new(ConsentService::new(Arc::clone(&vault))))
         .add_service(AdminServer::new(AdminService::new(Arc::clone(&vault))))
+        .add_service(AuditServer::new(AuditService::new(Arc::clone(&vault))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::select! {
         served = serve => served.map_err(|e| DaemonError::Serve(e.to_string()))?,
@@ -129,9 +133,38 @@ pub async fn run(
         ),
     }
 
+    housekeeping.abort();
     vault.sync().await?;
-    tracing::info!("stopped: in-flight calls finished and the store is flushed");
+    tracing::info!(
+        "stopped: in-flight calls finished, the access log checkpointed and the store flushed"
+    );
     Ok(())
+}
+
+/// Background duties: a signed checkpoint of the access log when entries were added and
+/// the last one is older than the configured interval; retention pruning every six hours.
+async fn housekeeping(vault: Arc<Vault>) {
+    const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last_prune: Option<tokio::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        if let Err(e) = vault.access_log().checkpoint_if_due().await {
+            tracing::warn!(error = %e, "access-log checkpoint failed; retrying in a second");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(tokio::time::Instant::now());
+            match vault.access_log().prune().await {
+                Ok(r) if r.removed > 0 => tracing::info!(
+                    removed = r.removed,
+                    anchor = r.anchor_size,
+                    "pruned access-log entries past retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "access-log retention pruning failed"),
+            }
+        }
+    }
 }
 
 /// The server's TLS settings from the `[tls]` section's files.

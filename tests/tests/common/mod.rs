@@ -43,6 +43,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
+use vault_proto::v1::audit_client::AuditClient;
 use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 
@@ -239,6 +240,11 @@ impl Daemon {
     /// A connected Admin client.
     pub async fn admin(&self) -> AdminClient<Channel> {
         AdminClient::new(self.channel().await)
+    }
+
+    /// A connected Audit client.
+    pub async fn audit(&self) -> AuditClient<Channel> {
+        AuditClient::new(self.channel().await)
     }
 
     /// A connected Consent client.

@@ -159,12 +159,11 @@ pub struct Verified {
     pub end: Checkpoint,
 }
 
-enum Item<'a> {
+enum Item {
     Entry {
         line: usize,
-        entry: AuditEntry,
+        entry: Box<AuditEntry>,
         hash: Hash,
-        _bytes: &'a [u8],
     },
     Checkpoint {
         line: usize,
@@ -325,8 +324,7 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
                 Some(entry) => items.push(Item::Entry {
                     line,
                     hash: entry_hash(bytes),
-                    entry,
-                    _bytes: bytes,
+                    entry: Box::new(entry),
                 }),
                 None if partial(line) => {
                     return Err(err(
@@ -577,7 +575,7 @@ mod tests {
             frontier.push(prev).unwrap();
             body.extend(entry_line(&bytes));
             line += 1;
-            entry_lines.push((line + 0, seq));
+            entry_lines.push((line, seq));
             if (seq + 1) % every == 0 && seq + 1 < n {
                 let cp = key.sign(&Checkpoint {
                     size: seq + 1,

@@ -11,7 +11,9 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod file;
+pub mod log;
 pub mod merkle;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entry::AuditEntry;
+pub use log::{AuditLog, AuditOptions};

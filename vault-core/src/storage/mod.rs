@@ -45,11 +45,17 @@ pub enum Table {
     ClientTokens,
     /// Consent ledger: subject id ‖ 0x00 ‖ sequence -> event sealed under the subject key.
     Consent,
+    /// Access log entries: sequence (u64 big-endian) -> entry bytes (ids only, no values).
+    AuditEntries,
+    /// Access log leaf hashes: sequence -> SHA-256 leaf hash (kept after pruning, for proofs).
+    AuditLeaves,
+    /// Signed checkpoints: tree size (u64 big-endian) -> checkpoint and frontier.
+    AuditCheckpoints,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
@@ -60,6 +66,9 @@ impl Table {
         Table::Clients,
         Table::ClientTokens,
         Table::Consent,
+        Table::AuditEntries,
+        Table::AuditLeaves,
+        Table::AuditCheckpoints,
     ];
 
     /// The stable name of the table.
@@ -75,6 +84,9 @@ impl Table {
             Table::Clients => "clients",
             Table::ClientTokens => "client_tokens",
             Table::Consent => "consent",
+            Table::AuditEntries => "audit_entries",
+            Table::AuditLeaves => "audit_leaves",
+            Table::AuditCheckpoints => "audit_checkpoints",
         }
     }
 
@@ -203,6 +215,27 @@ pub trait Store: Send + Sync + 'static {
         table: Table,
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Pairs of `table` with `start <= key < end` (`end: None`: to the last key), in key
+    /// order, at most `limit` of them.
+    async fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// The pair with the greatest key of `table`.
+    async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies `batch` atomically if all its checks hold, making it visible to readers, but
+    /// not necessarily durable yet: [`Store::sync`] then waits for durability. Lets a caller
+    /// order batches under a short lock and wait for durability outside it (group commit).
+    /// Engines whose commits are durable at once implement it as [`Store::commit`].
+    async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.commit(batch).await
+    }
 
     /// Applies `batch` atomically if all its checks hold; returns once it is durable.
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;

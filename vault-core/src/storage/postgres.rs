@@ -252,6 +252,9 @@ struct TableSql {
     scan_all: String,
     scan_from: String,
     scan_range: String,
+    range_limit: String,
+    from_limit: String,
+    last: String,
     put: String,
     delete: String,
 }
@@ -265,6 +268,13 @@ impl TableSql {
             scan_range: format!(
                 "SELECT key, value FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key"
             ),
+            range_limit: format!(
+                "SELECT key, value FROM {table} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3"
+            ),
+            from_limit: format!(
+                "SELECT key, value FROM {table} WHERE key >= $1 ORDER BY key LIMIT $2"
+            ),
+            last: format!("SELECT key, value FROM {table} ORDER BY key DESC LIMIT 1"),
             put: format!(
                 "INSERT INTO {table} (key, value) VALUES ($1, $2) \
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
@@ -873,6 +883,56 @@ impl Store for PostgresStore {
             }
             return Err(self.engine(&failure.failure));
         }
+    }
+
+    async fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let run = || async {
+            let client = self.pool.get().await?;
+            let sql = self.sql(table);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = match end {
+                Some(end) => {
+                    let statement = client.prepare_cached(&sql.range_limit).await?;
+                    client.query(&statement, &[&start, &end, &limit]).await?
+                }
+                None => {
+                    let statement = client.prepare_cached(&sql.from_limit).await?;
+                    client.query(&statement, &[&start, &limit]).await?
+                }
+            };
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .collect::<Result<Vec<_>, Failure>>()
+        };
+        match run().await {
+            Err(e) if e.is_stale_connection() => run().await,
+            result => result,
+        }
+        .map_err(|e| self.engine(&e))
+    }
+
+    async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let run = || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(&self.sql(table).last).await?;
+            let rows = client.query(&statement, &[]).await?;
+            let first: Option<(Vec<u8>, Vec<u8>)> = match rows.first() {
+                Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+                None => None,
+            };
+            Ok::<_, Failure>(first)
+        };
+        match run().await {
+            Err(e) if e.is_stale_connection() => run().await,
+            result => result,
+        }
+        .map_err(|e| self.engine(&e))
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -78,7 +78,7 @@ impl SledStore {
         self.tree(table).clone()
     }
 
-    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+    fn apply_batch(&self, batch: &Batch) -> Result<(), StoreError> {
         // Transact over the touched trees only: sled's transactions cost per tree.
         let mut slot = [usize::MAX; Table::ALL.len()];
         let mut trees = Vec::with_capacity(Table::ALL.len());
@@ -156,11 +156,43 @@ impl Store for SledStore {
             .collect()
     }
 
+    async fn scan_range(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let tree = self.tree(table);
+        let iter = match end {
+            Some(end) => tree.range(start..end),
+            None => tree.range(start..),
+        };
+        iter.take(limit)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine))
+            .collect()
+    }
+
+    async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .tree(table)
+            .last()
+            .map_err(engine)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if let Some(reason) = self.group_commit.failed() {
+            return Err(StoreError::NotDurable(reason));
+        }
+        self.apply_batch(&batch)
+    }
+
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         if let Some(reason) = self.group_commit.failed() {
             return Err(StoreError::NotDurable(reason));
         }
-        self.apply(&batch)?;
+        self.apply_batch(&batch)?;
         self.group_commit.wait_durable().await
     }
 

@@ -197,11 +197,11 @@ impl Vault {
             };
             let mut b = Batch::new();
             self.put_client(&mut b, &stored, None)?;
-            self.store.commit(b).await?;
+            log.commit_write(&self.audit, b).await?;
             Ok((client, token))
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     /// Revokes a client: its token is refused from the next call on.
@@ -234,7 +234,7 @@ impl Vault {
                 stored.client.revoked_at_us = Some(now_us());
                 let mut b = Batch::new();
                 self.put_client(&mut b, &stored, Some(&raw))?;
-                let attempt = self.store.commit(b).await.map_err(Error::from);
+                let attempt = log.commit_write(&self.audit, b).await;
                 if !is_conflict(&attempt) {
                     return attempt.map(|()| stored.client);
                 }
@@ -242,7 +242,7 @@ impl Vault {
             Err(Error::Contention("client revocation".into()))
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     async fn clients(&self) -> Result<Vec<Client>> {
@@ -272,7 +272,7 @@ impl Vault {
             self.clients().await
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     // ---- purposes --------------------------------------------------------------------
@@ -328,7 +328,7 @@ impl Vault {
             Ok(registry.iter().cloned().collect())
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     /// Creates or replaces a purpose. It applies from the next call on every daemon.
@@ -356,11 +356,11 @@ impl Vault {
                 purpose.id.as_bytes(),
                 purpose_json(purpose)?,
             );
-            self.store.commit(b).await?;
+            log.commit_write(&self.audit, b).await?;
             Ok(purpose.clone())
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 }
 

@@ -111,12 +111,7 @@ impl Vault {
                 };
                 let mut b = Batch::new();
                 self.append_consent(&mut b, &loaded.dek, std::slice::from_ref(&event))?;
-                let attempt = self
-                    .store
-                    .commit(b)
-                    .await
-                    .map_err(Error::from)
-                    .map(|()| event);
+                let attempt = log.commit_write(&self.audit, b).await.map(|()| event);
                 if !is_conflict(&attempt) {
                     return attempt;
                 }
@@ -124,7 +119,7 @@ impl Vault {
             Err(Error::Contention(format!("consent of supporter {id}")))
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     /// Current consent per purpose and channel (for a campaign tool, its purposes only).
@@ -184,6 +179,6 @@ impl Vault {
                 .collect())
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 }

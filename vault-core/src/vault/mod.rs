@@ -9,8 +9,11 @@
 //! operation re-reads and retries. A write returns only once it is durable.
 
 mod admin;
+mod audit;
 mod consent;
 mod supporters;
+
+pub use audit::AuditQuery;
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -20,7 +23,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access::{self, Caller, Decision, Rpc, Subject};
-use crate::access_log::{AccessRecord, AccessSink, TracingSink};
+use crate::access_log::AccessRecord;
+use crate::audit::{AuditLog, AuditOptions};
 use crate::consent::ConsentState;
 use crate::consent::ledger::{self as consent_ledger, ConsentEvent};
 use crate::crypto::keyring::{self, Keyring};
@@ -71,6 +75,8 @@ pub struct VaultOptions {
     pub root_key_file: Option<PathBuf>,
     /// The storage engine.
     pub storage: StorageChoice,
+    /// Checkpoints and retention of the access log.
+    pub audit: AuditOptions,
 }
 
 impl VaultOptions {
@@ -80,6 +86,7 @@ impl VaultOptions {
             data_dir: data_dir.into(),
             root_key_file: None,
             storage: StorageChoice::default(),
+            audit: AuditOptions::default(),
         }
     }
 
@@ -122,7 +129,7 @@ pub struct Vault {
     store: Arc<dyn Store>,
     keyring: Keyring,
     blind: BlindIndexKey,
-    sink: Arc<dyn AccessSink>,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for Vault {
@@ -230,7 +237,7 @@ impl Vault {
             let _ = std::fs::remove_file(&key_path);
             return Err(missing_key(&key_path));
         }
-        let vault = Self::with_store(store, &root).await?;
+        let vault = Self::with_store(store, &root, options.audit.clone()).await?;
         Ok((
             vault,
             OpenReport {
@@ -242,7 +249,11 @@ impl Vault {
     }
 
     /// Opens the vault on any store with the given root key (first use initializes it).
-    pub async fn with_store(store: Arc<dyn Store>, root: &RootKey) -> Result<Self> {
+    pub async fn with_store(
+        store: Arc<dyn Store>,
+        root: &RootKey,
+        audit: AuditOptions,
+    ) -> Result<Self> {
         if store.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
             return Err(Error::FailedPrecondition(
                 "the store is an incomplete copy: `vaultctl migrate` was interrupted while \
@@ -271,18 +282,13 @@ impl Vault {
             }
         }
         let keyring = load_keyring(store.as_ref(), root).await?;
+        let audit = AuditLog::open(Arc::clone(&store), root, audit).await?;
         Ok(Self {
             store,
             keyring,
             blind: BlindIndexKey::derive(root),
-            sink: Arc::new(TracingSink),
+            audit,
         })
-    }
-
-    /// Sends access-log entries to `sink` instead of the process log.
-    pub fn with_access_sink(mut self, sink: Arc<dyn AccessSink>) -> Self {
-        self.sink = sink;
-        self
     }
 
     /// The store, for engine-level tools and tests.
@@ -290,8 +296,9 @@ impl Vault {
         &self.store
     }
 
-    /// Makes everything written so far durable (used at shutdown).
+    /// Signs a final checkpoint and makes everything written so far durable (shutdown).
     pub async fn sync(&self) -> Result<()> {
+        self.audit.checkpoint().await?;
         Ok(self.store.sync().await?)
     }
 
@@ -311,8 +318,8 @@ impl Vault {
 
     /// Logs a call refused before any client was identified (missing, malformed, unknown or
     /// revoked credentials).
-    pub fn log_unauthenticated(&self, rpc: String, request_id: &str) {
-        self.sink.record(crate::access_log::AccessEntry {
+    pub async fn log_unauthenticated(&self, rpc: String, request_id: &str) -> Result<()> {
+        let entry = crate::access_log::AccessEntry {
             at_us: now_us(),
             request_id: request_id.to_owned(),
             client_id: "-".to_owned(),
@@ -322,7 +329,8 @@ impl Vault {
             subjects: Vec::new(),
             fields: Vec::new(),
             outcome: crate::access_log::Outcome::Denied("unauthenticated"),
-        });
+        };
+        self.audit.append(Batch::new(), &entry).await.map(|_| ())
     }
 
     fn record(&self, caller: &Caller, rpc: Rpc) -> AccessRecord {

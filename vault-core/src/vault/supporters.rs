@@ -115,7 +115,7 @@ impl Vault {
     ) -> Result<UpsertOutcome> {
         let mut log = self.record(caller, Rpc::SupportersUpsert);
         let result = self.upsert_inner(&mut log, caller, input, consents).await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     async fn upsert_inner(
@@ -196,7 +196,7 @@ impl Vault {
                     )?;
                     let mut merged = loaded.supporter.clone();
                     merged.merge_upsert(&incoming);
-                    self.save(&loaded, merged, &events)
+                    self.save(log, &loaded, merged, &events)
                         .await
                         .map(|_| UpsertOutcome { id, created: false })
                 }
@@ -255,7 +255,7 @@ impl Vault {
             }
         }
         self.append_consent(&mut b, &dek, &events)?;
-        self.store.commit(b).await?;
+        log.commit_write(&self.audit, b).await?;
         Ok(UpsertOutcome { id, created: true })
     }
 
@@ -279,7 +279,7 @@ impl Vault {
             )
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     /// Finds a supporter by email or phone (normalized first, so any casing or format
@@ -329,7 +329,7 @@ impl Vault {
             )
         }
         .await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     /// The subject-level decision of a read, then the projection of the reply.
@@ -375,7 +375,7 @@ impl Vault {
     ) -> Result<Supporter> {
         let mut log = self.record(caller, Rpc::SupportersUpdate);
         let result = self.update_inner(&mut log, caller, id, patch, mask).await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     async fn update_inner(
@@ -434,7 +434,7 @@ impl Vault {
                 .await?;
             self.ensure_unclaimed(&id, IndexKind::Phone, &next.phone)
                 .await?;
-            let attempt = self.save(&loaded, next, &[]).await;
+            let attempt = self.save(log, &loaded, next, &[]).await;
             if !is_conflict(&attempt) {
                 return attempt.map(|s| s.project(purpose.fields));
             }
@@ -461,7 +461,7 @@ impl Vault {
     ) -> Result<Supporter> {
         let mut log = self.record(caller, rpc);
         let result = self.retag_inner(&mut log, caller, rpc, id, tags).await;
-        log.finish(self.sink.as_ref(), result)
+        log.finish(&self.audit, result).await
     }
 
     async fn retag_inner(
@@ -516,7 +516,7 @@ impl Vault {
             } else {
                 next.tags.retain(|t| !tags.contains(t));
             }
-            let attempt = self.save(&loaded, next, &[]).await;
+            let attempt = self.save(log, &loaded, next, &[]).await;
             if !is_conflict(&attempt) {
                 return attempt.map(|s| s.project(purpose.fields));
             }
@@ -547,6 +547,7 @@ impl Vault {
     /// meanwhile; moves index entries. Writes nothing when nothing changes.
     async fn save(
         &self,
+        log: &mut AccessRecord,
         loaded: &Loaded,
         mut next: Supporter,
         events: &[ConsentEvent],
@@ -578,7 +579,7 @@ impl Vault {
             }
         }
         self.append_consent(&mut b, &loaded.dek, events)?;
-        self.store.commit(b).await?;
+        log.commit_write(&self.audit, b).await?;
         Ok(next)
     }
 }

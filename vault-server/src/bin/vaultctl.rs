@@ -18,6 +18,7 @@ use vault_core::storage::sled_store::SledOptions;
 use vault_core::storage::{DatabaseUrl, PostgresOptions, PostgresStore, SledStore};
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
+use vault_proto::v1::audit_client::AuditClient;
 use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 use vault_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
@@ -66,6 +67,53 @@ enum Command {
     /// decrypting anything. Stop the daemon first; the destination must be empty. Needs no
     /// daemon and no token.
     Migrate(MigrateArgs),
+    /// The tamper-evident access log (auditor and dpo roles; `verify` runs offline).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Write the offline-verifiable log file (docs/audit-log-format.md).
+    Export {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// First entry wanted (widened to the signed checkpoint before it).
+        #[arg(long, default_value_t = 0)]
+        from_seq: u64,
+        /// Last entry wanted (0: up to the head).
+        #[arg(long, default_value_t = 0)]
+        to_seq: u64,
+    },
+    /// Print the log's Ed25519 public key (hex).
+    PublicKey,
+    /// Verify an exported file offline: no daemon, no token.
+    Verify {
+        /// The exported file.
+        file: PathBuf,
+        /// The public key file: 32 raw bytes, or hex, or base64.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// List signed checkpoints.
+    Checkpoints {
+        /// Only checkpoints of at least this size.
+        #[arg(long, default_value_t = 0)]
+        since_seq: u64,
+    },
+    /// List entries (JSON lines), filtered.
+    Query {
+        /// About this supporter.
+        #[arg(long)]
+        subject: Option<String>,
+        /// By this client id.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Of this call, e.g. Supporters.Get.
+        #[arg(long)]
+        action: Option<String>,
+    },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -305,6 +353,9 @@ async fn run(cli: Cli) -> Result<String, String> {
     if let Command::Migrate(args) = &cli.command {
         return migrate(&cli.data_dir, args).await;
     }
+    if let Command::Audit(AuditCommand::Verify { file, public_key }) = &cli.command {
+        return verify_offline(file, public_key);
+    }
     let token = token(&cli)?;
     let channel = Channel::from_shared(cli.addr.clone())
         .map_err(|e| format!("bad address {}: {e}", cli.addr))?
@@ -319,6 +370,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         }
         Command::Client(c) => return clients(AdminClient::new(channel), c, &token).await,
         Command::Migrate(_) => return Err("migrate runs without a daemon".to_owned()),
+        Command::Audit(c) => return audit(AuditClient::new(channel), c, &token).await,
         Command::Purpose(PurposeCommand::List) => {
             let r = AdminClient::new(channel)
                 .list_purposes(with_token(pb::ListPurposesRequest {}, &token, None)?)
@@ -611,4 +663,141 @@ async fn clients(
         }
     };
     Ok(json.to_string())
+}
+
+/// Reads a public key file: 32 raw bytes, 64 hexadecimal characters, or base64.
+fn read_public_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() == 32 {
+        return Ok(bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let key = hex::decode(&text)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(&text).ok())
+        .ok_or_else(|| {
+            format!(
+                "{}: not a public key (32 raw bytes, hex or base64)",
+                path.display()
+            )
+        })?;
+    if key.len() != 32 {
+        return Err(format!(
+            "{}: an Ed25519 public key has 32 bytes, this one {}",
+            path.display(),
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+fn verify_offline(file: &std::path::Path, public_key: &std::path::Path) -> Result<String, String> {
+    let key = read_public_key(public_key)?;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    match vault_core::audit::file::verify(&bytes, &key) {
+        Ok(v) => Ok(serde_json::json!({
+            "ok": true,
+            "first_seq": v.first_seq,
+            "entries": v.entries,
+            "checkpoints": v.checkpoints,
+            "tree_size": v.end.size,
+            "root": hex::encode(v.end.root),
+        })
+        .to_string()),
+        Err(e) => Err(format!("verification failed: {e}")),
+    }
+}
+
+async fn audit(
+    mut client: AuditClient<Channel>,
+    command: AuditCommand,
+    token: &str,
+) -> Result<String, String> {
+    match command {
+        AuditCommand::Verify { .. } => Err("verify runs offline".into()),
+        AuditCommand::PublicKey => {
+            let r = client
+                .public_key(with_token(pb::PublicKeyRequest {}, token, None)?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(hex::encode(r.public_key))
+        }
+        AuditCommand::Export {
+            out,
+            from_seq,
+            to_seq,
+        } => {
+            let mut stream = client
+                .export_log(with_token(
+                    pb::ExportLogRequest { from_seq, to_seq },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.message().await.map_err(status_line)? {
+                bytes.extend_from_slice(&chunk.data);
+            }
+            std::fs::write(&out, &bytes)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            let lines = bytecount_lines(&bytes);
+            Ok(serde_json::json!({ "out": out.display().to_string(), "bytes": bytes.len(), "lines": lines }).to_string())
+        }
+        AuditCommand::Checkpoints { since_seq } => {
+            let r = client
+                .checkpoints(with_token(
+                    pb::CheckpointsRequest { since_seq },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let list: Vec<_> = r
+                .checkpoints
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "size": c.size, "root": hex::encode(&c.root), "at_us": c.at_us,
+                        "signature": hex::encode(&c.signature),
+                    })
+                })
+                .collect();
+            Ok(serde_json::Value::from(list).to_string())
+        }
+        AuditCommand::Query {
+            subject,
+            actor,
+            action,
+        } => {
+            let mut stream = client
+                .query(with_token(
+                    pb::QueryRequest {
+                        subject_id: subject.unwrap_or_default(),
+                        actor: actor.unwrap_or_default(),
+                        action: action.unwrap_or_default(),
+                        since: None,
+                        until: None,
+                    },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(e) = stream.message().await.map_err(status_line)? {
+                out.push(String::from_utf8_lossy(&e.raw).into_owned());
+            }
+            Ok(out.join("\n"))
+        }
+    }
+}
+
+fn bytecount_lines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b == b'\n').count()
 }

@@ -1,6 +1,7 @@
 //! gRPC services: each maps its calls onto `vault-core` and back.
 
 pub mod admin;
+pub mod audit;
 pub mod consent;
 pub mod supporters;
 

@@ -1,0 +1,626 @@
+//! The access log kept in the store: append with sequence numbers, Merkle frontier and hash
+//! links; signed checkpoints; proofs; export; retention.
+//!
+//! Ordering: one lock serializes appends while the batch is *applied* (visible, in memory
+//! for the embedded store) and releases it before waiting for durability, so concurrent
+//! calls share one flush (group commit) and sequence numbers have no gaps: a batch whose
+//! checks fail consumes no number. A write's entry rides in the write's own batch, so the
+//! data and its entry commit together; a read's entry is durable before the read returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey};
+use super::entry::{AuditEntry, ENTRY_VERSION, entry_hash, zero_hash};
+use super::file::{self, Start};
+use super::merkle::{self, Frontier, Hash};
+use crate::access_log::{AccessEntry, Outcome};
+use crate::crypto::root_key::RootKey;
+use crate::error::{Error, IntegrityObject, Result};
+use crate::storage::{Batch, Store, StoreError, Table};
+
+const META_SIGNING_KEY: &[u8] = b"audit_signing_key";
+const META_ANCHOR: &[u8] = b"audit_anchor";
+const SCAN_CHUNK: usize = 4096;
+
+/// When checkpoints are made and how long entries are kept.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// A checkpoint every this many entries.
+    pub checkpoint_every: u64,
+    /// A checkpoint when entries were added and the last one is this old.
+    pub checkpoint_interval: Duration,
+    /// Entries older than this are pruned (whole segments between checkpoints).
+    pub retention: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            retention: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+/// A checkpoint as stored: the signed checkpoint and the frontier at its size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredCheckpoint {
+    signed: SignedCheckpoint,
+    frontier: String,
+}
+
+struct Head {
+    frontier: Frontier,
+    prev: Hash,
+    last_checkpoint: Option<Checkpoint>,
+}
+
+/// What pruning did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Entries removed.
+    pub removed: u64,
+    /// The anchor the log now starts at.
+    pub anchor_size: u64,
+}
+
+/// The store-backed access log.
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    key: SigningKey,
+    head: Mutex<Head>,
+    options: AuditOptions,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn corrupt(what: &'static str) -> Error {
+    Error::Integrity(IntegrityObject::Metadata(what))
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn parse_seq(key: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = key.try_into().map_err(|_| corrupt("audit key"))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+impl AuditLog {
+    /// Opens the log in `store`, creating its signing key on first use, and restores the
+    /// head (frontier, last hash) from the latest checkpoint and the leaves after it.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        root: &RootKey,
+        options: AuditOptions,
+    ) -> Result<Self> {
+        let key = match store.get(Table::Meta, META_SIGNING_KEY).await? {
+            Some(wrapped) => SigningKey::unwrap(root, &wrapped)?,
+            None => {
+                let (key, wrapped) = SigningKey::generate(root)?;
+                let mut b = Batch::new();
+                b.check(Table::Meta, META_SIGNING_KEY, None).put(
+                    Table::Meta,
+                    META_SIGNING_KEY,
+                    wrapped,
+                );
+                match store.commit(b).await {
+                    Ok(()) => key,
+                    // Another daemon sharing the store made it first: use theirs.
+                    Err(StoreError::Conflict(_)) => {
+                        let wrapped = store
+                            .get(Table::Meta, META_SIGNING_KEY)
+                            .await?
+                            .ok_or(corrupt("audit signing key"))?;
+                        SigningKey::unwrap(root, &wrapped)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let log = Self {
+            store,
+            key,
+            head: Mutex::new(Head {
+                frontier: Frontier::new(),
+                prev: zero_hash(),
+                last_checkpoint: None,
+            }),
+            options,
+        };
+        let head = log.restore_head().await?;
+        *log.head.lock().await = head;
+        Ok(log)
+    }
+
+    async fn restore_head(&self) -> Result<Head> {
+        // Start from the newest checkpoint (or the anchor), then replay the leaves after it.
+        let newest = match self.store.last(Table::AuditCheckpoints).await? {
+            Some((_, raw)) => Some(self.parse_stored(&raw)?),
+            None => self.anchor().await?,
+        };
+        let (mut frontier, last_checkpoint, mut prev) = match &newest {
+            Some((cp, frontier)) => (frontier.clone(), Some(*cp), cp.last_leaf),
+            None => (Frontier::new(), None, zero_hash()),
+        };
+        let mut next = frontier.size();
+        loop {
+            let rows = self
+                .store
+                .scan_range(Table::AuditLeaves, &seq_key(next), None, SCAN_CHUNK)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for (k, v) in rows {
+                let seq = parse_seq(&k)?;
+                if seq != next {
+                    return Err(corrupt("audit leaves (gap in the log)"));
+                }
+                let leaf: Hash = v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?;
+                frontier.push(leaf).map_err(|_| corrupt("audit log size"))?;
+                prev = leaf;
+                next += 1;
+            }
+        }
+        Ok(Head {
+            frontier,
+            prev,
+            last_checkpoint,
+        })
+    }
+
+    /// Parses and checks a stored checkpoint: signature, and frontier against the root.
+    fn parse_stored(&self, raw: &[u8]) -> Result<(Checkpoint, Frontier)> {
+        let stored: StoredCheckpoint =
+            serde_json::from_slice(raw).map_err(|_| corrupt("audit checkpoint"))?;
+        let cp = stored
+            .signed
+            .verify(&self.key.public_key())
+            .ok_or(corrupt("audit checkpoint signature"))?;
+        let frontier = hex::decode(&stored.frontier)
+            .ok()
+            .and_then(|b| Frontier::from_bytes(&b).ok())
+            .ok_or(corrupt("audit checkpoint frontier"))?;
+        if frontier.size() != cp.size || frontier.root() != cp.root {
+            return Err(corrupt("audit checkpoint frontier"));
+        }
+        Ok((cp, frontier))
+    }
+
+    async fn anchor(&self) -> Result<Option<(Checkpoint, Frontier)>> {
+        match self.store.get(Table::Meta, META_ANCHOR).await? {
+            Some(raw) => Ok(Some(self.parse_stored(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The Ed25519 public key, 32 raw bytes.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.public_key()
+    }
+
+    /// Number of entries ever appended.
+    pub async fn size(&self) -> u64 {
+        self.head.lock().await.frontier.size()
+    }
+
+    fn stored_checkpoint(
+        &self,
+        cp: &Checkpoint,
+        frontier: &Frontier,
+    ) -> Result<(SignedCheckpoint, Vec<u8>)> {
+        let signed = self.key.sign(cp);
+        let raw = serde_json::to_vec(&StoredCheckpoint {
+            signed: signed.clone(),
+            frontier: hex::encode(frontier.to_bytes()),
+        })
+        .map_err(|e| Error::Codec(e.to_string()))?;
+        Ok((signed, raw))
+    }
+
+    /// Appends `entry` in `batch` (which may carry the write it logs), commits the batch and
+    /// returns once it is durable. Returns the entry's sequence number.
+    pub async fn append(&self, batch: Batch, entry: &AccessEntry) -> Result<u64> {
+        // Another daemon sharing the store may have appended since this one's head was read:
+        // its entry then holds our sequence number, so re-read the head and go again.
+        for _ in 0..32 {
+            match self.try_append(batch.clone(), entry).await {
+                Err(Error::Storage(StoreError::Conflict(t))) if t == Table::AuditEntries.name() => {
+                    let head = self.restore_head().await?;
+                    *self.head.lock().await = head;
+                }
+                other => return other,
+            }
+        }
+        Err(Error::Contention("the access log".into()))
+    }
+
+    async fn try_append(&self, mut batch: Batch, entry: &AccessEntry) -> Result<u64> {
+        let seq = {
+            let mut head = self.head.lock().await;
+            let seq = head.frontier.size();
+            let (outcome, reason) = match entry.outcome {
+                Outcome::Allowed => ("allowed", None),
+                Outcome::Denied(code) => ("denied", Some(code.to_owned())),
+            };
+            let bytes = AuditEntry {
+                v: ENTRY_VERSION,
+                seq,
+                prev: hex::encode(head.prev),
+                at_us: entry.at_us,
+                request_id: entry.request_id.clone(),
+                client: entry.client_id.clone(),
+                role: entry.role.to_owned(),
+                rpc: entry.rpc.clone(),
+                purpose: entry.purpose.clone(),
+                subjects: entry.subjects.clone(),
+                fields: entry.fields.iter().map(|f| (*f).to_owned()).collect(),
+                outcome: outcome.to_owned(),
+                reason,
+            }
+            .encode()?;
+            let leaf = entry_hash(&bytes);
+            batch
+                .check(Table::AuditEntries, &seq_key(seq), None)
+                .put(Table::AuditEntries, &seq_key(seq), bytes)
+                .put(Table::AuditLeaves, &seq_key(seq), leaf.to_vec());
+            let mut frontier = head.frontier.clone();
+            frontier.push(leaf).map_err(|_| corrupt("audit log size"))?;
+            // Every N entries, the checkpoint rides in the same batch.
+            let checkpoint = if frontier.size() % self.options.checkpoint_every.max(1) == 0 {
+                let cp = Checkpoint {
+                    size: frontier.size(),
+                    root: frontier.root(),
+                    last_leaf: leaf,
+                    at_us: now_us(),
+                };
+                let (_, raw) = self.stored_checkpoint(&cp, &frontier)?;
+                batch.put(Table::AuditCheckpoints, &seq_key(cp.size), raw);
+                Some(cp)
+            } else {
+                None
+            };
+            self.store.apply(batch).await?;
+            head.frontier = frontier;
+            head.prev = leaf;
+            if checkpoint.is_some() {
+                head.last_checkpoint = checkpoint;
+            }
+            seq
+        };
+        self.store.sync().await?;
+        tracing::debug!(target: "vault::access", seq, rpc = %entry.rpc, client = %entry.client_id, "logged");
+        Ok(seq)
+    }
+
+    /// Signs and stores a checkpoint at the current size, unless one exists there already.
+    pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
+        let signed = {
+            let mut head = self.head.lock().await;
+            let size = head.frontier.size();
+            if size == 0 || head.last_checkpoint.is_some_and(|c| c.size == size) {
+                return Ok(None);
+            }
+            let cp = Checkpoint {
+                size,
+                root: head.frontier.root(),
+                last_leaf: head.prev,
+                at_us: now_us(),
+            };
+            let (signed, raw) = self.stored_checkpoint(&cp, &head.frontier)?;
+            let mut b = Batch::new();
+            b.put(Table::AuditCheckpoints, &seq_key(size), raw);
+            self.store.apply(b).await?;
+            head.last_checkpoint = Some(cp);
+            signed
+        };
+        self.store.sync().await?;
+        Ok(Some(signed))
+    }
+
+    /// Makes a checkpoint if entries were added and the last checkpoint is older than the
+    /// configured interval (the daemon calls this every second).
+    pub async fn checkpoint_if_due(&self) -> Result<Option<SignedCheckpoint>> {
+        let due = {
+            let head = self.head.lock().await;
+            let size = head.frontier.size();
+            match head.last_checkpoint {
+                Some(c) if c.size == size => false,
+                Some(c) => {
+                    now_us().saturating_sub(c.at_us)
+                        >= self.options.checkpoint_interval.as_micros() as i64
+                }
+                None => size > 0,
+            }
+        };
+        if due {
+            self.checkpoint().await
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Signed checkpoints with size at least `since_size`, oldest first (the anchor
+    /// included when it qualifies).
+    pub async fn checkpoints(&self, since_size: u64) -> Result<Vec<SignedCheckpoint>> {
+        let mut out = Vec::new();
+        if let Some(raw) = self.store.get(Table::Meta, META_ANCHOR).await? {
+            let stored: StoredCheckpoint =
+                serde_json::from_slice(&raw).map_err(|_| corrupt("audit anchor"))?;
+            if stored.signed.size >= since_size {
+                out.push(stored.signed);
+            }
+        }
+        let mut from = since_size;
+        loop {
+            let rows = self
+                .store
+                .scan_range(Table::AuditCheckpoints, &seq_key(from), None, SCAN_CHUNK)
+                .await?;
+            let Some((last_key, _)) = rows.last() else {
+                break;
+            };
+            from = parse_seq(last_key)? + 1;
+            for (_, raw) in rows {
+                let stored: StoredCheckpoint =
+                    serde_json::from_slice(&raw).map_err(|_| corrupt("audit checkpoint"))?;
+                if out.last().is_none_or(|c| c.size != stored.signed.size) {
+                    out.push(stored.signed);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries with `from <= seq < to`, oldest first, as stored bytes and parsed.
+    pub async fn entries(&self, from: u64, to: u64) -> Result<Vec<(Vec<u8>, AuditEntry)>> {
+        let mut out = Vec::new();
+        let mut next = from;
+        while next < to {
+            let rows = self
+                .store
+                .scan_range(
+                    Table::AuditEntries,
+                    &seq_key(next),
+                    Some(&seq_key(to)),
+                    SCAN_CHUNK,
+                )
+                .await?;
+            let Some((last_key, _)) = rows.last() else {
+                break;
+            };
+            next = parse_seq(last_key)? + 1;
+            for (_, bytes) in rows {
+                let e = AuditEntry::decode(&bytes).ok_or(corrupt("audit entry"))?;
+                out.push((bytes, e));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn leaves(&self, size: u64) -> Result<Vec<Hash>> {
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        while (out.len() as u64) < size {
+            let rows = self
+                .store
+                .scan_range(
+                    Table::AuditLeaves,
+                    &seq_key(out.len() as u64),
+                    Some(&seq_key(size)),
+                    SCAN_CHUNK,
+                )
+                .await?;
+            if rows.is_empty() {
+                return Err(corrupt("audit leaves (gap in the log)"));
+            }
+            for (_, v) in rows {
+                out.push(v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Proof that entry `seq` is in the tree of `size` entries (RFC 9162 §2.1.3).
+    pub async fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>> {
+        self.check_size(size).await?;
+        let leaves = self.leaves(size).await?;
+        merkle::inclusion_proof(&leaves, seq, size).map_err(|e| {
+            crate::error::InvalidInput::new("seq", format!("no inclusion proof: {e}")).into()
+        })
+    }
+
+    /// Proof that the tree of `new_size` entries extends the one of `old_size`
+    /// (RFC 9162 §2.1.4).
+    pub async fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>> {
+        self.check_size(new_size).await?;
+        let leaves = self.leaves(new_size).await?;
+        merkle::consistency_proof(&leaves, old_size, new_size).map_err(|e| {
+            crate::error::InvalidInput::new("from_size", format!("no consistency proof: {e}"))
+                .into()
+        })
+    }
+
+    async fn check_size(&self, size: u64) -> Result<()> {
+        let current = self.size().await;
+        if size > current {
+            return Err(crate::error::InvalidInput::new(
+                "size",
+                format!("the log has {current} entries; ask for a size up to that"),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The offline-verifiable file for entries `from_seq..=to_seq` (widened to the
+    /// enclosing signed checkpoints; `None` means from the start / up to the head, which is
+    /// checkpointed first).
+    pub async fn export(&self, from_seq: Option<u64>, to_seq: Option<u64>) -> Result<Vec<u8>> {
+        // The head gets a checkpoint first, so the export can end there.
+        self.checkpoint().await?;
+        let anchor = self.anchor().await?;
+        let anchor_size = anchor.as_ref().map(|(c, _)| c.size).unwrap_or(0);
+        let all = self.checkpoints(0).await?;
+        let mut stored = Vec::with_capacity(all.len());
+        for signed in &all {
+            let cp = signed
+                .verify(&self.key.public_key())
+                .ok_or(corrupt("audit checkpoint signature"))?;
+            stored.push((cp, signed.clone()));
+        }
+        let head_size = self.size().await;
+        let from = from_seq.unwrap_or(0).max(anchor_size);
+        let want_end = to_seq
+            .map(|t| t.saturating_add(1))
+            .unwrap_or(head_size)
+            .min(head_size);
+        // Start: the newest checkpoint at or before `from` (or the beginning).
+        let start_cp = stored
+            .iter()
+            .rev()
+            .find(|(c, _)| c.size <= from && c.size >= anchor_size);
+        let start = match start_cp {
+            Some((c, signed)) if c.size > 0 => {
+                let frontier = self.frontier_at(c.size).await?;
+                Start {
+                    checkpoint: Some(signed.clone()),
+                    frontier: Some(hex::encode(frontier.to_bytes())),
+                }
+            }
+            _ if anchor_size > 0 => {
+                return Err(corrupt("audit anchor"));
+            }
+            _ => Start::default(),
+        };
+        let start_size = start_cp.map(|(c, _)| c.size).unwrap_or(0);
+        // End: the oldest checkpoint at or after the wanted end.
+        let empty = Checkpoint {
+            size: 0,
+            root: merkle::empty_root(),
+            last_leaf: zero_hash(),
+            at_us: now_us(),
+        };
+        let (end_cp, end_signed) = match stored
+            .iter()
+            .find(|(c, _)| c.size >= want_end.max(start_size))
+        {
+            Some(found) => found.clone(),
+            None if head_size == 0 => (empty, self.key.sign(&empty)),
+            None => return Err(corrupt("audit head checkpoint")),
+        };
+        let mut out = file::header_line(&start, &end_signed);
+        let cps_between: std::collections::BTreeMap<u64, SignedCheckpoint> = stored
+            .iter()
+            .filter(|(c, _)| c.size > start_size && c.size < end_cp.size)
+            .map(|(c, s)| (c.size, s.clone()))
+            .collect();
+        for (bytes, e) in self.entries(start_size, end_cp.size).await? {
+            out.extend(file::entry_line(&bytes));
+            if let Some(cp) = cps_between.get(&(e.seq + 1)) {
+                out.extend(file::checkpoint_line(cp));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The frontier at `size`, from the stored checkpoint there (or the anchor).
+    async fn frontier_at(&self, size: u64) -> Result<Frontier> {
+        if let Some(raw) = self
+            .store
+            .get(Table::AuditCheckpoints, &seq_key(size))
+            .await?
+        {
+            return Ok(self.parse_stored(&raw)?.1);
+        }
+        match self.anchor().await? {
+            Some((c, f)) if c.size == size => Ok(f),
+            _ => Err(corrupt("audit checkpoint frontier")),
+        }
+    }
+
+    /// Verifies the stored log between the checkpoints enclosing `from_seq..=to_seq`, as an
+    /// auditor would verify an export.
+    pub async fn verify(
+        &self,
+        from_seq: Option<u64>,
+        to_seq: Option<u64>,
+    ) -> Result<std::result::Result<file::Verified, file::VerifyError>> {
+        let bytes = self.export(from_seq, to_seq).await?;
+        Ok(file::verify(&bytes, &self.key.public_key()))
+    }
+
+    /// Removes whole segments of entries older than the retention, keeping the checkpoint
+    /// at the cut as the signed anchor (leaf hashes are kept, for proofs).
+    pub async fn prune_older_than(&self, cutoff_us: i64) -> Result<PruneReport> {
+        let anchor_size = self.anchor().await?.map(|(c, _)| c.size).unwrap_or(0);
+        let mut cut: Option<(u64, Vec<u8>)> = None;
+        for signed in self.checkpoints(anchor_size + 1).await? {
+            let last = self.entries(signed.size - 1, signed.size).await?;
+            match last.first() {
+                Some((_, e)) if e.at_us < cutoff_us => {
+                    if let Some(raw) = self
+                        .store
+                        .get(Table::AuditCheckpoints, &seq_key(signed.size))
+                        .await?
+                    {
+                        cut = Some((signed.size, raw));
+                    }
+                }
+                _ => break,
+            }
+        }
+        let Some((size, raw)) = cut else {
+            return Ok(PruneReport {
+                removed: 0,
+                anchor_size,
+            });
+        };
+        // The anchor first: a crash mid-way leaves entries before it, which exports skip.
+        let mut b = Batch::new();
+        b.put(Table::Meta, META_ANCHOR, raw);
+        self.store.commit(b).await?;
+        let mut removed = 0;
+        let mut next = anchor_size;
+        while next < size {
+            let upto = (next + SCAN_CHUNK as u64).min(size);
+            let mut b = Batch::new();
+            for seq in next..upto {
+                b.delete(Table::AuditEntries, &seq_key(seq));
+                b.delete(Table::AuditCheckpoints, &seq_key(seq));
+            }
+            self.store.commit(b).await?;
+            removed += upto - next;
+            next = upto;
+        }
+        Ok(PruneReport {
+            removed,
+            anchor_size: size,
+        })
+    }
+
+    /// Prunes by the configured retention.
+    pub async fn prune(&self) -> Result<PruneReport> {
+        let cutoff = now_us().saturating_sub(self.options.retention.as_micros() as i64);
+        self.prune_older_than(cutoff).await
+    }
+}
