@@ -624,3 +624,179 @@ impl AuditLog {
         self.prune_older_than(cutoff).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::Outcome;
+    use crate::audit::file::{self, Problem};
+    use crate::crypto::Key256;
+    use crate::storage::sled_store::{SledOptions, SledStore};
+
+    fn root() -> RootKey {
+        RootKey::from_key(Key256::from_bytes(&[9; 32]))
+    }
+
+    fn entry(i: u64, at_us: i64) -> AccessEntry {
+        AccessEntry {
+            at_us,
+            request_id: format!("r{i}"),
+            client_id: "c".into(),
+            role: "campaign-tool",
+            rpc: "Supporters.Get".into(),
+            purpose: Some("membership".into()),
+            subjects: vec![format!("s{i}")],
+            fields: vec!["email"],
+            outcome: Outcome::Allowed,
+        }
+    }
+
+    async fn open(dir: &std::path::Path, every: u64) -> (Arc<dyn Store>, AuditLog) {
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir, &SledOptions::default()).unwrap());
+        let options = AuditOptions {
+            checkpoint_every: every,
+            ..AuditOptions::default()
+        };
+        let log = AuditLog::open(Arc::clone(&store), &root(), options)
+            .await
+            .unwrap();
+        (store, log)
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_consumes_no_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = open(dir.path(), 4).await;
+        log.append(Batch::new(), &entry(0, 1)).await.unwrap();
+        let mut failing = Batch::new();
+        failing.check(Table::Records, b"absent", Some(b"expected"));
+        assert!(log.append(failing, &entry(1, 2)).await.is_err());
+        assert_eq!(log.append(Batch::new(), &entry(2, 3)).await.unwrap(), 1);
+        assert_eq!(log.size().await, 2);
+        assert!(
+            store
+                .get(Table::AuditEntries, &seq_key(2))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let exported = log.export(None, None).await.unwrap();
+        assert_eq!(
+            file::verify(&exported, &log.public_key()).unwrap().entries,
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_form_one_verifiable_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, log) = open(dir.path(), 7).await;
+        let log = Arc::new(log);
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move { log.append(Batch::new(), &entry(i, i as i64)).await })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap().unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..200).collect::<Vec<_>>());
+        let v = file::verify(&log.export(None, None).await.unwrap(), &log.public_key()).unwrap();
+        assert_eq!((v.entries, v.end.size), (200, 200));
+        assert!(v.checkpoints > 200 / 7);
+    }
+
+    #[tokio::test]
+    async fn restart_resumes_the_chain_and_proofs_hold_across_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let (_, log) = open(dir.path(), 5).await;
+            for i in 0..13 {
+                log.append(Batch::new(), &entry(i, 1)).await.unwrap();
+            }
+            log.checkpoint().await.unwrap().unwrap()
+        };
+        let (_, log) = open(dir.path(), 5).await;
+        assert_eq!(log.size().await, 13);
+        for i in 13..31 {
+            log.append(Batch::new(), &entry(i, 1)).await.unwrap();
+        }
+        let second = log.checkpoint().await.unwrap().unwrap();
+        let (a, b) = (
+            first.verify(&log.public_key()).unwrap(),
+            second.verify(&log.public_key()).unwrap(),
+        );
+        let proof = log.consistency_proof(a.size, b.size).await.unwrap();
+        merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &proof).unwrap();
+        // And every entry is provably in the new tree.
+        let leaves = log.leaves(b.size).await.unwrap();
+        for seq in [0, 12, 13, 30] {
+            let proof = log.inclusion_proof(seq, b.size).await.unwrap();
+            merkle::verify_inclusion(&leaves[seq as usize], seq, b.size, &proof, &b.root).unwrap();
+        }
+        let v = file::verify(&log.export(None, None).await.unwrap(), &log.public_key()).unwrap();
+        assert_eq!(v.entries, 31);
+        // A partial export verifies too, from the checkpoint before it.
+        let part = log.export(Some(12), Some(20)).await.unwrap();
+        let v = file::verify(&part, &log.public_key()).unwrap();
+        assert_eq!((v.first_seq, v.end.size), (10, 25));
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_a_signed_anchor_and_exports_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = open(dir.path(), 4).await;
+        for i in 0..10 {
+            log.append(Batch::new(), &entry(i, 100)).await.unwrap(); // old
+        }
+        for i in 10..14 {
+            log.append(Batch::new(), &entry(i, 10_000)).await.unwrap(); // recent
+        }
+        let report = log.prune_older_than(5_000).await.unwrap();
+        // Checkpoints at 4, 8, 12: the segment up to 8 is entirely old; 12 holds recent ones.
+        assert_eq!(
+            report,
+            PruneReport {
+                removed: 8,
+                anchor_size: 8
+            }
+        );
+        assert!(
+            store
+                .get(Table::AuditEntries, &seq_key(7))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get(Table::AuditEntries, &seq_key(8))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let exported = log.export(None, None).await.unwrap();
+        let v = file::verify(&exported, &log.public_key()).unwrap();
+        assert_eq!((v.first_seq, v.entries), (8, 6));
+        // Tampering after the anchor is still caught.
+        let text = String::from_utf8(exported)
+            .unwrap()
+            .replacen("\"s9\"", "\"s0\"", 1);
+        let e = file::verify(text.as_bytes(), &log.public_key()).unwrap_err();
+        assert_eq!((e.problem, e.seq), (Problem::Edited, Some(9)));
+        // Proofs still reach back before the anchor (leaf hashes are kept).
+        let proof = log.inclusion_proof(2, 14).await.unwrap();
+        assert!(!proof.is_empty());
+        // After a restart, the head comes back and appends continue the chain.
+        drop(log);
+        drop(store);
+        let (_, log) = open(dir.path(), 4).await;
+        log.append(Batch::new(), &entry(14, 20_000)).await.unwrap();
+        let v = file::verify(&log.export(None, None).await.unwrap(), &log.public_key()).unwrap();
+        assert_eq!((v.first_seq, v.end.size), (8, 15));
+    }
+}

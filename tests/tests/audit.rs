@@ -1,0 +1,441 @@
+//! The access log end to end: one entry per personal-data access (denied ones included), no
+//! personal data in the exported log, offline verification with `vaultctl`, and consistency
+//! proofs across a restart.
+
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Creds, Daemon, VAULTCTL, authed, supporter};
+use tonic::Code;
+use vault_core::audit::merkle;
+use vault_proto::v1 as pb;
+
+async fn entries(daemon: &Daemon, auditor: &Creds) -> Vec<pb::AuditEntry> {
+    let mut s = daemon
+        .audit()
+        .await
+        .query(authed(pb::QueryRequest::default(), auditor))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = s.message().await.unwrap() {
+        out.push(e);
+    }
+    out
+}
+
+fn vaultctl(daemon: &Daemon, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(VAULTCTL)
+        .args(args)
+        .env("VAULT_ADDR", format!("http://{}", daemon.addr))
+        .env("VAULT_TOKEN", token)
+        .env_remove("VAULT_PURPOSE")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_entry_per_access_no_personal_data_and_offline_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let tool = daemon
+        .create_client("tool", "campaign-tool", &["membership", "newsletter"])
+        .await;
+    let member = tool.with_purpose(Some("membership"));
+    let news = tool.with_purpose(Some("newsletter"));
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let mut s = daemon.supporters().await;
+    let mut c = daemon.consent().await;
+
+    // The scripted session.
+    let mut lena = supporter(
+        "Léna",
+        "Auditée",
+        "lena.auditee@example.fr",
+        "06 98 76 54 32",
+    );
+    lena.tags = vec!["militante".into()];
+    let id = s
+        .upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(lena),
+                consents: vec![],
+            },
+            &member,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    s.get(authed(
+        pb::GetRequest {
+            id: id.clone(),
+            fields: None,
+        },
+        &member,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get(authed(
+            pb::GetRequest {
+                id: id.clone(),
+                fields: None
+            },
+            &news
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::PermissionDenied
+    );
+    c.grant(authed(
+        pb::ConsentRequest {
+            subject_id: id.clone(),
+            source: "form".into(),
+            notice_version: "v1".into(),
+            ..Default::default()
+        },
+        &news,
+    ))
+    .await
+    .unwrap();
+    s.get(authed(
+        pb::GetRequest {
+            id: id.clone(),
+            fields: None,
+        },
+        &news,
+    ))
+    .await
+    .unwrap();
+    s.lookup(authed(
+        pb::LookupRequest {
+            key: Some(pb::lookup_request::Key::Email(
+                "LENA.auditee@example.fr".into(),
+            )),
+        },
+        &member,
+    ))
+    .await
+    .unwrap();
+    let unknown = "6f1c1a7e-3b7d-4d0e-9a51-2c9f5d3e8b10".to_owned();
+    assert_eq!(
+        s.get(authed(
+            pb::GetRequest {
+                id: unknown.clone(),
+                fields: None
+            },
+            &member
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        s.get(tonic::Request::new(pb::GetRequest {
+            id: id.clone(),
+            fields: None
+        }))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        s.get(authed(
+            pb::GetRequest {
+                id: id.clone(),
+                fields: None
+            },
+            &auditor
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::PermissionDenied
+    );
+    s.update(authed(
+        pb::UpdateRequest {
+            id: id.clone(),
+            supporter: Some(supporter("Lena", "", "", "")),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["given_name".into()],
+            }),
+        },
+        &member,
+    ))
+    .await
+    .unwrap();
+    s.tag(authed(
+        pb::TagRequest {
+            id: id.clone(),
+            tags: vec!["oratrice".into()],
+        },
+        &member,
+    ))
+    .await
+    .unwrap();
+
+    // Exactly one entry per personal-data access, in order, denied ones included.
+    let all = entries(&daemon, &auditor).await;
+    let personal: Vec<_> = all
+        .iter()
+        .filter(|e| e.action.starts_with("Supporters.") || e.action.starts_with("Consent."))
+        .map(|e| (e.action.as_str(), e.outcome.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        personal,
+        [
+            ("Supporters.Upsert", "allowed", ""),
+            ("Supporters.Get", "allowed", ""),
+            ("Supporters.Get", "denied", "no-consent"),
+            ("Consent.Grant", "allowed", ""),
+            ("Supporters.Get", "allowed", ""),
+            ("Supporters.Lookup", "allowed", ""),
+            ("Supporters.Get", "denied", "not-found"),
+            ("Supporters.Get", "denied", "unauthenticated"),
+            ("Supporters.Get", "denied", "role"),
+            ("Supporters.Update", "allowed", ""),
+            ("Supporters.Tag", "allowed", ""),
+        ]
+    );
+    let about_lena: Vec<_> = all
+        .iter()
+        .filter(|e| e.subject_ids == [id.clone()])
+        .collect();
+    // The "recipients" of art. 15: upsert, get, the denied newsletter get (refused after the
+    // person was found), grant, get, lookup, update, tag. The unauthenticated and the
+    // auditor's calls were refused before any subject was touched.
+    assert_eq!(about_lena.len(), 8);
+    let newsletter_read = all
+        .iter()
+        .find(|e| {
+            e.purpose == "newsletter" && e.action == "Supporters.Get" && e.outcome == "allowed"
+        })
+        .unwrap();
+    assert_eq!(
+        newsletter_read.fields,
+        [
+            "given_name",
+            "family_name",
+            "email",
+            "tags",
+            "created_at",
+            "updated_at"
+        ]
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.action == "Supporters.Get" && e.subject_ids == [unknown.clone()])
+    );
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..all.len() as u64).collect::<Vec<_>>(), "no gaps");
+
+    // Export with vaultctl; no email, name, phone or tag in it.
+    let out = dir.path().join("log.jsonl");
+    let exported = vaultctl(
+        &daemon,
+        &auditor.token,
+        &["audit", "export", "--out", out.to_str().unwrap()],
+    );
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    for needle in [
+        "lena",
+        "Léna",
+        "Lena",
+        "Auditée",
+        "example.fr",
+        "+33698765432",
+        "0698765432",
+        "698765432",
+        "militante",
+        "oratrice",
+    ] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle:?} is in the exported log"
+        );
+    }
+
+    // Offline verification: the public key from vaultctl, then no daemon needed.
+    let key = vaultctl(&daemon, &auditor.token, &["audit", "public-key"]);
+    assert!(key.status.success());
+    let key_path = dir.path().join("key.pub");
+    std::fs::write(&key_path, &key.stdout).unwrap();
+    let offline = |file: &std::path::Path| {
+        Command::new(VAULTCTL)
+            .args([
+                "audit",
+                "verify",
+                file.to_str().unwrap(),
+                "--public-key",
+                key_path.to_str().unwrap(),
+            ])
+            .env("VAULT_ADDR", "http://127.0.0.1:1") // nothing listens there: offline indeed
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let ok = offline(&out);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["entries"].as_u64().unwrap() >= all.len() as u64);
+
+    // One edited entry: refused, naming the line and the entry.
+    let text = String::from_utf8(bytes).unwrap();
+    let line_no = text
+        .lines()
+        .position(|l| l.contains("\"Supporters.Tag\""))
+        .unwrap()
+        + 1;
+    let tampered = text.replacen("\"Supporters.Tag\"", "\"Supporters.Untag\"", 1);
+    let bad = dir.path().join("tampered.jsonl");
+    std::fs::write(&bad, tampered).unwrap();
+    let refused = offline(&bad);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!("line {line_no},")) && err.contains("edited"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1);
+
+    // The server-side check agrees.
+    let v = daemon
+        .audit()
+        .await
+        .verify(authed(pb::VerifyRequest::default(), &auditor))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "{}", v.detail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_proofs_hold_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let tool = daemon.tool("membership").await;
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let mut s = daemon.supporters().await;
+    for i in 0..20 {
+        s.upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(supporter("", "", &format!("p{i}@restart.fr"), "")),
+                consents: vec![],
+            },
+            &tool,
+        ))
+        .await
+        .unwrap();
+    }
+    drop(s);
+    assert!(daemon.terminate().success()); // signs a final checkpoint
+    let daemon = Daemon::start(dir.path());
+    let mut audit = daemon.audit().await;
+    let before = audit
+        .checkpoints(authed(pb::CheckpointsRequest { since_seq: 0 }, &auditor))
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    let old = before
+        .last()
+        .cloned()
+        .expect("a checkpoint made at shutdown");
+    assert!(old.size >= 22);
+    let mut s = daemon.supporters().await;
+    for i in 20..35 {
+        s.upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(supporter("", "", &format!("p{i}@restart.fr"), "")),
+                consents: vec![],
+            },
+            &tool,
+        ))
+        .await
+        .unwrap();
+    }
+    // Exporting checkpoints the head; then every later checkpoint extends every earlier one.
+    let mut export = audit
+        .export_log(authed(pb::ExportLogRequest::default(), &auditor))
+        .await
+        .unwrap()
+        .into_inner();
+    while export.message().await.unwrap().is_some() {}
+    let after = audit
+        .checkpoints(authed(pb::CheckpointsRequest { since_seq: 0 }, &auditor))
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    let new = after.last().cloned().unwrap();
+    assert!(new.size > old.size);
+    let key: [u8; 32] = audit
+        .public_key(authed(pb::PublicKeyRequest {}, &auditor))
+        .await
+        .unwrap()
+        .into_inner()
+        .public_key
+        .try_into()
+        .unwrap();
+    let as_hash = |b: &[u8]| -> merkle::Hash { b.try_into().unwrap() };
+    for (a, b) in [(&before[0], &new), (&old, &new), (&before[0], &old)] {
+        // Each checkpoint's signature verifies with the published key...
+        for cp in [a, b] {
+            let signed = vault_core::audit::SignedCheckpoint {
+                size: cp.size,
+                root: hex::encode(&cp.root),
+                last_leaf: hex::encode(&cp.last_leaf),
+                at_us: cp.at_us,
+                signature: hex::encode(&cp.signature),
+            };
+            assert!(
+                signed.verify(&key).is_some(),
+                "checkpoint {} does not verify",
+                cp.size
+            );
+        }
+        // ...and the later tree provably extends the earlier one.
+        let proof: Vec<merkle::Hash> = audit
+            .consistency_proof(authed(
+                pb::ConsistencyProofRequest {
+                    from_size: a.size,
+                    to_size: b.size,
+                },
+                &auditor,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .hashes
+            .iter()
+            .map(|h| as_hash(h))
+            .collect();
+        merkle::verify_consistency(a.size, b.size, &as_hash(&a.root), &as_hash(&b.root), &proof)
+            .unwrap();
+        // A proof against a wrong old root fails.
+        assert!(
+            merkle::verify_consistency(a.size, b.size, &[7u8; 32], &as_hash(&b.root), &proof)
+                .is_err()
+                || a.size == 0
+        );
+    }
+}
