@@ -214,6 +214,51 @@ async fn concurrent_upserts_on_both_replicas_make_one_supporter() {
     }
     // One supporter row in the shared database.
     assert_eq!(p.pg.dump().rows_of("vault_records"), 1);
+
+    // The access log keeps one global order across both replicas: 100 upserts and 2 reads
+    // logged once each, and the log verifies, asked through either replica.
+    let auditor = p.a.create_client("auditor", "auditor", &[]).await;
+    for d in [&p.a, &p.b] {
+        let v = d
+            .audit()
+            .await
+            .verify(authed(pb::VerifyRequest::default(), &auditor))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(v.ok, "{}", v.detail);
+    }
+    let mut stream =
+        p.b.audit()
+            .await
+            .query(authed(
+                pb::QueryRequest {
+                    subject_id: id.clone(),
+                    ..Default::default()
+                },
+                &auditor,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+    let mut about = Vec::new();
+    while let Some(e) = stream.message().await.unwrap() {
+        about.push(e);
+    }
+    assert_eq!(
+        about
+            .iter()
+            .filter(|e| e.action == "Supporters.Upsert")
+            .count(),
+        100
+    );
+    assert_eq!(
+        about
+            .iter()
+            .filter(|e| e.action == "Supporters.Get")
+            .count(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

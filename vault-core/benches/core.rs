@@ -114,5 +114,74 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, crypto, store);
+fn audit(c: &mut Criterion) {
+    use vault_core::access_log::{AccessEntry, Outcome};
+    use vault_core::audit::{AuditLog, AuditOptions, file};
+    use vault_core::storage::sled_store::{SledOptions, SledStore};
+    use vault_core::storage::{Batch, Store};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+    let root = RootKey::from_key(Key256::generate().unwrap());
+    let log = Arc::new(
+        rt.block_on(AuditLog::open(store, &root, AuditOptions::default()))
+            .unwrap(),
+    );
+    let entry = AccessEntry {
+        at_us: 1_795_000_000_000_000,
+        request_id: "0f3a9c1e5b7d4e2f8a6c0b1d3e5f7a9c".into(),
+        client_id: "5e0c9b1a-2f3d-4c5b-8a7e-6d9f0e1c2b3a".into(),
+        role: "campaign-tool",
+        rpc: "Supporters.Get".into(),
+        purpose: Some("newsletter".into()),
+        subjects: vec!["1115219a-78db-40e3-b5c5-aacca0d9c568".into()],
+        fields: vec!["given_name", "family_name", "email", "tags"],
+        outcome: Outcome::Allowed,
+    };
+
+    let mut g = c.benchmark_group("audit");
+    g.sample_size(20);
+    // Durable appends, 64 at once (group commit), as concurrent reads produce them.
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("append_durable_64_in_flight", |b| {
+        b.to_async(&rt).iter(|| {
+            let log = Arc::clone(&log);
+            let entry = entry.clone();
+            async move {
+                let tasks: Vec<_> = (0..64)
+                    .map(|_| {
+                        let log = Arc::clone(&log);
+                        let entry = entry.clone();
+                        tokio::spawn(async move { log.append(Batch::new(), &entry).await.unwrap() })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+        })
+    });
+    // Offline verification of an exported file of 100,000 entries.
+    rt.block_on(async {
+        let size = log.size().await;
+        for _ in size..100_000 {
+            log.append(Batch::new(), &entry).await.unwrap();
+        }
+    });
+    let exported = rt.block_on(log.export(Some(0), Some(99_999))).unwrap();
+    let key = log.public_key();
+    g.throughput(Throughput::Elements(100_000));
+    g.sample_size(10);
+    g.bench_function("verify_export_100k", |b| {
+        b.iter(|| file::verify(&exported, &key).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, crypto, store, audit);
 criterion_main!(benches);

@@ -40,7 +40,7 @@ use crate::storage::{
 use crate::supporter::{Supporter, record};
 
 /// How often an operation re-reads and retries after a concurrent writer changed its rows.
-const MAX_ATTEMPTS: usize = 32;
+const MAX_ATTEMPTS: usize = 128;
 const META_FORMAT: &[u8] = b"format_version";
 const FORMAT_VERSION: &[u8] = b"1";
 
