@@ -289,6 +289,7 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
 
     // Lines.
     let mut items = Vec::with_capacity(lines.len());
+    let mut entries_seen = 0u64;
     for (i, bytes) in lines.iter().enumerate().skip(1) {
         let line = i + 1;
         if bytes.starts_with(CHECKPOINT_PREFIX) {
@@ -315,11 +316,8 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
                 }
             }
         } else {
-            let expected_seq = first_seq
-                + items
-                    .iter()
-                    .filter(|i| matches!(i, Item::Entry { .. }))
-                    .count() as u64;
+            let expected_seq = first_seq + entries_seen;
+            entries_seen += 1;
             match AuditEntry::decode(bytes) {
                 Some(entry) => items.push(Item::Entry {
                     line,
@@ -442,6 +440,14 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
         }
     }
 
+    if !ends_clean {
+        return Err(err(
+            last_line,
+            None,
+            Problem::Truncated,
+            "the file does not end with a newline: its last line was cut",
+        ));
+    }
     let after = lines.len() + 1;
     if frontier.size() < end.size {
         return Err(err(
