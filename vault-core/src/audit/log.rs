@@ -100,6 +100,12 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
+fn ring_jitter() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u32::from_be_bytes(b)
+}
+
 fn parse_seq(key: &[u8]) -> Result<u64> {
     let arr: [u8; 8] = key.try_into().map_err(|_| corrupt("audit key"))?;
     Ok(u64::from_be_bytes(arr))
@@ -243,16 +249,44 @@ impl AuditLog {
     pub async fn append(&self, batch: Batch, entry: &AccessEntry) -> Result<u64> {
         // Another daemon sharing the store may have appended since this one's head was read:
         // its entry then holds our sequence number, so re-read the head and go again.
-        for _ in 0..32 {
+        for attempt in 0..256u32 {
             match self.try_append(batch.clone(), entry).await {
                 Err(Error::Storage(StoreError::Conflict(t))) if t == Table::AuditEntries.name() => {
-                    let head = self.restore_head().await?;
-                    *self.head.lock().await = head;
+                    self.catch_up().await?;
+                    // Spread the replicas out a little so they stop colliding.
+                    let jitter = u64::from(ring_jitter()) % (50 << attempt.min(6));
+                    tokio::time::sleep(Duration::from_micros(jitter)).await;
                 }
                 other => return other,
             }
         }
         Err(Error::Contention("the access log".into()))
+    }
+
+    /// Brings the head up to date with entries other daemons appended (replays their
+    /// leaves from where this head stands).
+    async fn catch_up(&self) -> Result<()> {
+        let mut head = self.head.lock().await;
+        loop {
+            let next = head.frontier.size();
+            let rows = self
+                .store
+                .scan_range(Table::AuditLeaves, &seq_key(next), None, SCAN_CHUNK)
+                .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for (k, v) in rows {
+                if parse_seq(&k)? != head.frontier.size() {
+                    return Err(corrupt("audit leaves (gap in the log)"));
+                }
+                let leaf: Hash = v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?;
+                head.frontier
+                    .push(leaf)
+                    .map_err(|_| corrupt("audit log size"))?;
+                head.prev = leaf;
+            }
+        }
     }
 
     async fn try_append(&self, mut batch: Batch, entry: &AccessEntry) -> Result<u64> {
