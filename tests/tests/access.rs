@@ -373,22 +373,6 @@ async fn call(w: &World, creds: &Creds, rpc: Rpc, subject: Subject) -> Result<()
     }
 }
 
-/// Every access-log entry so far, read through the Audit service by an auditor.
-async fn log_entries(daemon: &Daemon, auditor: &Creds) -> Vec<pb::AuditEntry> {
-    let mut stream = daemon
-        .audit()
-        .await
-        .query(authed(pb::QueryRequest::default(), auditor))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(e) = stream.message().await.unwrap() {
-        out.push(e);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_against_every_call() {
     let w = world().await;
@@ -401,7 +385,11 @@ async fn every_role_against_every_call() {
         None,
     ];
     let auditor = w.creds[2].1.clone();
-    let before = log_entries(&w.daemon, &auditor).await.len();
+    let before = w
+        .daemon
+        .audit_entries(&auditor, pb::QueryRequest::default())
+        .await
+        .len();
     let mut calls = 0;
     let mut failures = Vec::new();
     for (role, base) in &w.creds {
@@ -433,7 +421,10 @@ async fn every_role_against_every_call() {
     assert_eq!(calls, 4 * 18 * 6 * 2 + 4 * 6 * 2);
     // Every decision, allowed or denied, reached the access log: one entry per call (the
     // first query's own entry included).
-    let entries = log_entries(&w.daemon, &auditor).await;
+    let entries = w
+        .daemon
+        .audit_entries(&auditor, pb::QueryRequest::default())
+        .await;
     assert_eq!(entries.len(), before + 1 + calls);
     let matrix = &entries[before + 1..];
     let reasons: std::collections::BTreeSet<&str> =

@@ -9,25 +9,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{Creds, Daemon, VAULTCTL, authed, supporter};
+use common::{Daemon, VAULTCTL, authed, supporter};
 use tonic::Code;
 use vault_core::audit::merkle;
 use vault_proto::v1 as pb;
-
-async fn entries(daemon: &Daemon, auditor: &Creds) -> Vec<pb::AuditEntry> {
-    let mut s = daemon
-        .audit()
-        .await
-        .query(authed(pb::QueryRequest::default(), auditor))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(e) = s.message().await.unwrap() {
-        out.push(e);
-    }
-    out
-}
 
 fn vaultctl(daemon: &Daemon, token: &str, args: &[&str]) -> std::process::Output {
     Command::new(VAULTCTL)
@@ -184,7 +169,9 @@ async fn one_entry_per_access_no_personal_data_and_offline_verification() {
     .unwrap();
 
     // Exactly one entry per personal-data access, in order, denied ones included.
-    let all = entries(&daemon, &auditor).await;
+    let all = daemon
+        .audit_entries(&auditor, pb::QueryRequest::default())
+        .await;
     let personal: Vec<_> = all
         .iter()
         .filter(|e| e.action.starts_with("Supporters.") || e.action.starts_with("Consent."))

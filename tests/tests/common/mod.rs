@@ -247,6 +247,26 @@ impl Daemon {
         AuditClient::new(self.channel().await)
     }
 
+    /// Access-log entries matching `query`, oldest first, read through the Audit service.
+    pub async fn audit_entries(
+        &self,
+        creds: &Creds,
+        query: pb::QueryRequest,
+    ) -> Vec<pb::AuditEntry> {
+        let mut stream = self
+            .audit()
+            .await
+            .query(authed(query, creds))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(e) = stream.message().await.unwrap() {
+            out.push(e);
+        }
+        out
+    }
+
     /// A connected Consent client.
     pub async fn consent(&self) -> ConsentClient<Channel> {
         ConsentClient::new(self.channel().await)
