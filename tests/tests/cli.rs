@@ -326,3 +326,71 @@ fn daemon_refuses_unsafe_starts() {
     );
     assert!(err.contains("not a storage engine"), "{err}");
 }
+
+#[test]
+fn record_of_processing_activities() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vault.toml");
+    std::fs::write(
+        &config,
+        "[controller]\nname = \"Campagne Exemple 2027\"\ncontact = \"contact@exemple.fr\"\ndpo_contact = \"dpo@exemple.fr\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let daemon = Daemon::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let created = json(&vaultctl(
+        &daemon,
+        &[
+            "client",
+            "create",
+            "--name",
+            "mailer",
+            "--role",
+            "campaign-tool",
+            "--purposes",
+            "newsletter",
+        ],
+    ));
+    let md = vaultctl(&daemon, &["report", "processing"]);
+    assert!(
+        md.status.success(),
+        "{}",
+        String::from_utf8_lossy(&md.stderr)
+    );
+    let md = String::from_utf8(md.stdout).unwrap();
+    assert!(
+        md.starts_with("# Record of processing activities (GDPR art. 30)"),
+        "{md}"
+    );
+    assert!(md.contains("Controller: Campagne Exemple 2027"));
+    for purpose in [
+        "newsletter",
+        "sms-mobilisation",
+        "event-invitations",
+        "canvassing",
+        "membership",
+        "donations-accounting",
+        "data-subject-rights",
+    ] {
+        assert!(md.contains(&format!("## {purpose}\n")), "{purpose} missing");
+    }
+    assert!(md.contains("Recipients: mailer (campaign-tool)"));
+    let js = json(&vaultctl(
+        &daemon,
+        &["report", "processing", "--format", "json"],
+    ));
+    assert_eq!(js["version"], 1);
+    let news = js["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["purpose"] == "newsletter")
+        .unwrap();
+    assert_eq!(news["lawful_basis"], "consent");
+    assert_eq!(news["special_category_basis"], "explicit-consent");
+    // A campaign tool may not print it.
+    let token = created["token"].as_str().unwrap();
+    let refused = vaultctl_with(&daemon, Some(token), &["report", "processing"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
+}

@@ -98,6 +98,8 @@ pub enum Rpc {
     AdminListPurposes,
     /// `Admin.PutPurpose`
     AdminPutPurpose,
+    /// `Admin.ProcessingReport`
+    AdminProcessingReport,
     /// `Audit.Query`
     AuditQuery,
     /// `Audit.Checkpoints`
@@ -116,7 +118,7 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every rpc.
-    pub const ALL: [Rpc; 22] = [
+    pub const ALL: [Rpc; 23] = [
         Rpc::SupportersUpsert,
         Rpc::SupportersGet,
         Rpc::SupportersLookup,
@@ -132,6 +134,7 @@ impl Rpc {
         Rpc::AdminListClients,
         Rpc::AdminListPurposes,
         Rpc::AdminPutPurpose,
+        Rpc::AdminProcessingReport,
         Rpc::AuditQuery,
         Rpc::AuditCheckpoints,
         Rpc::AuditVerify,
@@ -159,6 +162,7 @@ impl Rpc {
             Rpc::AdminListClients => "Admin.ListClients",
             Rpc::AdminListPurposes => "Admin.ListPurposes",
             Rpc::AdminPutPurpose => "Admin.PutPurpose",
+            Rpc::AdminProcessingReport => "Admin.ProcessingReport",
             Rpc::AuditQuery => "Audit.Query",
             Rpc::AuditCheckpoints => "Audit.Checkpoints",
             Rpc::AuditVerify => "Audit.Verify",
@@ -179,6 +183,7 @@ impl Rpc {
                 | Rpc::AdminListClients
                 | Rpc::AdminListPurposes
                 | Rpc::AdminPutPurpose
+                | Rpc::AdminProcessingReport
                 | Rpc::AuditQuery
                 | Rpc::AuditCheckpoints
                 | Rpc::AuditVerify
@@ -218,6 +223,8 @@ impl Rpc {
             | Rpc::AdminListClients
             | Rpc::AdminListPurposes
             | Rpc::AdminPutPurpose => &[Admin],
+            // The record of processing activities is the DPO's document as much as the admin's.
+            Rpc::AdminProcessingReport => &[Admin, Dpo],
             // The log is for auditors and the DPO (who answers "who saw my data?").
             Rpc::AuditQuery
             | Rpc::AuditCheckpoints

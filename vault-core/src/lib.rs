@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod error;
 pub mod purpose;
+pub mod report;
 pub mod storage;
 pub mod supporter;
 mod vault;

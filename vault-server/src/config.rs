@@ -86,6 +86,8 @@ pub struct FileConfig {
     /// default registry of API.md; purposes listed here replace the stored ones with the
     /// same id at every start.
     pub purposes: Option<Vec<vault_core::Purpose>>,
+    /// The controller named in the record of processing activities.
+    pub controller: Option<vault_core::report::Controller>,
     /// Days access-log entries are kept (default 365; CNIL: six months to a year).
     pub audit_retention_days: Option<u32>,
     /// A signed checkpoint every this many access-log entries (default 1000).
@@ -135,6 +137,8 @@ pub struct Config {
     pub purposes: Option<Vec<vault_core::Purpose>>,
     /// Access-log checkpoints and retention.
     pub audit: vault_core::audit::AuditOptions,
+    /// See [`FileConfig::controller`].
+    pub controller: Option<vault_core::report::Controller>,
 }
 
 /// Where the PostgreSQL store is. `Debug` never shows the URL's password.
@@ -240,6 +244,7 @@ impl Config {
             ),
             purposes: file.purposes,
             audit,
+            controller: file.controller,
         })
     }
 

@@ -122,7 +122,11 @@ pub async fn run(
             &vault,
         ))))
         .add_service(ConsentServer::new(ConsentService::new(Arc::clone(&vault))))
-        .add_service(AdminServer::new(AdminService::new(Arc::clone(&vault))))
+        .add_service(AdminServer::new(AdminService::new(
+            Arc::clone(&vault),
+            config.controller.clone().unwrap_or_default(),
+            report.store.clone(),
+        )))
         .add_service(AuditServer::new(AuditService::new(Arc::clone(&vault))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::select! {

@@ -431,3 +431,37 @@ fn client_purposes(
         }
     }
 }
+
+impl Vault {
+    /// The record of processing activities (GDPR art. 30) from the purposes and clients in
+    /// force; `storage` says where the data lives (for the transfers entry).
+    pub async fn processing_report(
+        &self,
+        caller: &Caller,
+        controller: &crate::report::Controller,
+        storage: &str,
+    ) -> Result<crate::report::ProcessingReport> {
+        let mut log = self.record(caller, Rpc::AdminProcessingReport);
+        let result = async {
+            let registry = self.registry().await?;
+            self.decide(
+                &mut log,
+                caller,
+                Rpc::AdminProcessingReport,
+                &registry,
+                None,
+                None,
+            )?;
+            let clients = self.clients().await?;
+            Ok(crate::report::ProcessingReport::build(
+                &registry,
+                &clients,
+                controller,
+                storage,
+                now_us(),
+            ))
+        }
+        .await;
+        log.finish(&self.audit, result).await
+    }
+}

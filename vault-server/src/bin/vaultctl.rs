@@ -67,9 +67,22 @@ enum Command {
     /// decrypting anything. Stop the daemon first; the destination must be empty. Needs no
     /// daemon and no token.
     Migrate(MigrateArgs),
+    /// Reports (admin and dpo roles).
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// The tamper-evident access log (auditor and dpo roles; `verify` runs offline).
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// The record of processing activities (GDPR art. 30).
+    Processing {
+        /// markdown or json.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +384,18 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Client(c) => return clients(AdminClient::new(channel), c, &token).await,
         Command::Migrate(_) => return Err("migrate runs without a daemon".to_owned()),
         Command::Audit(c) => return audit(AuditClient::new(channel), c, &token).await,
+        Command::Report(ReportCommand::Processing { format }) => {
+            let r = AdminClient::new(channel)
+                .processing_report(with_token(
+                    pb::ProcessingReportRequest { format },
+                    &token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            return Ok(String::from_utf8_lossy(&r.document).trim_end().to_owned());
+        }
         Command::Purpose(PurposeCommand::List) => {
             let r = AdminClient::new(channel)
                 .list_purposes(with_token(pb::ListPurposesRequest {}, &token, None)?)

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::{Role, Vault};
+use vault_core::report::Controller;
+use vault_core::{InvalidInput, Role, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_server::Admin;
 
@@ -14,12 +15,19 @@ use crate::convert::{client_to_pb, purpose_from_pb, purpose_to_pb};
 /// The Admin service over a vault.
 pub struct AdminService {
     vault: Arc<Vault>,
+    controller: Controller,
+    storage: String,
 }
 
 impl AdminService {
-    /// The service for `vault`.
-    pub fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+    /// The service for `vault`; `controller` and `storage` (where the data lives) feed the
+    /// record of processing activities.
+    pub fn new(vault: Arc<Vault>, controller: Controller, storage: String) -> Self {
+        Self {
+            vault,
+            controller,
+            storage,
+        }
     }
 }
 
@@ -98,5 +106,36 @@ impl Admin for AdminService {
         }
         .await;
         finish(&caller, "Admin.PutPurpose", result).map(|p| Response::new(purpose_to_pb(p)))
+    }
+
+    async fn processing_report(
+        &self,
+        request: Request<pb::ProcessingReportRequest>,
+    ) -> Result<Response<pb::ProcessingReportResponse>, Status> {
+        let caller = caller(&request)?;
+        let format = request.into_inner().format.trim().to_ascii_lowercase();
+        let result = async {
+            let json = match format.as_str() {
+                "" | "markdown" | "md" => false,
+                "json" => true,
+                _ => return Err(InvalidInput::new("format", "must be markdown or json").into()),
+            };
+            let report = self
+                .vault
+                .processing_report(&caller, &self.controller, &self.storage)
+                .await?;
+            Ok(if json {
+                ("json", report.to_json())
+            } else {
+                ("markdown", report.to_markdown().into_bytes())
+            })
+        }
+        .await;
+        finish(&caller, "Admin.ProcessingReport", result).map(|(format, document)| {
+            Response::new(pb::ProcessingReportResponse {
+                format: format.to_owned(),
+                document,
+            })
+        })
     }
 }
