@@ -364,8 +364,7 @@ impl Vault {
     }
 
     /// Sets the fields named by `mask` to their values in `patch` (an empty value clears
-    /// the field). Index entries follow an email or phone change. `request_ref` marks a
-    /// rectification (GDPR art. 16) in the log.
+    /// the field). Index entries follow an email or phone change.
     pub async fn update(
         &self,
         caller: &Caller,
