@@ -139,6 +139,7 @@ pub async fn run(
 
     housekeeping.abort();
     vault.sync().await?;
+    vault.access_log().close().await?;
     tracing::info!(
         "stopped: in-flight calls finished, the access log checkpointed and the store flushed"
     );

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey};
 use super::entry::{AuditEntry, ENTRY_VERSION, entry_hash, zero_hash};
@@ -54,6 +54,7 @@ struct StoredCheckpoint {
     frontier: String,
 }
 
+#[derive(Clone)]
 struct Head {
     frontier: Frontier,
     prev: Hash,
@@ -69,12 +70,47 @@ pub struct PruneReport {
     pub anchor_size: u64,
 }
 
-/// The store-backed access log.
-pub struct AuditLog {
+/// What the log and its writer task share.
+pub struct Core {
     store: Arc<dyn Store>,
     key: SigningKey,
-    head: Mutex<Head>,
+    /// The head as of the last applied batch, for readers; only the writer changes it.
+    head: std::sync::Mutex<Head>,
     options: AuditOptions,
+}
+
+/// Work for the writer task.
+enum Job {
+    Append {
+        /// The write this entry logs, or `None` for an entry alone.
+        batch: Option<Box<Batch>>,
+        entry: Box<AccessEntry>,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Checkpoint {
+        only_if_due: bool,
+        reply: CheckpointReply,
+    },
+    /// Stop the writer (the store is released once the log is dropped too).
+    Stop { reply: oneshot::Sender<Result<()>> },
+}
+
+type CheckpointReply = oneshot::Sender<Result<Option<SignedCheckpoint>>>;
+
+/// The store-backed access log. Appends go to one writer task, which applies every entry
+/// that arrived together in one batch (writes each in its own) and makes them durable with
+/// one flush: group commit at the log's level, so sequence numbers stay gapless and each
+/// waiting call pays a share of one transaction and one flush.
+pub struct AuditLog {
+    core: Arc<Core>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl std::ops::Deref for AuditLog {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -143,21 +179,26 @@ impl AuditLog {
                 }
             }
         };
-        let log = Self {
+        let core = Core {
             store,
             key,
-            head: Mutex::new(Head {
+            head: std::sync::Mutex::new(Head {
                 frontier: Frontier::new(),
                 prev: zero_hash(),
                 last_checkpoint: None,
             }),
             options,
         };
-        let head = log.restore_head().await?;
-        *log.head.lock().await = head;
-        Ok(log)
+        let head = core.restore_head().await?;
+        *core.head.lock().unwrap_or_else(|p| p.into_inner()) = head.clone();
+        let core = Arc::new(core);
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(Arc::clone(&core), head, rx));
+        Ok(Self { core, jobs })
     }
+}
 
+impl Core {
     async fn restore_head(&self) -> Result<Head> {
         // Start from the newest checkpoint (or the anchor), then replay the leaves after it.
         let newest = match self.store.last(Table::AuditCheckpoints).await? {
@@ -225,9 +266,17 @@ impl AuditLog {
         self.key.public_key()
     }
 
-    /// Number of entries ever appended.
+    fn head(&self) -> Head {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn publish(&self, head: &Head) {
+        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = head.clone();
+    }
+
+    /// Number of entries appended (as of the last applied batch).
     pub async fn size(&self) -> u64 {
-        self.head.lock().await.frontier.size()
+        self.head().frontier.size()
     }
 
     fn stored_checkpoint(
@@ -244,29 +293,61 @@ impl AuditLog {
         Ok((signed, raw))
     }
 
-    /// Appends `entry` in `batch` (which may carry the write it logs), commits the batch and
-    /// returns once it is durable. Returns the entry's sequence number.
-    pub async fn append(&self, batch: Batch, entry: &AccessEntry) -> Result<u64> {
-        // Another daemon sharing the store may have appended since this one's head was read:
-        // its entry then holds our sequence number, so re-read the head and go again.
-        for attempt in 0..256u32 {
-            match self.try_append(batch.clone(), entry).await {
-                Err(Error::Storage(StoreError::Conflict(t))) if t == Table::AuditEntries.name() => {
-                    self.catch_up().await?;
-                    // Spread the replicas out a little so they stop colliding.
-                    let jitter = u64::from(ring_jitter()) % (50 << attempt.min(6));
-                    tokio::time::sleep(Duration::from_micros(jitter)).await;
-                }
-                other => return other,
-            }
+    /// Encodes `entry` at the head's next position into `batch` (with the checkpoint that
+    /// falls due there), and returns the head as it will be once the batch is applied.
+    fn stage(&self, head: &Head, batch: &mut Batch, entry: &AccessEntry) -> Result<Head> {
+        let seq = head.frontier.size();
+        let (outcome, reason) = match entry.outcome {
+            Outcome::Allowed => ("allowed", None),
+            Outcome::Denied(code) => ("denied", Some(code.to_owned())),
+        };
+        let bytes = AuditEntry {
+            v: ENTRY_VERSION,
+            seq,
+            prev: hex::encode(head.prev),
+            at_us: entry.at_us,
+            request_id: entry.request_id.clone(),
+            client: entry.client_id.clone(),
+            role: entry.role.to_owned(),
+            rpc: entry.rpc.clone(),
+            purpose: entry.purpose.clone(),
+            subjects: entry.subjects.clone(),
+            fields: entry.fields.iter().map(|f| (*f).to_owned()).collect(),
+            outcome: outcome.to_owned(),
+            reason,
         }
-        Err(Error::Contention("the access log".into()))
+        .encode()?;
+        let leaf = entry_hash(&bytes);
+        batch
+            .check(Table::AuditEntries, &seq_key(seq), None)
+            .put(Table::AuditEntries, &seq_key(seq), bytes)
+            .put(Table::AuditLeaves, &seq_key(seq), leaf.to_vec());
+        let mut next = head.clone();
+        next.frontier
+            .push(leaf)
+            .map_err(|_| corrupt("audit log size"))?;
+        next.prev = leaf;
+        // Every N entries, the checkpoint rides in the same batch.
+        if next
+            .frontier
+            .size()
+            .is_multiple_of(self.options.checkpoint_every.max(1))
+        {
+            let cp = Checkpoint {
+                size: next.frontier.size(),
+                root: next.frontier.root(),
+                last_leaf: leaf,
+                at_us: now_us(),
+            };
+            let (_, raw) = self.stored_checkpoint(&cp, &next.frontier)?;
+            batch.put(Table::AuditCheckpoints, &seq_key(cp.size), raw);
+            next.last_checkpoint = Some(cp);
+        }
+        Ok(next)
     }
 
-    /// Brings the head up to date with entries other daemons appended (replays their
-    /// leaves from where this head stands).
-    async fn catch_up(&self) -> Result<()> {
-        let mut head = self.head.lock().await;
+    /// Brings `head` up to date with entries other daemons sharing the store appended.
+    async fn catch_up(&self, head: &mut Head) -> Result<()> {
         loop {
             let next = head.frontier.size();
             let rows = self
@@ -289,109 +370,222 @@ impl AuditLog {
         }
     }
 
-    async fn try_append(&self, mut batch: Batch, entry: &AccessEntry) -> Result<u64> {
-        let seq = {
-            let mut head = self.head.lock().await;
-            let seq = head.frontier.size();
-            let (outcome, reason) = match entry.outcome {
-                Outcome::Allowed => ("allowed", None),
-                Outcome::Denied(code) => ("denied", Some(code.to_owned())),
-            };
-            let bytes = AuditEntry {
-                v: ENTRY_VERSION,
-                seq,
-                prev: hex::encode(head.prev),
-                at_us: entry.at_us,
-                request_id: entry.request_id.clone(),
-                client: entry.client_id.clone(),
-                role: entry.role.to_owned(),
-                rpc: entry.rpc.clone(),
-                purpose: entry.purpose.clone(),
-                subjects: entry.subjects.clone(),
-                fields: entry.fields.iter().map(|f| (*f).to_owned()).collect(),
-                outcome: outcome.to_owned(),
-                reason,
+    /// Applies `entries` (with the write `data`, if any) at the head, retrying at the new
+    /// head when another daemon took the sequence numbers. Returns their sequence numbers.
+    async fn apply_at_head(
+        &self,
+        head: &mut Head,
+        data: Option<&Batch>,
+        entries: &[&AccessEntry],
+    ) -> Result<Vec<u64>> {
+        for attempt in 0..256u32 {
+            let mut batch = data.cloned().unwrap_or_default();
+            let mut next = head.clone();
+            let mut seqs = Vec::with_capacity(entries.len());
+            for e in entries {
+                seqs.push(next.frontier.size());
+                next = self.stage(&next, &mut batch, e)?;
             }
-            .encode()?;
-            let leaf = entry_hash(&bytes);
-            batch
-                .check(Table::AuditEntries, &seq_key(seq), None)
-                .put(Table::AuditEntries, &seq_key(seq), bytes)
-                .put(Table::AuditLeaves, &seq_key(seq), leaf.to_vec());
-            let mut frontier = head.frontier.clone();
-            frontier.push(leaf).map_err(|_| corrupt("audit log size"))?;
-            // Every N entries, the checkpoint rides in the same batch.
-            let checkpoint = if frontier.size() % self.options.checkpoint_every.max(1) == 0 {
-                let cp = Checkpoint {
-                    size: frontier.size(),
-                    root: frontier.root(),
-                    last_leaf: leaf,
-                    at_us: now_us(),
-                };
-                let (_, raw) = self.stored_checkpoint(&cp, &frontier)?;
-                batch.put(Table::AuditCheckpoints, &seq_key(cp.size), raw);
-                Some(cp)
-            } else {
-                None
-            };
-            self.store.apply(batch).await?;
-            head.frontier = frontier;
-            head.prev = leaf;
-            if checkpoint.is_some() {
-                head.last_checkpoint = checkpoint;
+            match self.store.apply(batch).await {
+                Ok(()) => {
+                    *head = next;
+                    self.publish(head);
+                    return Ok(seqs);
+                }
+                Err(StoreError::Conflict(t)) if t == Table::AuditEntries.name() => {
+                    self.catch_up(head).await?;
+                    self.publish(head);
+                    // Spread the replicas out a little so they stop colliding.
+                    let jitter = u64::from(ring_jitter()) % (50 << attempt.min(6));
+                    tokio::time::sleep(Duration::from_micros(jitter)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
-            seq
+        }
+        Err(Error::Contention("the access log".into()))
+    }
+
+    /// Signs and applies a checkpoint at the head (unless one is there, or it is not due).
+    async fn checkpoint_at_head(
+        &self,
+        head: &mut Head,
+        only_if_due: bool,
+    ) -> Result<Option<SignedCheckpoint>> {
+        let size = head.frontier.size();
+        let due = match head.last_checkpoint {
+            Some(c) if c.size == size => false,
+            Some(c) if only_if_due => {
+                now_us().saturating_sub(c.at_us)
+                    >= self.options.checkpoint_interval.as_micros() as i64
+            }
+            _ => size > 0,
         };
-        self.store.sync().await?;
+        if !due {
+            return Ok(None);
+        }
+        let cp = Checkpoint {
+            size,
+            root: head.frontier.root(),
+            last_leaf: head.prev,
+            at_us: now_us(),
+        };
+        let (signed, raw) = self.stored_checkpoint(&cp, &head.frontier)?;
+        let mut b = Batch::new();
+        b.put(Table::AuditCheckpoints, &seq_key(size), raw);
+        self.store.apply(b).await?;
+        head.last_checkpoint = Some(cp);
+        self.publish(head);
+        Ok(Some(signed))
+    }
+}
+
+fn store_err(e: &StoreError) -> Error {
+    Error::Storage(e.clone())
+}
+
+/// The writer task: takes every job waiting, applies the lone entries together in one
+/// batch (and each write in its own, in arrival order), flushes once, then answers.
+async fn writer(core: Arc<Core>, mut head: Head, mut rx: mpsc::UnboundedReceiver<Job>) {
+    const MAX_GROUP: usize = 4096;
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut done: Vec<(oneshot::Sender<Result<u64>>, u64)> = Vec::new();
+        let mut checkpoints: Vec<(CheckpointReply, Option<SignedCheckpoint>)> = Vec::new();
+        let mut stop: Option<oneshot::Sender<Result<()>>> = None;
+        let mut lone: Vec<(AccessEntry, oneshot::Sender<Result<u64>>)> = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Append {
+                    batch: None,
+                    entry,
+                    reply,
+                } => lone.push((*entry, reply)),
+                Job::Stop { reply } => stop = Some(reply),
+                Job::Append {
+                    batch: Some(batch),
+                    entry,
+                    reply,
+                } => {
+                    flush_lone(&core, &mut head, &mut lone, &mut done).await;
+                    match core.apply_at_head(&mut head, Some(&batch), &[&entry]).await {
+                        Ok(seqs) => done.push((reply, seqs[0])),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Job::Checkpoint { only_if_due, reply } => {
+                    flush_lone(&core, &mut head, &mut lone, &mut done).await;
+                    match core.checkpoint_at_head(&mut head, only_if_due).await {
+                        Ok(cp) => checkpoints.push((reply, cp)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        flush_lone(&core, &mut head, &mut lone, &mut done).await;
+        let synced = core.store.sync().await;
+        for (reply, seq) in done {
+            let _ = reply.send(synced.as_ref().map(|()| seq).map_err(store_err));
+        }
+        for (reply, cp) in checkpoints {
+            let _ = reply.send(synced.as_ref().map(|()| cp).map_err(store_err));
+        }
+        if let Some(reply) = stop {
+            let _ = reply.send(synced.as_ref().copied().map_err(store_err));
+            return;
+        }
+    }
+}
+
+async fn flush_lone(
+    core: &Core,
+    head: &mut Head,
+    lone: &mut Vec<(AccessEntry, oneshot::Sender<Result<u64>>)>,
+    done: &mut Vec<(oneshot::Sender<Result<u64>>, u64)>,
+) {
+    if lone.is_empty() {
+        return;
+    }
+    let entries: Vec<&AccessEntry> = lone.iter().map(|(e, _)| e).collect();
+    match core.apply_at_head(head, None, &entries).await {
+        Ok(seqs) => {
+            for ((_, reply), seq) in lone.drain(..).zip(seqs) {
+                done.push((reply, seq));
+            }
+        }
+        Err(e) => {
+            let shown = e.to_string();
+            for (_, reply) in lone.drain(..) {
+                let _ = reply.send(Err(Error::Storage(StoreError::Engine(shown.clone()))));
+            }
+        }
+    }
+}
+
+impl AuditLog {
+    async fn submit<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).map_err(|_| {
+            Error::Storage(StoreError::NotDurable(
+                "the access-log writer stopped".into(),
+            ))
+        })?;
+        rx.await.map_err(|_| {
+            Error::Storage(StoreError::NotDurable(
+                "the access-log writer stopped".into(),
+            ))
+        })?
+    }
+
+    /// Appends `entry` in `batch` (the write it logs; an empty batch for an entry alone),
+    /// and returns once both are durable. Returns the entry's sequence number. A batch whose
+    /// checks fail is not applied and consumes no sequence number.
+    pub async fn append(&self, batch: Batch, entry: &AccessEntry) -> Result<u64> {
+        let batch = (!batch.checks.is_empty() || !batch.ops.is_empty()).then(|| Box::new(batch));
+        let entry = Box::new(entry.clone());
+        let seq = self
+            .submit(|reply| Job::Append {
+                batch,
+                entry: entry.clone(),
+                reply,
+            })
+            .await?;
         tracing::debug!(target: "vault::access", seq, rpc = %entry.rpc, client = %entry.client_id, "logged");
         Ok(seq)
     }
 
+    /// Finishes the queued work and stops the writer task, so the store can be released
+    /// (reopening the same embedded store in one process needs it). Later appends fail.
+    pub async fn close(&self) -> Result<()> {
+        self.submit(|reply| Job::Stop { reply }).await
+    }
+
     /// Signs and stores a checkpoint at the current size, unless one exists there already.
     pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
-        let signed = {
-            let mut head = self.head.lock().await;
-            let size = head.frontier.size();
-            if size == 0 || head.last_checkpoint.is_some_and(|c| c.size == size) {
-                return Ok(None);
-            }
-            let cp = Checkpoint {
-                size,
-                root: head.frontier.root(),
-                last_leaf: head.prev,
-                at_us: now_us(),
-            };
-            let (signed, raw) = self.stored_checkpoint(&cp, &head.frontier)?;
-            let mut b = Batch::new();
-            b.put(Table::AuditCheckpoints, &seq_key(size), raw);
-            self.store.apply(b).await?;
-            head.last_checkpoint = Some(cp);
-            signed
-        };
-        self.store.sync().await?;
-        Ok(Some(signed))
+        self.submit(|reply| Job::Checkpoint {
+            only_if_due: false,
+            reply,
+        })
+        .await
     }
 
     /// Makes a checkpoint if entries were added and the last checkpoint is older than the
     /// configured interval (the daemon calls this every second).
     pub async fn checkpoint_if_due(&self) -> Result<Option<SignedCheckpoint>> {
-        let due = {
-            let head = self.head.lock().await;
-            let size = head.frontier.size();
-            match head.last_checkpoint {
-                Some(c) if c.size == size => false,
-                Some(c) => {
-                    now_us().saturating_sub(c.at_us)
-                        >= self.options.checkpoint_interval.as_micros() as i64
-                }
-                None => size > 0,
-            }
-        };
-        if due {
-            self.checkpoint().await
-        } else {
-            Ok(None)
-        }
+        self.submit(|reply| Job::Checkpoint {
+            only_if_due: true,
+            reply,
+        })
+        .await
     }
 
     /// Signed checkpoints with size at least `since_size`, oldest first (the anchor
@@ -752,7 +946,9 @@ mod tests {
             for i in 0..13 {
                 log.append(Batch::new(), &entry(i, 1)).await.unwrap();
             }
-            log.checkpoint().await.unwrap().unwrap()
+            let cp = log.checkpoint().await.unwrap().unwrap();
+            log.close().await.unwrap();
+            cp
         };
         let (_, log) = open(dir.path(), 5).await;
         assert_eq!(log.size().await, 13);
@@ -826,6 +1022,7 @@ mod tests {
         let proof = log.inclusion_proof(2, 14).await.unwrap();
         assert!(!proof.is_empty());
         // After a restart, the head comes back and appends continue the chain.
+        log.close().await.unwrap();
         drop(log);
         drop(store);
         let (_, log) = open(dir.path(), 4).await;
