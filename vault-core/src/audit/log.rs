@@ -378,7 +378,13 @@ impl Core {
         data: Option<&Batch>,
         entries: &[&AccessEntry],
     ) -> Result<Vec<u64>> {
-        for attempt in 0..256u32 {
+        // Daemons sharing a database race for the log's head; the loser catches up and
+        // goes again. Bounded by time rather than by a count: a busy peer can win many
+        // rounds in a row, and an access must not fail for that.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut attempt = 0u32;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
             let mut batch = data.cloned().unwrap_or_default();
             let mut next = head.clone();
             let mut seqs = Vec::with_capacity(entries.len());
@@ -396,7 +402,7 @@ impl Core {
                     self.catch_up(head).await?;
                     self.publish(head);
                     // Spread the replicas out a little so they stop colliding.
-                    let jitter = u64::from(ring_jitter()) % (50 << attempt.min(6));
+                    let jitter = u64::from(ring_jitter()) % (50 << attempt.min(7));
                     tokio::time::sleep(Duration::from_micros(jitter)).await;
                 }
                 Err(e) => return Err(e.into()),
