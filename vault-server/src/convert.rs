@@ -38,7 +38,8 @@ pub fn supporter_from_pb(s: pb::Supporter) -> Result<Supporter, InvalidInput> {
     })
 }
 
-fn timestamp(us: i64) -> Option<Timestamp> {
+/// Microseconds since the Unix epoch as a protobuf timestamp (`None` for 0: unset).
+pub fn timestamp(us: i64) -> Option<Timestamp> {
     (us != 0).then(|| Timestamp {
         seconds: us.div_euclid(1_000_000),
         nanos: (us.rem_euclid(1_000_000) * 1000) as i32,

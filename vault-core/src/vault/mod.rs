@@ -291,11 +291,6 @@ impl Vault {
         })
     }
 
-    /// The store, for engine-level tools and tests.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Signs a final checkpoint and makes everything written so far durable (shutdown).
     pub async fn sync(&self) -> Result<()> {
         self.audit.checkpoint().await?;

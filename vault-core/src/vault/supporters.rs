@@ -3,6 +3,7 @@
 
 use crate::access::{Caller, Rpc, Subject};
 use crate::access_log::AccessRecord;
+use crate::consent::ConsentState;
 use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
 use crate::crypto::{IndexKind, Key256};
 use crate::error::{Error, InvalidInput, Result};
@@ -221,13 +222,13 @@ impl Vault {
     ) -> Result<UpsertOutcome> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let events = new_events(caller, &id, 0, grants);
-        let state = crate::consent::ConsentState::from_events(&events);
+        let state = ConsentState::from_events(&events);
         self.decide(
             log,
             caller,
             Rpc::SupportersUpsert,
             registry,
-            Some(crate::access::Subject {
+            Some(Subject {
                 id: &id,
                 consent: &state,
             }),

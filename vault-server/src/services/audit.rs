@@ -12,6 +12,7 @@ use vault_proto::v1::audit_server::Audit;
 
 use super::finish;
 use crate::auth::caller;
+use crate::convert::timestamp;
 
 /// Chunk size of `ExportLog` replies.
 const EXPORT_CHUNK: usize = 64 * 1024;
@@ -34,13 +35,6 @@ fn micros(t: &prost_types::Timestamp) -> i64 {
     t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000)
 }
 
-fn timestamp(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
-
 fn range(from: u64, to: u64) -> (Option<u64>, Option<u64>) {
     if from == 0 && to == 0 {
         (None, None)
@@ -54,7 +48,7 @@ fn checkpoint_to_pb(c: SignedCheckpoint) -> pb::SignedCheckpoint {
         size: c.size,
         root: hex::decode(&c.root).unwrap_or_default(),
         last_leaf: hex::decode(&c.last_leaf).unwrap_or_default(),
-        at: Some(timestamp(c.at_us)),
+        at: timestamp(c.at_us),
         at_us: c.at_us,
         signature: hex::decode(&c.signature).unwrap_or_default(),
     }
@@ -88,7 +82,7 @@ impl Audit for AuditService {
         let items = entries.into_iter().map(|(raw, e)| {
             Ok(pb::AuditEntry {
                 seq: e.seq,
-                at: Some(timestamp(e.at_us)),
+                at: timestamp(e.at_us),
                 request_id: e.request_id,
                 actor: e.client,
                 role: e.role,
