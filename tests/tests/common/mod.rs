@@ -60,6 +60,9 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     log: Arc<Mutex<String>>,
+    /// The thread copying the daemon's stderr into `log`; joined once the daemon exited so
+    /// `logs()` then holds everything it wrote.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -85,7 +88,7 @@ impl Daemon {
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
         let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let (Some(rest), Some(tx)) = (line.split("listening on ").nth(1), Some(&tx)) {
@@ -108,6 +111,13 @@ impl Daemon {
             addr,
             data_dir: data_dir.to_path_buf(),
             log,
+            reader: Some(reader),
+        }
+    }
+
+    fn drain_log(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 
@@ -158,6 +168,7 @@ impl Daemon {
             child.kill().expect("SIGKILL");
             child.wait().expect("wait");
         }
+        self.drain_log();
     }
 
     /// Sends SIGTERM and returns the exit status.
@@ -165,7 +176,9 @@ impl Daemon {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        child.wait().expect("wait")
+        let status = child.wait().expect("wait");
+        self.drain_log();
+        status
     }
 }
 
