@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vault/v1/consent.proto",
         "vault/v1/admin.proto",
         "vault/v1/audit.proto",
+        "vault/v1/rights.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

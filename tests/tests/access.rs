@@ -256,6 +256,7 @@ async fn call(w: &World, creds: &Creds, rpc: Rpc, subject: Subject) -> Result<()
                     update_mask: Some(prost_types::FieldMask {
                         paths: vec!["given_name".into()],
                     }),
+                    request_ref: String::new(),
                 },
                 creds,
             ))
@@ -727,6 +728,7 @@ async fn a_purpose_never_sees_fields_it_may_not() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["phone".into()],
                 }),
+                request_ref: String::new(),
             },
             &news,
         ))

@@ -122,6 +122,7 @@ async fn no_personal_data_in_clear_under_the_data_dir() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["phone".into()],
             }),
+            request_ref: String::new(),
         },
         &token,
     ))

@@ -153,6 +153,7 @@ async fn one_entry_per_access_no_personal_data_and_offline_verification() {
             update_mask: Some(prost_types::FieldMask {
                 paths: vec!["given_name".into()],
             }),
+            request_ref: String::new(),
         },
         &member,
     ))

@@ -112,6 +112,7 @@ async fn run(
                     id,
                     supporter: Some(s),
                     update_mask: mask(paths),
+                    request_ref: String::new(),
                 },
                 credentials,
                 token,
@@ -439,6 +440,7 @@ async fn bad_input_is_refused_precisely_and_changes_nothing() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["email".into()],
                 }),
+                request_ref: String::new(),
             },
             &token,
         ))

@@ -134,6 +134,7 @@ async fn upsert_get_lookup_update_tag() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["email".into()],
                 }),
+                request_ref: String::new(),
             },
             &token,
         ))

@@ -142,6 +142,8 @@ fn audit(c: &mut Criterion) {
         subjects: vec!["1115219a-78db-40e3-b5c5-aacca0d9c568".into()],
         fields: vec!["given_name", "family_name", "email", "tags"],
         outcome: Outcome::Allowed,
+        request_ref: None,
+        changes: Vec::new(),
     };
 
     let mut g = c.benchmark_group("audit");

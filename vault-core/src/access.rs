@@ -114,11 +114,39 @@ pub enum Rpc {
     AuditInclusionProof,
     /// `Audit.ConsistencyProof`
     AuditConsistencyProof,
+    /// `Supporters.Search`
+    SupportersSearch,
+    /// `Supporters.Import`
+    SupportersImport,
+    /// `Supporters.Watch`
+    SupportersWatch,
+    /// `Rights.Export`
+    RightsExport,
+    /// `Rights.Erase`
+    RightsErase,
+    /// `Rights.Restrict`
+    RightsRestrict,
+    /// `Rights.Unrestrict`
+    RightsUnrestrict,
+    /// `Rights.Object`
+    RightsObject,
+    /// `Rights.OpenRequest`
+    RightsOpenRequest,
+    /// `Rights.ListRequests`
+    RightsListRequests,
+    /// `Rights.CloseRequest`
+    RightsCloseRequest,
+    /// `Admin.RotateKeys`
+    AdminRotateKeys,
+    /// `Admin.Backup`
+    AdminBackup,
+    /// `Admin.RetentionSweep`
+    AdminRetentionSweep,
 }
 
 impl Rpc {
     /// Every rpc.
-    pub const ALL: [Rpc; 23] = [
+    pub const ALL: [Rpc; 37] = [
         Rpc::SupportersUpsert,
         Rpc::SupportersGet,
         Rpc::SupportersLookup,
@@ -142,6 +170,20 @@ impl Rpc {
         Rpc::AuditPublicKey,
         Rpc::AuditInclusionProof,
         Rpc::AuditConsistencyProof,
+        Rpc::SupportersSearch,
+        Rpc::SupportersImport,
+        Rpc::SupportersWatch,
+        Rpc::RightsExport,
+        Rpc::RightsErase,
+        Rpc::RightsRestrict,
+        Rpc::RightsUnrestrict,
+        Rpc::RightsObject,
+        Rpc::RightsOpenRequest,
+        Rpc::RightsListRequests,
+        Rpc::RightsCloseRequest,
+        Rpc::AdminRotateKeys,
+        Rpc::AdminBackup,
+        Rpc::AdminRetentionSweep,
     ];
 
     /// The gRPC name, `Service.Method`.
@@ -170,6 +212,20 @@ impl Rpc {
             Rpc::AuditPublicKey => "Audit.PublicKey",
             Rpc::AuditInclusionProof => "Audit.InclusionProof",
             Rpc::AuditConsistencyProof => "Audit.ConsistencyProof",
+            Rpc::SupportersSearch => "Supporters.Search",
+            Rpc::SupportersImport => "Supporters.Import",
+            Rpc::SupportersWatch => "Supporters.Watch",
+            Rpc::RightsExport => "Rights.Export",
+            Rpc::RightsErase => "Rights.Erase",
+            Rpc::RightsRestrict => "Rights.Restrict",
+            Rpc::RightsUnrestrict => "Rights.Unrestrict",
+            Rpc::RightsObject => "Rights.Object",
+            Rpc::RightsOpenRequest => "Rights.OpenRequest",
+            Rpc::RightsListRequests => "Rights.ListRequests",
+            Rpc::RightsCloseRequest => "Rights.CloseRequest",
+            Rpc::AdminRotateKeys => "Admin.RotateKeys",
+            Rpc::AdminBackup => "Admin.Backup",
+            Rpc::AdminRetentionSweep => "Admin.RetentionSweep",
         }
     }
 
@@ -191,6 +247,12 @@ impl Rpc {
                 | Rpc::AuditPublicKey
                 | Rpc::AuditInclusionProof
                 | Rpc::AuditConsistencyProof
+                | Rpc::RightsOpenRequest
+                | Rpc::RightsListRequests
+                | Rpc::RightsCloseRequest
+                | Rpc::AdminRotateKeys
+                | Rpc::AdminBackup
+                | Rpc::AdminRetentionSweep
         )
     }
 
@@ -233,6 +295,20 @@ impl Rpc {
             | Rpc::AuditPublicKey
             | Rpc::AuditInclusionProof
             | Rpc::AuditConsistencyProof => &[Auditor, Dpo],
+            // Segments, bulk imports and the change feed are campaign work.
+            Rpc::SupportersSearch | Rpc::SupportersImport | Rpc::SupportersWatch => &[CampaignTool],
+            Rpc::RightsExport
+            | Rpc::RightsErase
+            | Rpc::RightsRestrict
+            | Rpc::RightsUnrestrict
+            | Rpc::RightsObject
+            | Rpc::RightsOpenRequest
+            | Rpc::RightsListRequests
+            | Rpc::RightsCloseRequest => &[Dpo],
+            Rpc::AdminRotateKeys | Rpc::AdminBackup => &[Admin],
+            // The sweep erases by rule and reports ids only: the operator may schedule it,
+            // the DPO answers for it.
+            Rpc::AdminRetentionSweep => &[Admin, Dpo],
         }
     }
 }

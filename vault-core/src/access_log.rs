@@ -45,6 +45,10 @@ pub struct AccessEntry {
     pub fields: Vec<&'static str>,
     /// Outcome.
     pub outcome: Outcome,
+    /// The rights request a DPO action answers (erasure, restriction, rectification...).
+    pub request_ref: Option<String>,
+    /// What an allowed write changed, for the change feed (not part of the log entry).
+    pub changes: Vec<crate::changes::Change>,
 }
 
 /// Collects what one call did, and records exactly one entry when the call ends.
@@ -69,6 +73,8 @@ impl AccessRecord {
                 subjects: Vec::new(),
                 fields: Vec::new(),
                 outcome: Outcome::Allowed,
+                request_ref: None,
+                changes: Vec::new(),
             },
             denied: None,
             committed: false,
@@ -92,6 +98,17 @@ impl AccessRecord {
         if !self.entry.subjects.iter().any(|s| s == id) {
             self.entry.subjects.push(id.to_owned());
         }
+    }
+
+    /// Notes the rights request the call answers.
+    pub fn request_ref(&mut self, request_ref: &str) {
+        let r = request_ref.trim();
+        self.entry.request_ref = (!r.is_empty()).then(|| r.to_owned());
+    }
+
+    /// Sets what the write about to commit changes (replacing an earlier attempt's).
+    pub fn changes(&mut self, changes: Vec<crate::changes::Change>) {
+        self.entry.changes = changes;
     }
 
     /// Notes the fields read or written.
@@ -128,6 +145,7 @@ impl AccessRecord {
         if result.is_err() {
             self.entry.fields.clear();
         }
+        self.entry.changes.clear();
         log.append(Batch::new(), &self.entry).await?;
         result
     }

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod access_log;
 pub mod audit;
+pub mod changes;
 pub mod client;
 pub mod consent;
 pub mod credentials;

@@ -72,6 +72,7 @@ pub fn supporter_to_pb(s: Supporter) -> pb::Supporter {
         source: s.source,
         created_at: timestamp(s.created_at_us),
         updated_at: timestamp(s.updated_at_us),
+        consents: Vec::new(),
     }
 }
 

@@ -43,6 +43,9 @@ pub struct AuditEntry {
     pub outcome: String,
     /// Why a call was denied (`no-consent`, `role`, ...).
     pub reason: Option<String>,
+    /// The rights request a DPO action answers (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ref: Option<String>,
 }
 
 impl AuditEntry {
@@ -92,6 +95,7 @@ mod tests {
             fields: vec!["email".into()],
             outcome: "allowed".into(),
             reason: None,
+            request_ref: None,
         };
         let bytes = e.encode().unwrap();
         assert!(!bytes.contains(&b'\n'));

@@ -575,6 +575,7 @@ mod tests {
                 fields: vec!["email".into()],
                 outcome: if seq % 5 == 0 { "denied" } else { "allowed" }.into(),
                 reason: (seq % 5 == 0).then(|| "no-consent".into()),
+                request_ref: None,
             };
             let bytes = e.encode().unwrap();
             prev = entry_hash(&bytes);

@@ -315,6 +315,7 @@ impl Core {
             fields: entry.fields.iter().map(|f| (*f).to_owned()).collect(),
             outcome: outcome.to_owned(),
             reason,
+            request_ref: entry.request_ref.clone(),
         }
         .encode()?;
         let leaf = entry_hash(&bytes);
@@ -322,6 +323,18 @@ impl Core {
             .check(Table::AuditEntries, &seq_key(seq), None)
             .put(Table::AuditEntries, &seq_key(seq), bytes)
             .put(Table::AuditLeaves, &seq_key(seq), leaf.to_vec());
+        for (index, change) in entry.changes.iter().enumerate() {
+            let cursor = crate::changes::Cursor {
+                seq,
+                index: u16::try_from(index)
+                    .map_err(|_| corrupt("too many changes in one write"))?,
+            };
+            batch.put(
+                Table::Changes,
+                &cursor.key(),
+                crate::changes::encode(change, entry.at_us)?,
+            );
+        }
         let mut next = head.clone();
         next.frontier
             .push(leaf)
@@ -882,6 +895,8 @@ mod tests {
             subjects: vec![format!("s{i}")],
             fields: vec!["email"],
             outcome: Outcome::Allowed,
+            request_ref: None,
+            changes: Vec::new(),
         }
     }
 

@@ -87,6 +87,16 @@ impl Keyring {
         Ok(Self { epochs, active })
     }
 
+    /// Whether `epoch` is loaded.
+    pub fn has_epoch(&self, epoch: u32) -> bool {
+        self.epochs.contains_key(&epoch)
+    }
+
+    /// The loaded epochs, oldest first.
+    pub fn epochs(&self) -> Vec<u32> {
+        self.epochs.keys().copied().collect()
+    }
+
     /// The epoch new subject keys are wrapped under.
     pub fn active_epoch(&self) -> u32 {
         self.active

@@ -51,11 +51,26 @@ pub enum Table {
     AuditLeaves,
     /// Signed checkpoints: tree size (u64 big-endian) -> checkpoint and frontier.
     AuditCheckpoints,
+    /// Segment posting lists: blind-index HMAC of a term (tag, postcode, consent, restricted,
+    /// objected) ‖ subject id -> empty. A prefix scan lists a term's subjects in id order.
+    Postings,
+    /// The change feed: access-log sequence (u64 big-endian) ‖ index (u16 big-endian) ->
+    /// change event (ids and kinds only). Written in the batch of the write it reports.
+    Changes,
+    /// Restriction, objection and last contact of a subject, sealed under its data key.
+    SubjectState,
+    /// Suppressed contact points: blind-index HMAC of an email or phone -> JSON (when, why;
+    /// no personal data). Upsert and Import of them are refused.
+    Suppressions,
+    /// The erasure journal: subject id -> erasure receipt (JSON, no personal data).
+    Erasures,
+    /// Rights request tickets: ticket id -> JSON (kind, dates, subject id; no personal data).
+    RightsRequests,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 19] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
@@ -69,6 +84,12 @@ impl Table {
         Table::AuditEntries,
         Table::AuditLeaves,
         Table::AuditCheckpoints,
+        Table::Postings,
+        Table::Changes,
+        Table::SubjectState,
+        Table::Suppressions,
+        Table::Erasures,
+        Table::RightsRequests,
     ];
 
     /// The stable name of the table.
@@ -87,6 +108,12 @@ impl Table {
             Table::AuditEntries => "audit_entries",
             Table::AuditLeaves => "audit_leaves",
             Table::AuditCheckpoints => "audit_checkpoints",
+            Table::Postings => "postings",
+            Table::Changes => "changes",
+            Table::SubjectState => "subject_state",
+            Table::Suppressions => "suppressions",
+            Table::Erasures => "erasures",
+            Table::RightsRequests => "rights_requests",
         }
     }
 

@@ -127,7 +127,9 @@ impl Loaded {
 /// The vault.
 pub struct Vault {
     store: Arc<dyn Store>,
-    keyring: Keyring,
+    /// Swapped whole when key epochs change (rotation here or on another replica).
+    keyring: std::sync::RwLock<Arc<Keyring>>,
+    root: RootKey,
     blind: BlindIndexKey,
     audit: AuditLog,
 }
@@ -135,7 +137,7 @@ pub struct Vault {
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
-            .field("keyring", &self.keyring)
+            .field("keyring", &self.keyring())
             .finish_non_exhaustive()
     }
 }
@@ -285,7 +287,8 @@ impl Vault {
         let audit = AuditLog::open(Arc::clone(&store), root, audit).await?;
         Ok(Self {
             store,
-            keyring,
+            keyring: std::sync::RwLock::new(Arc::new(keyring)),
+            root: RootKey::from_key(Key256::from_bytes(root.key().expose())),
             blind: BlindIndexKey::derive(root),
             audit,
         })
@@ -295,6 +298,42 @@ impl Vault {
     pub async fn sync(&self) -> Result<()> {
         self.audit.checkpoint().await?;
         Ok(self.store.sync().await?)
+    }
+
+    /// The key epochs in force.
+    fn keyring(&self) -> Arc<Keyring> {
+        // A poisoned lock only means a panic elsewhere while swapping in a complete value.
+        match self.keyring.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Re-reads the key epochs from the store (after a rotation, here or on a replica).
+    async fn reload_keyring(&self) -> Result<Arc<Keyring>> {
+        let fresh = Arc::new(Keyring::unwrap(
+            &self.root,
+            &read_epochs(self.store.as_ref()).await?,
+        )?);
+        match self.keyring.write() {
+            Ok(mut k) => *k = Arc::clone(&fresh),
+            Err(p) => *p.into_inner() = Arc::clone(&fresh),
+        }
+        Ok(fresh)
+    }
+
+    /// Unwraps a subject key; a key wrapped under an epoch this process has not loaded yet
+    /// (another replica rotated) reloads the keyring once.
+    async fn unwrap_subject_key(&self, id: &str, wrapped: &[u8]) -> Result<Key256> {
+        let ring = self.keyring();
+        let known = wrapped
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .is_some_and(|e| ring.has_epoch(u32::from_be_bytes(e)));
+        if known {
+            return ring.unwrap_subject_key(id, wrapped);
+        }
+        self.reload_keyring().await?.unwrap_subject_key(id, wrapped)
     }
 
     // ---- decisions ------------------------------------------------------------------
@@ -324,6 +363,8 @@ impl Vault {
             subjects: Vec::new(),
             fields: Vec::new(),
             outcome: crate::access_log::Outcome::Denied("unauthenticated"),
+            request_ref: None,
+            changes: Vec::new(),
         };
         self.audit.append(Batch::new(), &entry).await.map(|_| ())
     }
@@ -377,7 +418,7 @@ impl Vault {
             .get(Table::Records, id.as_bytes())
             .await?
             .ok_or_else(|| Error::Integrity(IntegrityObject::Record(id.to_owned())))?;
-        let dek = self.keyring.unwrap_subject_key(id, &wrapped)?;
+        let dek = self.unwrap_subject_key(id, &wrapped).await?;
         let supporter = record::open(&dek, id, &sealed)?;
         let rows = self
             .store

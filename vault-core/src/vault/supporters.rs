@@ -246,7 +246,7 @@ impl Vault {
             .put(
                 Table::SubjectKeys,
                 id.as_bytes(),
-                self.keyring.wrap_subject_key(&id, &dek)?,
+                self.keyring().wrap_subject_key(&id, &dek)?,
             )
             .put(Table::Records, id.as_bytes(), record::seal(&dek, &s)?);
         for (table, hash) in [(Table::EmailIndex, email_h), (Table::PhoneIndex, phone_h)] {

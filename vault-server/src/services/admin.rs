@@ -138,4 +138,25 @@ impl Admin for AdminService {
             })
         })
     }
+
+    async fn rotate_keys(
+        &self,
+        _request: Request<pb::RotateKeysRequest>,
+    ) -> Result<Response<pb::RotateKeysResponse>, Status> {
+        Err(Status::unimplemented("Admin.RotateKeys: not yet"))
+    }
+
+    async fn backup(
+        &self,
+        _request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupManifest>, Status> {
+        Err(Status::unimplemented("Admin.Backup: not yet"))
+    }
+
+    async fn retention_sweep(
+        &self,
+        _request: Request<pb::RetentionSweepRequest>,
+    ) -> Result<Response<pb::RetentionSweepResponse>, Status> {
+        Err(Status::unimplemented("Admin.RetentionSweep: not yet"))
+    }
 }

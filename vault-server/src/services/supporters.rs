@@ -130,4 +130,29 @@ impl Supporters for SupportersService {
         let result = self.vault.untag(&caller, &req.id, &req.tags).await;
         finish(&caller, "Supporters.Untag", result).map(|s| Response::new(supporter_to_pb(s)))
     }
+
+    type SearchStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::Supporter, Status>>>;
+
+    async fn search(
+        &self,
+        _request: Request<pb::SearchRequest>,
+    ) -> Result<Response<Self::SearchStream>, Status> {
+        Err(Status::unimplemented("Supporters.Search: not yet"))
+    }
+
+    async fn import(
+        &self,
+        _request: Request<tonic::Streaming<pb::Supporter>>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        Err(Status::unimplemented("Supporters.Import: not yet"))
+    }
+
+    type WatchStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::ChangeEvent, Status>>>;
+
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("Supporters.Watch: not yet"))
+    }
 }
