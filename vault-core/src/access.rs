@@ -344,6 +344,8 @@ pub struct Subject<'a> {
     pub id: &'a str,
     /// The subject's consent state.
     pub consent: &'a ConsentState,
+    /// Processing of the subject's data is restricted (art. 18): only the DPO may act.
+    pub restricted: bool,
 }
 
 /// What an allowed call may do.
@@ -455,6 +457,20 @@ pub fn decide(
             )),
         ));
     }
+    // Restriction keeps the data but stops every use of it except the DPO's; withdrawing
+    // consent stays possible (it only reduces processing).
+    if let Some(subject) =
+        subject.filter(|s| s.restricted && caller.role != Role::Dpo && rpc != Rpc::ConsentWithdraw)
+    {
+        return Err(deny(
+            "restricted",
+            Error::FailedPrecondition(format!(
+                "processing of supporter {}'s data is restricted (GDPR art. 18) while a rights \
+                 request is examined; only the DPO may act on it",
+                subject.id
+            )),
+        ));
+    }
     let lacks_consent = |s: &Subject<'_>| {
         rpc.needs_basis() && purpose.needs_consent() && !s.consent.is_active(&purpose.id, channel)
     };
@@ -518,6 +534,7 @@ mod tests {
             Some(Subject {
                 id: "s",
                 consent: c,
+                restricted: false,
             })
         };
         let tool = caller(

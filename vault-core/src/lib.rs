@@ -16,9 +16,11 @@ pub mod consent;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
+pub mod postings;
 pub mod purpose;
 pub mod report;
 pub mod storage;
+pub mod subject_state;
 pub mod supporter;
 mod vault;
 
@@ -28,4 +30,7 @@ pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSourc
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
-pub use vault::{AuditQuery, OpenReport, StorageChoice, Vault, VaultOptions};
+pub use vault::{
+    AuditQuery, ErasureReceipt, ExportKey, OpenReport, RightsState, SearchPage, SearchQuery,
+    StorageChoice, SweepReport, Vault, VaultOptions,
+};

@@ -20,6 +20,8 @@ pub enum IndexKind {
     Tag,
     /// A normalized postcode.
     Postcode,
+    /// Another segment term (consent, restriction, objection), by its canonical text.
+    Term,
 }
 
 impl IndexKind {
@@ -29,6 +31,7 @@ impl IndexKind {
             Self::Phone => b"phone",
             Self::Tag => b"tag",
             Self::Postcode => b"postcode",
+            Self::Term => b"term",
         }
     }
 }

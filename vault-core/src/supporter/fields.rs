@@ -97,7 +97,7 @@ impl Field {
 }
 
 /// A set of fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FieldSet(u32);
 
 const KNOWN_PATHS: &str = "given_name, family_name, email, phone, address, address.line1, \

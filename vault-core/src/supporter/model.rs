@@ -90,6 +90,8 @@ pub struct UpsertOutcome {
     pub id: String,
     /// Whether a new supporter was created.
     pub created: bool,
+    /// Whether anything was written (false when an existing supporter already held it all).
+    pub changed: bool,
 }
 
 impl Supporter {

@@ -3,7 +3,7 @@
 //! Withdrawal is exactly as easy as granting (same call shape, same roles plus the DPO) and
 //! takes effect on the next call: every decision folds the ledger afresh.
 
-use crate::access::{Caller, Denied, Role, Rpc, Subject};
+use crate::access::{Caller, Denied, Role, Rpc};
 use crate::consent::ConsentStatus;
 use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
 use crate::error::{Error, InvalidInput, Result};
@@ -92,10 +92,7 @@ impl Vault {
                     caller,
                     rpc,
                     &registry,
-                    Some(Subject {
-                        id: &id,
-                        consent: &state,
-                    }),
+                    Some(loaded.subject(&state)),
                     None,
                 )?;
                 let event = ConsentEvent {
@@ -109,9 +106,30 @@ impl Vault {
                     notice_version: change.notice_version.trim().to_owned(),
                     client_id: caller.client_id.clone(),
                 };
-                let mut b = Batch::new();
-                self.append_consent(&mut b, &loaded.dek, std::slice::from_ref(&event))?;
-                let attempt = log.commit_write(&self.audit, b).await.map(|()| event);
+                if kind == ConsentKind::Grant && loaded.state.objected.contains(&channel) {
+                    return Err(log.denied(Denied {
+                        code: "objected",
+                        error: Error::FailedPrecondition(format!(
+                            "supporter {id} objected to contact by {channel} (GDPR art. 21); \
+                             consent on that channel cannot be recorded"
+                        )),
+                    }));
+                }
+                let mut state = loaded.state.clone();
+                if kind == ConsentKind::Grant {
+                    state.last_contact_us = event.at_us;
+                }
+                let attempt = self
+                    .save_subject(
+                        &mut log,
+                        &loaded,
+                        loaded.supporter.clone(),
+                        std::slice::from_ref(&event),
+                        &state,
+                        Batch::new(),
+                    )
+                    .await
+                    .map(|_| event);
                 if !is_conflict(&attempt) {
                     return attempt;
                 }
@@ -164,10 +182,7 @@ impl Vault {
                 caller,
                 rpc,
                 &registry,
-                Some(Subject {
-                    id: &id,
-                    consent: &state,
-                }),
+                Some(loaded.subject(&state)),
                 None,
             )?;
             Ok(loaded

@@ -11,12 +11,19 @@
 mod admin;
 mod audit;
 mod consent;
+mod feed;
+mod retention;
+mod rights;
+mod search;
 mod supporters;
 
 pub use audit::AuditQuery;
+pub use retention::SweepReport;
+pub use rights::{ErasureReceipt, ExportKey, RightsState};
+pub use search::{SearchPage, SearchQuery};
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,12 +38,14 @@ use crate::crypto::keyring::{self, Keyring};
 use crate::crypto::root_key::{Origin, RootKey};
 use crate::crypto::{BlindIndexKey, IndexKind, Key256};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::postings;
 use crate::purpose::{Channel, Purpose, Registry};
 use crate::storage::copy::MIGRATION_MARKER;
 use crate::storage::sled_store::SledOptions;
 use crate::storage::{
     Batch, DatabaseUrl, PostgresOptions, PostgresStore, SledStore, Store, StoreError, Table,
 };
+use crate::subject_state::{self, SubjectState};
 use crate::supporter::{Supporter, record};
 
 /// How often an operation re-reads and retries after a concurrent writer changed its rows.
@@ -114,13 +123,30 @@ pub struct OpenReport {
 struct Loaded {
     supporter: Supporter,
     dek: Key256,
+    wrapped: Vec<u8>,
     sealed: Vec<u8>,
     consent: Vec<ConsentEvent>,
+    state: SubjectState,
+    state_sealed: Option<Vec<u8>>,
 }
 
 impl Loaded {
     fn consent_state(&self) -> ConsentState {
         ConsentState::from_events(&self.consent)
+    }
+
+    /// The subject as the access decision sees it.
+    fn subject<'a>(&'a self, consent: &'a ConsentState) -> Subject<'a> {
+        Subject {
+            id: &self.supporter.id,
+            consent,
+            restricted: self.state.restricted,
+        }
+    }
+
+    /// The posting-list terms the subject holds for now.
+    fn terms(&self, key: &BlindIndexKey) -> BTreeSet<postings::TermHash> {
+        postings::terms(key, &self.supporter, &self.consent_state(), &self.state)
     }
 }
 
@@ -160,6 +186,32 @@ fn parse_id(field: &str, id: &str) -> Result<String> {
             )
             .into()
         })
+}
+
+/// Refuses a use of `field` the purpose may not see (`verb`: what the call does with it).
+fn check_readable(
+    log: &mut AccessRecord,
+    purpose: &Purpose,
+    field: crate::supporter::Field,
+    verb: &str,
+) -> Result<()> {
+    if purpose.fields.contains(field) {
+        return Ok(());
+    }
+    Err(log.denied(access::Denied {
+        code: "field-not-allowed",
+        error: Error::PermissionDenied(format!(
+            "purpose {} may not {verb} {}: it may see only {}",
+            purpose.id,
+            field.path(),
+            purpose
+                .fields
+                .iter()
+                .map(|f| f.path())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }))
 }
 
 fn not_found(id: &str) -> Error {
@@ -420,6 +472,11 @@ impl Vault {
             .ok_or_else(|| Error::Integrity(IntegrityObject::Record(id.to_owned())))?;
         let dek = self.unwrap_subject_key(id, &wrapped).await?;
         let supporter = record::open(&dek, id, &sealed)?;
+        let state_sealed = self.store.get(Table::SubjectState, id.as_bytes()).await?;
+        let state = match &state_sealed {
+            Some(bytes) => subject_state::open(&dek, id, bytes)?,
+            None => SubjectState::default(),
+        };
         let rows = self
             .store
             .scan_prefix(Table::Consent, &consent_ledger::subject_prefix(id))
@@ -432,8 +489,11 @@ impl Vault {
         Ok(Some(Loaded {
             supporter,
             dek,
+            wrapped,
             sealed,
             consent,
+            state,
+            state_sealed,
         }))
     }
 

@@ -1,14 +1,19 @@
 //! Supporter operations: Upsert (with consent in the same transaction), Get, Lookup,
 //! Update, Tag and Untag, each decided by purpose and consent and logged.
 
+use std::collections::BTreeSet;
+
 use crate::access::{Caller, Rpc, Subject};
 use crate::access_log::AccessRecord;
+use crate::changes::{Change, ChangeKind};
 use crate::consent::ConsentState;
 use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
 use crate::crypto::{IndexKind, Key256};
 use crate::error::{Error, InvalidInput, Result};
+use crate::postings;
 use crate::purpose::{Purpose, Registry};
 use crate::storage::{Batch, Table};
+use crate::subject_state::{self, SubjectState};
 use crate::supporter::normalize;
 use crate::supporter::record;
 use crate::supporter::{Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
@@ -115,19 +120,23 @@ impl Vault {
         consents: &[ConsentChange],
     ) -> Result<UpsertOutcome> {
         let mut log = self.record(caller, Rpc::SupportersUpsert);
-        let result = self.upsert_inner(&mut log, caller, input, consents).await;
+        let result = self
+            .upsert_inner(&mut log, caller, Rpc::SupportersUpsert, input, consents)
+            .await;
         log.finish(&self.audit, result).await
     }
 
-    async fn upsert_inner(
+    /// Upsert as one row of `rpc` (Upsert, or a row of Import).
+    pub(super) async fn upsert_inner(
         &self,
         log: &mut AccessRecord,
         caller: &Caller,
+        rpc: Rpc,
         input: &Supporter,
         consents: &[ConsentChange],
     ) -> Result<UpsertOutcome> {
         let registry = self.registry().await?;
-        let decision = self.decide(log, caller, Rpc::SupportersUpsert, &registry, None, None)?;
+        let decision = self.decide(log, caller, rpc, &registry, None, None)?;
         let purpose = decision
             .purpose
             .ok_or_else(|| Error::Codec("no purpose".into()))?;
@@ -144,6 +153,8 @@ impl Vault {
         let phone_h = self.index_of(IndexKind::Phone, &incoming.phone);
         for attempt in 0..MAX_ATTEMPTS {
             retry_pause(attempt).await;
+            self.refuse_suppressed(log, email_h.as_ref(), phone_h.as_ref())
+                .await?;
             let by_email = self
                 .index_owner(Table::EmailIndex, email_h.as_ref())
                 .await?;
@@ -163,8 +174,10 @@ impl Vault {
             };
             let attempt = match target {
                 None => {
-                    self.create(log, caller, &registry, &incoming, &grants, email_h, phone_h)
-                        .await
+                    self.create(
+                        log, caller, rpc, &registry, &incoming, &grants, email_h, phone_h,
+                    )
+                    .await
                 }
                 Some(id) => {
                     log.subject(&id);
@@ -181,25 +194,41 @@ impl Vault {
                              upsert without the phone, or change supporter {id} with Update"
                         )));
                     }
-                    let events = new_events(caller, &id, loaded.consent.len() as u64, &grants);
-                    let mut state = loaded.consent_state();
+                    let before = loaded.consent_state();
+                    // A re-imported file re-states consents already on record: that is no
+                    // new event. An Upsert (a form submitted again) records it anew.
+                    let fresh: Vec<_> = grants
+                        .iter()
+                        .filter(|(p, c, _)| {
+                            rpc != Rpc::SupportersImport || !before.is_active(p, Some(*c))
+                        })
+                        .cloned()
+                        .collect();
+                    let events = new_events(caller, &id, loaded.consent.len() as u64, &fresh);
+                    let mut state = before;
                     events.iter().for_each(|e| state.apply(e));
                     self.decide(
                         log,
                         caller,
-                        Rpc::SupportersUpsert,
+                        rpc,
                         &registry,
-                        Some(Subject {
-                            id: &id,
-                            consent: &state,
-                        }),
+                        Some(loaded.subject(&state)),
                         None,
                     )?;
                     let mut merged = loaded.supporter.clone();
                     merged.merge_upsert(&incoming);
-                    self.save(log, &loaded, merged, &events)
+                    let mut subject_state = loaded.state.clone();
+                    if merged != loaded.supporter || !events.is_empty() {
+                        subject_state.last_contact_us = now_us();
+                        subject_state.collected_for.insert(purpose.id.clone());
+                    }
+                    self.save_subject(log, &loaded, merged, &events, &subject_state, Batch::new())
                         .await
-                        .map(|_| UpsertOutcome { id, created: false })
+                        .map(|(_, changed)| UpsertOutcome {
+                            id,
+                            created: false,
+                            changed,
+                        })
                 }
             };
             if !is_conflict(&attempt) {
@@ -214,6 +243,7 @@ impl Vault {
         &self,
         log: &mut AccessRecord,
         caller: &Caller,
+        rpc: Rpc,
         registry: &Registry,
         incoming: &Supporter,
         grants: &[(String, crate::purpose::Channel, ConsentChange)],
@@ -226,11 +256,12 @@ impl Vault {
         self.decide(
             log,
             caller,
-            Rpc::SupportersUpsert,
+            rpc,
             registry,
             Some(Subject {
                 id: &id,
                 consent: &state,
+                restricted: false,
             }),
             None,
         )?;
@@ -251,13 +282,35 @@ impl Vault {
             .put(Table::Records, id.as_bytes(), record::seal(&dek, &s)?);
         for (table, hash) in [(Table::EmailIndex, email_h), (Table::PhoneIndex, phone_h)] {
             if let Some(h) = hash {
+                // Pinning the suppression's absence too: an erasure with suppression that
+                // lands between our read and this commit makes the batch fail.
                 b.check(table, &h, None)
+                    .check(Table::Suppressions, &h, None)
                     .put(table, &h, id.as_bytes().to_vec());
             }
         }
         self.append_consent(&mut b, &dek, &events)?;
+        let subject_state = SubjectState {
+            last_contact_us: now,
+            collected_for: caller.purpose.iter().cloned().collect(),
+            ..SubjectState::default()
+        };
+        b.check(Table::SubjectState, id.as_bytes(), None).put(
+            Table::SubjectState,
+            id.as_bytes(),
+            subject_state::seal(&dek, &id, &subject_state)?,
+        );
+        let terms = postings::terms(&self.blind, &s, &state, &subject_state);
+        postings::diff(&mut b, &id, &BTreeSet::new(), &terms);
+        let mut changes = vec![Change::new(&id, ChangeKind::Created)];
+        changes.extend(events.iter().map(consent_change));
+        log.changes(changes);
         log.commit_write(&self.audit, b).await?;
-        Ok(UpsertOutcome { id, created: true })
+        Ok(UpsertOutcome {
+            id,
+            created: true,
+            changed: true,
+        })
     }
 
     /// Reads a supporter. The reply holds the purpose's fields, narrowed by `fields` when
@@ -349,10 +402,7 @@ impl Vault {
             caller,
             rpc,
             registry,
-            Some(Subject {
-                id: &loaded.supporter.id,
-                consent: &state,
-            }),
+            Some(loaded.subject(&state)),
             None,
         )?;
         let visible = if mask.is_empty() {
@@ -421,10 +471,7 @@ impl Vault {
                 caller,
                 Rpc::SupportersUpdate,
                 &registry,
-                Some(Subject {
-                    id: &id,
-                    consent: &state,
-                }),
+                Some(loaded.subject(&state)),
                 None,
             )?;
             let mut next = loaded.supporter.clone();
@@ -434,7 +481,7 @@ impl Vault {
                 .await?;
             self.ensure_unclaimed(&id, IndexKind::Phone, &next.phone)
                 .await?;
-            let attempt = self.save(log, &loaded, next, &[]).await;
+            let attempt = self.save(log, &loaded, next).await;
             if !is_conflict(&attempt) {
                 return attempt.map(|s| s.project(purpose.fields));
             }
@@ -494,10 +541,7 @@ impl Vault {
                 caller,
                 rpc,
                 &registry,
-                Some(Subject {
-                    id: &id,
-                    consent: &state,
-                }),
+                Some(loaded.subject(&state)),
                 None,
             )?;
             let mut next = loaded.supporter.clone();
@@ -516,7 +560,7 @@ impl Vault {
             } else {
                 next.tags.retain(|t| !tags.contains(t));
             }
-            let attempt = self.save(log, &loaded, next, &[]).await;
+            let attempt = self.save(log, &loaded, next).await;
             if !is_conflict(&attempt) {
                 return attempt.map(|s| s.project(purpose.fields));
             }
@@ -543,25 +587,55 @@ impl Vault {
         Ok(())
     }
 
-    /// Writes `next` (and new consent `events`) over `loaded` if nothing changed it
-    /// meanwhile; moves index entries. Writes nothing when nothing changes.
+    /// Writes `next` over `loaded` (same consent and state).
     async fn save(
+        &self,
+        log: &mut AccessRecord,
+        loaded: &Loaded,
+        next: Supporter,
+    ) -> Result<Supporter> {
+        self.save_subject(log, loaded, next, &[], &loaded.state, Batch::new())
+            .await
+            .map(|(s, _)| s)
+    }
+
+    /// Writes the subject's next record, new consent `events` and next `state` over
+    /// `loaded`, in `b` (which may already hold writes of the caller's), if nothing changed
+    /// the subject meanwhile. Moves index entries and posting lists and reports the changes
+    /// to the feed. Writes nothing when nothing changes; says whether it wrote.
+    pub(super) async fn save_subject(
         &self,
         log: &mut AccessRecord,
         loaded: &Loaded,
         mut next: Supporter,
         events: &[ConsentEvent],
-    ) -> Result<Supporter> {
+        state: &SubjectState,
+        mut b: Batch,
+    ) -> Result<(Supporter, bool)> {
         let old = &loaded.supporter;
-        if next == *old && events.is_empty() {
-            return Ok(next);
+        let record_changed = next != *old;
+        let state_changed = *state != loaded.state;
+        if !record_changed && !state_changed && events.is_empty() && b.ops.is_empty() {
+            return Ok((next, false));
         }
         let id = old.id.as_bytes();
-        let mut b = Batch::new();
-        b.check(Table::Records, id, Some(&loaded.sealed));
-        if next != *old {
+        // Pin everything the new postings are derived from: the record, the state row and
+        // (through the event slots `append_consent` claims) the ledger.
+        b.check(Table::Records, id, Some(&loaded.sealed)).check(
+            Table::SubjectState,
+            id,
+            loaded.state_sealed.as_deref(),
+        );
+        if record_changed {
             next.updated_at_us = now_us().max(old.updated_at_us);
             b.put(Table::Records, id, record::seal(&loaded.dek, &next)?);
+        }
+        if state_changed {
+            b.put(
+                Table::SubjectState,
+                id,
+                subject_state::seal(&loaded.dek, &old.id, state)?,
+            );
         }
         for (kind, before, after) in [
             (IndexKind::Email, &old.email, &next.email),
@@ -579,7 +653,91 @@ impl Vault {
             }
         }
         self.append_consent(&mut b, &loaded.dek, events)?;
+        let mut consent = loaded.consent_state();
+        events.iter().for_each(|e| consent.apply(e));
+        let before = loaded.terms(&self.blind);
+        let after = postings::terms(&self.blind, &next, &consent, state);
+        postings::diff(&mut b, &old.id, &before, &after);
+        log.changes(describe_changes(old, &next, events, &loaded.state, state));
         log.commit_write(&self.audit, b).await?;
-        Ok(next)
+        Ok((next, true))
     }
+
+    /// Refuses an email or phone a person asked never to be contacted on again.
+    async fn refuse_suppressed(
+        &self,
+        log: &mut AccessRecord,
+        email_h: Option<&[u8; 32]>,
+        phone_h: Option<&[u8; 32]>,
+    ) -> Result<()> {
+        for (what, h) in [("email", email_h), ("phone", phone_h)] {
+            let Some(h) = h else { continue };
+            if self.store.get(Table::Suppressions, h).await?.is_some() {
+                return Err(log.denied(crate::access::Denied {
+                    code: "suppressed",
+                    error: Error::FailedPrecondition(format!(
+                        "the person with this {what} objected to any further contact (their \
+                         data was erased or suppressed at their request); it may not be added \
+                         again"
+                    )),
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The feed's view of a consent event.
+pub(super) fn consent_change(e: &ConsentEvent) -> Change {
+    Change {
+        subject_id: e.subject_id.clone(),
+        kind: match e.kind {
+            ConsentKind::Grant => ChangeKind::ConsentGranted,
+            ConsentKind::Withdraw => ChangeKind::ConsentWithdrawn,
+        },
+        purpose: Some(e.purpose.clone()),
+        channel: Some(e.channel),
+    }
+}
+
+/// What a write of a subject changed, for the feed.
+fn describe_changes(
+    old: &Supporter,
+    next: &Supporter,
+    events: &[ConsentEvent],
+    old_state: &SubjectState,
+    state: &SubjectState,
+) -> Vec<Change> {
+    let id = &old.id;
+    let mut out = Vec::new();
+    let mut same_tags = next.clone();
+    same_tags.tags.clone_from(&old.tags);
+    same_tags.updated_at_us = old.updated_at_us;
+    if same_tags != *old {
+        out.push(Change::new(id, ChangeKind::Updated));
+    }
+    if !next.tags.is_subset(&old.tags) {
+        out.push(Change::new(id, ChangeKind::Tagged));
+    }
+    if !old.tags.is_subset(&next.tags) {
+        out.push(Change::new(id, ChangeKind::Untagged));
+    }
+    out.extend(events.iter().map(consent_change));
+    if state.restricted != old_state.restricted {
+        out.push(Change::new(
+            id,
+            if state.restricted {
+                ChangeKind::Restricted
+            } else {
+                ChangeKind::Unrestricted
+            },
+        ));
+    }
+    for c in state.objected.difference(&old_state.objected) {
+        out.push(Change {
+            channel: Some(*c),
+            ..Change::new(id, ChangeKind::Objected)
+        });
+    }
+    out
 }
