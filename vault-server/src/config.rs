@@ -95,6 +95,9 @@ pub struct FileConfig {
     /// A signed checkpoint when entries were added and the last one is this many seconds
     /// old (default 10).
     pub audit_checkpoint_seconds: Option<u64>,
+    /// Hours between retention sweeps (default 24; 0 turns the scheduled sweep off). The
+    /// sweep erases supporters no purpose may keep any longer.
+    pub retention_sweep_hours: Option<u64>,
 }
 
 /// The `[tls]` section: PEM files for the server's certificate chain and key, and
@@ -139,6 +142,8 @@ pub struct Config {
     pub audit: vault_core::audit::AuditOptions,
     /// See [`FileConfig::controller`].
     pub controller: Option<vault_core::report::Controller>,
+    /// See [`FileConfig::retention_sweep_hours`]; `None` when off.
+    pub retention_sweep_every: Option<std::time::Duration>,
 }
 
 /// Where the PostgreSQL store is. `Debug` never shows the URL's password.
@@ -243,6 +248,10 @@ impl Config {
                 file.shutdown_grace_seconds.unwrap_or(10),
             ),
             purposes: file.purposes,
+            retention_sweep_every: match file.retention_sweep_hours.unwrap_or(24) {
+                0 => None,
+                h => Some(std::time::Duration::from_secs(h.saturating_mul(3600))),
+            },
             audit,
             controller: file.controller,
         })

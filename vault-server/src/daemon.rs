@@ -15,6 +15,7 @@ use vault_core::Vault;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::audit_server::AuditServer;
 use vault_proto::v1::consent_server::ConsentServer;
+use vault_proto::v1::rights_server::RightsServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
 use crate::auth::{AuthLayer, Authenticator};
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::services::admin::AdminService;
 use crate::services::audit::AuditService;
 use crate::services::consent::ConsentService;
+use crate::services::rights::RightsService;
 use crate::services::supporters::SupportersService;
 
 /// Why the daemon stopped abnormally.
@@ -112,7 +114,10 @@ pub async fn run(
         };
         tracing::info!("TLS enabled{mutual}");
     }
-    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&vault)));
+    let housekeeping = tokio::spawn(housekeeping(
+        Arc::clone(&vault),
+        config.retention_sweep_every,
+    ));
     tracing::info!("listening on {addr}");
     let serve = builder
         .layer(AuthLayer::new(auth))
@@ -122,6 +127,7 @@ pub async fn run(
             &vault,
         ))))
         .add_service(ConsentServer::new(ConsentService::new(Arc::clone(&vault))))
+        .add_service(RightsServer::new(RightsService::new(Arc::clone(&vault))))
         .add_service(AdminServer::new(AdminService::new(
             Arc::clone(&vault),
             config.controller.clone().unwrap_or_default(),
@@ -147,13 +153,28 @@ pub async fn run(
 }
 
 /// Background duties: a signed checkpoint of the access log when entries were added and
-/// the last one is older than the configured interval; retention pruning every six hours.
-async fn housekeeping(vault: Arc<Vault>) {
+/// the last one is older than the configured interval; retention pruning every six hours;
+/// the retention sweep of supporters on its schedule (first run one interval after start).
+async fn housekeeping(vault: Arc<Vault>, sweep_every: Option<std::time::Duration>) {
     const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut last_prune: Option<tokio::time::Instant> = None;
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        if sweep_every.is_some_and(|every| last_sweep.elapsed() >= every) {
+            last_sweep = tokio::time::Instant::now();
+            match vault.retention_sweep_scheduled().await {
+                Ok(r) => tracing::info!(
+                    examined = r.examined,
+                    erased = r.subjects.len(),
+                    "retention sweep done"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention sweep failed; next at its schedule")
+                }
+            }
+        }
         if let Err(e) = vault.access_log().checkpoint_if_due().await {
             tracing::warn!(error = %e, "access-log checkpoint failed; retrying in a second");
         }

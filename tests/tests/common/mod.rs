@@ -45,6 +45,7 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::audit_client::AuditClient;
 use vault_proto::v1::consent_client::ConsentClient;
+use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 
 pub use pb::Supporter;
@@ -278,6 +279,18 @@ impl Daemon {
             out.push(e);
         }
         out
+    }
+
+    /// A connected Rights client.
+    pub async fn rights(&self) -> RightsClient<Channel> {
+        RightsClient::new(self.channel().await)
+    }
+
+    /// A DPO client, declaring the data-subject-rights purpose on every call.
+    pub async fn dpo(&self) -> Creds {
+        self.create_client("dpo", "dpo", &[])
+            .await
+            .with_purpose(Some("data-subject-rights"))
     }
 
     /// A connected Consent client.

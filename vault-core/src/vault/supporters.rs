@@ -415,16 +415,24 @@ impl Vault {
     }
 
     /// Sets the fields named by `mask` to their values in `patch` (an empty value clears
-    /// the field). Index entries follow an email or phone change.
+    /// the field). Index entries follow an email or phone change. A `request_ref` marks the
+    /// update as a rectification (art. 16) in the access log.
     pub async fn update(
         &self,
         caller: &Caller,
         id: &str,
         patch: &Supporter,
         mask: FieldSet,
+        request_ref: &str,
     ) -> Result<Supporter> {
         let mut log = self.record(caller, Rpc::SupportersUpdate);
-        let result = self.update_inner(&mut log, caller, id, patch, mask).await;
+        let result = async {
+            if !request_ref.trim().is_empty() {
+                log.request_ref(&super::rights::request_ref(request_ref)?);
+            }
+            self.update_inner(&mut log, caller, id, patch, mask).await
+        }
+        .await;
         log.finish(&self.audit, result).await
     }
 

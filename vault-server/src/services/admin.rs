@@ -155,8 +155,17 @@ impl Admin for AdminService {
 
     async fn retention_sweep(
         &self,
-        _request: Request<pb::RetentionSweepRequest>,
+        request: Request<pb::RetentionSweepRequest>,
     ) -> Result<Response<pb::RetentionSweepResponse>, Status> {
-        Err(Status::unimplemented("Admin.RetentionSweep: not yet"))
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = self.vault.retention_sweep(&caller, req.dry_run).await;
+        finish(&caller, "Admin.RetentionSweep", result).map(|r| {
+            Response::new(pb::RetentionSweepResponse {
+                dry_run: r.dry_run,
+                subject_ids: r.subjects,
+                examined: r.examined,
+            })
+        })
     }
 }

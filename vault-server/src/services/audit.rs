@@ -92,6 +92,7 @@ impl Audit for AuditService {
                 fields: e.fields,
                 outcome: e.outcome,
                 reason: e.reason.unwrap_or_default(),
+                request_ref: e.request_ref.unwrap_or_default(),
                 raw,
             })
         });

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod consent;
+pub mod rights;
 pub mod supporters;
 
 use tonic::Status;

@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vault_core::{FieldSet, LookupKey, Vault};
+use vault_core::{FieldSet, LookupKey, SearchQuery, UpsertOutcome, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_server::Supporters;
 
@@ -105,7 +107,9 @@ impl Supporters for SupportersService {
         let result = async {
             let fields = mask("update_mask", req.update_mask)?;
             let patch = supporter_from_pb(req.supporter.unwrap_or_default())?;
-            self.vault.update(&caller, &req.id, &patch, fields).await
+            self.vault
+                .update(&caller, &req.id, &patch, fields, &req.request_ref)
+                .await
         }
         .await;
         finish(&caller, "Supporters.Update", result).map(|s| Response::new(supporter_to_pb(s)))
@@ -135,24 +139,180 @@ impl Supporters for SupportersService {
 
     async fn search(
         &self,
-        _request: Request<pb::SearchRequest>,
+        request: Request<pb::SearchRequest>,
     ) -> Result<Response<Self::SearchStream>, Status> {
-        Err(Status::unimplemented("Supporters.Search: not yet"))
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let query = SearchQuery {
+                tags_all: req.tags_all,
+                tags_any: req.tags_any,
+                postcodes: req.postcodes,
+                consent_purpose: req.consent_purpose,
+                consent_channel: req.consent_channel,
+                fields: mask("fields", req.fields)?,
+                page_size: req.page_size,
+                page_token: req.page_token,
+            };
+            self.vault.search(&caller, &query).await
+        }
+        .await;
+        let page = finish(&caller, "Supporters.Search", result)?;
+        let items: Vec<Result<pb::Supporter, Status>> = page
+            .supporters
+            .into_iter()
+            .map(|s| Ok(supporter_to_pb(s)))
+            .collect();
+        let mut response = Response::new(tokio_stream::iter(items));
+        if let Some(token) = page.next_page_token {
+            let value = token
+                .parse()
+                .map_err(|_| Status::internal("page token is not valid metadata"))?;
+            response.metadata_mut().insert(NEXT_PAGE_TOKEN, value);
+        }
+        Ok(response)
     }
 
     async fn import(
         &self,
-        _request: Request<tonic::Streaming<pb::Supporter>>,
+        request: Request<tonic::Streaming<pb::Supporter>>,
     ) -> Result<Response<pb::ImportResponse>, Status> {
-        Err(Status::unimplemented("Supporters.Import: not yet"))
+        let caller = Arc::new(caller(&request)?);
+        let mut rows = request.into_inner();
+        let mut summary = pb::ImportResponse::default();
+        let mut running: JoinSet<(u64, vault_core::Result<UpsertOutcome>)> = JoinSet::new();
+        let mut row = 0u64;
+        loop {
+            // Rows run concurrently (distinct people rarely conflict; the same person twice
+            // is serialized by the vault's compare-and-set), IMPORT_IN_FLIGHT at a time.
+            while running.len() >= IMPORT_IN_FLIGHT {
+                if let Some(done) = running.join_next().await {
+                    tally(&mut summary, done)?;
+                }
+            }
+            let Some(next) = rows.message().await? else {
+                break;
+            };
+            row += 1;
+            let vault = Arc::clone(&self.vault);
+            let caller = Arc::clone(&caller);
+            running.spawn(async move {
+                let result = async {
+                    let consents = next
+                        .consents
+                        .iter()
+                        .map(consent_change)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let supporter = supporter_from_pb(next)?;
+                    vault.import_row(&caller, &supporter, &consents).await
+                }
+                .await;
+                (row, result)
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            tally(&mut summary, done)?;
+        }
+        summary.rejected.sort_by_key(|r| r.row);
+        tracing::debug!(
+            request_id = %caller.request_id,
+            client = %caller.client_id,
+            rows = row,
+            created = summary.created,
+            updated = summary.updated,
+            unchanged = summary.unchanged,
+            rejected = summary.rejected.len(),
+            "import"
+        );
+        Ok(Response::new(summary))
     }
 
-    type WatchStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::ChangeEvent, Status>>>;
+    type WatchStream = ReceiverStream<Result<pb::ChangeEvent, Status>>;
 
     async fn watch(
         &self,
-        _request: Request<pb::WatchRequest>,
+        request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Supporters.Watch: not yet"))
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = self.vault.watch(&caller, &req.cursor).await;
+        let mut cursor = finish(&caller, "Supporters.Watch", result)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        let vault = Arc::clone(&self.vault);
+        tokio::spawn(async move {
+            loop {
+                let batch = match vault.changes_after(cursor, WATCH_BUFFER).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(crate::status::to_status(e))).await;
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    // Caught up: poll (the feed is in the store, shared by replicas).
+                    tokio::select! {
+                        () = tokio::time::sleep(WATCH_POLL) => continue,
+                        () = tx.closed() => return,
+                    }
+                }
+                for e in batch {
+                    cursor = Some(e.cursor);
+                    if tx.send(Ok(change_to_pb(e))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Initial metadata of a Search reply holding the next page's token.
+pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
+/// Rows of one Import stream processed at once.
+const IMPORT_IN_FLIGHT: usize = 64;
+/// Events read from the feed at a time (and buffered towards the client).
+const WATCH_BUFFER: usize = 512;
+/// How often a caught-up Watch looks for new events.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Adds one finished row to the summary. Storage failures end the import (the rows
+/// reported so far are in; the client may resend the file, which is idempotent).
+fn tally(
+    summary: &mut pb::ImportResponse,
+    done: Result<(u64, vault_core::Result<UpsertOutcome>), tokio::task::JoinError>,
+) -> Result<(), Status> {
+    let (row, result) = done.map_err(|e| Status::internal(format!("import row task: {e}")))?;
+    match result {
+        Ok(o) if o.created => summary.created += 1,
+        Ok(o) if o.changed => summary.updated += 1,
+        Ok(_) => summary.unchanged += 1,
+        Err(e @ (vault_core::Error::Storage(_) | vault_core::Error::Contention(_))) => {
+            return Err(crate::status::to_status(e));
+        }
+        Err(e) => {
+            let status = crate::status::to_status(e);
+            summary.rejected.push(pb::RejectedRow {
+                row,
+                reason: status.message().to_owned(),
+                code: format!("{:?}", status.code()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn change_to_pb(e: vault_core::changes::ChangeEvent) -> pb::ChangeEvent {
+    pb::ChangeEvent {
+        cursor: e.cursor.encode(),
+        subject_id: e.change.subject_id,
+        kind: e.change.kind.as_str().to_owned(),
+        at: crate::convert::timestamp(e.at_us),
+        purpose: e.change.purpose.unwrap_or_default(),
+        channel: e
+            .change
+            .channel
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }
