@@ -284,15 +284,16 @@ impl Vault {
                 }
                 let consent = loaded.consent_state();
                 let at = now_us();
-                let mut seq = loaded.consent.len() as u64;
+                let first = loaded.consent.len() as u64;
                 let mut events = Vec::new();
-                for s in consent
+                for (i, s) in consent
                     .statuses()
                     .filter(|s| s.active && chosen.contains(&s.channel))
+                    .enumerate()
                 {
                     events.push(ConsentEvent {
                         subject_id: loaded.supporter.id.clone(),
-                        seq,
+                        seq: first + i as u64,
                         purpose: s.purpose.clone(),
                         channel: s.channel,
                         kind: ConsentKind::Withdraw,
@@ -301,7 +302,6 @@ impl Vault {
                         notice_version: format!("objection {reference}"),
                         client_id: client.clone(),
                     });
-                    seq += 1;
                 }
                 Ok(events)
             },
