@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod error;
 pub mod purpose;
 pub mod report;
+pub mod rights_requests;
 pub mod storage;
 pub mod supporter;
 mod vault;

@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod consent;
 mod supporters;
+mod tickets;
 
 pub use audit::AuditQuery;
 
