@@ -29,4 +29,5 @@ pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSourc
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
+pub use vault::backup;
 pub use vault::{AuditQuery, OpenReport, StorageChoice, Vault, VaultOptions};

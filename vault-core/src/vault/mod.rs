@@ -10,7 +10,9 @@
 
 mod admin;
 mod audit;
+pub mod backup;
 mod consent;
+mod replay_stub;
 mod supporters;
 mod tickets;
 
