@@ -1,4 +1,5 @@
-//! `vaultctl`: the vault's command line. Talks to a running daemon over gRPC.
+//! `vaultctl`: the vault's command line. Talks to a running daemon over gRPC, except
+//! `migrate`, `restore` and `audit verify`, which run offline, without one.
 //!
 //! Address and token come from flags, the environment (`VAULT_ADDR`, `VAULT_TOKEN`), or the
 //! admin token file the daemon wrote on first start. Output is JSON on stdout; failures
