@@ -650,3 +650,95 @@ async fn rectification_is_logged_with_its_request() {
     assert_eq!(entries[0].request_ref, "REQ-16-1");
     assert_eq!(entries[0].actor, dpo.client_id);
 }
+
+#[tokio::test]
+async fn a_request_received_on_31_january_is_due_on_the_last_day_of_february() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let dpo = d.dpo().await;
+    let ts = |s: i64| {
+        Some(prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    // 2026-01-31T10:00:00Z; 2026 is not a leap year.
+    let jan31 = 1_769_853_600;
+    let feb28 = jan31 + 28 * 86_400;
+    let opened = d
+        .rights()
+        .await
+        .open_request(authed(
+            pb::OpenRequestRequest {
+                kind: "erasure".into(),
+                received_at: ts(jan31),
+                subject_id: String::new(),
+                reference: "letter 2026-01-31".into(),
+            },
+            &dpo,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        opened.due_at.unwrap().seconds,
+        feb28,
+        "due 2026-02-28T10:00:00Z"
+    );
+    assert_eq!(opened.status, "open");
+    let list = |as_of: i64, overdue_only: bool| {
+        let d = &d;
+        let dpo = dpo.clone();
+        async move {
+            d.rights()
+                .await
+                .list_requests(authed(
+                    pb::ListRequestsRequest {
+                        overdue_only,
+                        include_closed: false,
+                        as_of: ts(as_of),
+                    },
+                    &dpo,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .requests
+        }
+    };
+    // On the due date itself: not overdue. The day after: overdue.
+    assert!(list(feb28, true).await.is_empty());
+    let on_time = list(feb28, false).await;
+    assert_eq!(on_time.len(), 1);
+    assert!(!on_time[0].overdue);
+    let late = list(feb28 + 86_400, true).await;
+    assert_eq!(late.len(), 1);
+    assert!(late[0].overdue);
+    assert_eq!(late[0].id, opened.id);
+    // Closed with the action that answered it: no longer listed as open or overdue.
+    let closed = d
+        .rights()
+        .await
+        .close_request(authed(
+            pb::CloseRequestRequest {
+                id: opened.id.clone(),
+                action: "erased".into(),
+            },
+            &dpo,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.status, "closed");
+    assert_eq!(closed.action, "erased");
+    assert!(list(feb28 + 86_400, true).await.is_empty());
+    // A campaign tool may not see tickets.
+    let tool = d.tool("newsletter").await;
+    let err = d
+        .rights()
+        .await
+        .list_requests(authed(pb::ListRequestsRequest::default(), &tool))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}

@@ -19,6 +19,7 @@ pub mod error;
 pub mod postings;
 pub mod purpose;
 pub mod report;
+pub mod rights_requests;
 pub mod storage;
 pub mod subject_state;
 pub mod supporter;
@@ -30,6 +31,7 @@ pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSourc
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
+pub use vault::backup;
 pub use vault::{
     AuditQuery, ErasureReceipt, ExportKey, OpenReport, RightsState, SearchPage, SearchQuery,
     StorageChoice, SweepReport, Vault, VaultOptions,

@@ -7,6 +7,9 @@
 //! checks fail consumes no number. A write's entry rides in the write's own batch, so the
 //! data and its entry commit together; a read's entry is durable before the read returns.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,9 +96,21 @@ enum Job {
     },
     /// Stop the writer (the store is released once the log is dropped too).
     Stop { reply: oneshot::Sender<Result<()>> },
+    /// Run a task while no write applies (see [`AuditLog::hold_writes`]).
+    Hold { task: HeldTask },
 }
 
 type CheckpointReply = oneshot::Sender<Result<Option<SignedCheckpoint>>>;
+
+/// A task the writer runs while it holds back writes; given the log's size at that moment.
+type HeldTask = Box<dyn FnOnce(u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Whether the writer goes on after a group of jobs.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
 
 /// The store-backed access log. Appends go to one writer task, which applies every entry
 /// that arrived together in one batch (writes each in its own) and makes them durable with
@@ -463,66 +478,141 @@ fn store_err(e: &StoreError) -> Error {
 }
 
 /// The writer task: takes every job waiting, applies the lone entries together in one
-/// batch (and each write in its own, in arrival order), flushes once, then answers.
+/// batch (and each write in its own, in arrival order), flushes once, then answers. A
+/// [`Job::Hold`] splits the group: the jobs before it are finished first, the ones after it
+/// wait until its task is done.
 async fn writer(core: Arc<Core>, mut head: Head, mut rx: mpsc::UnboundedReceiver<Job>) {
     const MAX_GROUP: usize = 4096;
-    while let Some(first) = rx.recv().await {
+    // Jobs that arrived while writes were held, or after a hold in the same group.
+    let mut backlog: VecDeque<Job> = VecDeque::new();
+    loop {
+        let first = match backlog.pop_front() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
+            if let Some(job) = backlog.pop_front() {
+                jobs.push(job);
+                continue;
+            }
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
         }
-        let mut done: Vec<(oneshot::Sender<Result<u64>>, u64)> = Vec::new();
-        let mut checkpoints: Vec<(CheckpointReply, Option<SignedCheckpoint>)> = Vec::new();
-        let mut stop: Option<oneshot::Sender<Result<()>>> = None;
-        let mut lone: Vec<(AccessEntry, oneshot::Sender<Result<u64>>)> = Vec::new();
-        for job in jobs {
-            match job {
-                Job::Append {
-                    batch: None,
-                    entry,
-                    reply,
-                } => lone.push((*entry, reply)),
-                Job::Stop { reply } => stop = Some(reply),
-                Job::Append {
-                    batch: Some(batch),
-                    entry,
-                    reply,
-                } => {
-                    flush_lone(&core, &mut head, &mut lone, &mut done).await;
-                    match core.apply_at_head(&mut head, Some(&batch), &[&entry]).await {
-                        Ok(seqs) => done.push((reply, seqs[0])),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+        let mut held = None;
+        if let Some(at) = jobs.iter().position(|j| matches!(j, Job::Hold { .. })) {
+            let mut after = jobs.split_off(at).into_iter();
+            held = after.next();
+            for job in after.rev() {
+                backlog.push_front(job);
+            }
+        }
+        if !jobs.is_empty() && run_group(&core, &mut head, jobs).await == Flow::Stop {
+            return;
+        }
+        if let Some(Job::Hold { task }) = held {
+            hold(&core, &mut head, &mut rx, &mut backlog, task).await;
+        }
+    }
+}
+
+/// Runs `task` with writes held back: jobs arriving meanwhile that carry a write (and
+/// checkpoints, holds, stop) wait in `backlog`; entries alone (reads, denials) are still
+/// appended, after the size the task was given, so reads keep being served.
+async fn hold(
+    core: &Core,
+    head: &mut Head,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
+    backlog: &mut VecDeque<Job>,
+    task: HeldTask,
+) {
+    let mut running = task(head.frontier.size());
+    let mut senders_alive = true;
+    loop {
+        tokio::select! {
+            () = &mut running => return,
+            job = rx.recv(), if senders_alive => {
+                let Some(first) = job else {
+                    senders_alive = false;
+                    continue;
+                };
+                let mut lone = Vec::new();
+                let mut next = Some(first);
+                while let Some(job) = next {
+                    match job {
+                        job @ Job::Append { batch: None, .. } => lone.push(job),
+                        other => backlog.push_back(other),
                     }
+                    next = rx.try_recv().ok();
                 }
-                Job::Checkpoint { only_if_due, reply } => {
-                    flush_lone(&core, &mut head, &mut lone, &mut done).await;
-                    match core.checkpoint_at_head(&mut head, only_if_due).await {
-                        Ok(cp) => checkpoints.push((reply, cp)),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
+                if !lone.is_empty() {
+                    // Entries alone never stop the writer.
+                    let _ = run_group(core, head, lone).await;
                 }
             }
         }
-        flush_lone(&core, &mut head, &mut lone, &mut done).await;
-        let synced = core.store.sync().await;
-        for (reply, seq) in done {
-            let _ = reply.send(synced.as_ref().map(|()| seq).map_err(store_err));
-        }
-        for (reply, cp) in checkpoints {
-            let _ = reply.send(synced.as_ref().map(|()| cp).map_err(store_err));
-        }
-        if let Some(reply) = stop {
-            let _ = reply.send(synced.as_ref().copied().map_err(store_err));
-            return;
+    }
+}
+
+/// Applies and flushes one group of jobs (none of them a hold), then answers them.
+async fn run_group(core: &Core, head: &mut Head, jobs: Vec<Job>) -> Flow {
+    let mut done: Vec<(oneshot::Sender<Result<u64>>, u64)> = Vec::new();
+    let mut checkpoints: Vec<(CheckpointReply, Option<SignedCheckpoint>)> = Vec::new();
+    let mut stop: Option<oneshot::Sender<Result<()>>> = None;
+    let mut lone: Vec<(AccessEntry, oneshot::Sender<Result<u64>>)> = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Append {
+                batch: None,
+                entry,
+                reply,
+            } => lone.push((*entry, reply)),
+            Job::Stop { reply } => stop = Some(reply),
+            Job::Append {
+                batch: Some(batch),
+                entry,
+                reply,
+            } => {
+                flush_lone(core, head, &mut lone, &mut done).await;
+                match core.apply_at_head(head, Some(&batch), &[&entry]).await {
+                    Ok(seqs) => done.push((reply, seqs[0])),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Job::Checkpoint { only_if_due, reply } => {
+                flush_lone(core, head, &mut lone, &mut done).await;
+                match core.checkpoint_at_head(head, only_if_due).await {
+                    Ok(cp) => checkpoints.push((reply, cp)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            // The writer splits groups at holds; a hold never reaches here. Run it anyway
+            // rather than drop it: its caller would wait forever.
+            Job::Hold { task } => task(head.frontier.size()).await,
         }
     }
+    flush_lone(core, head, &mut lone, &mut done).await;
+    let synced = core.store.sync().await;
+    for (reply, seq) in done {
+        let _ = reply.send(synced.as_ref().map(|()| seq).map_err(store_err));
+    }
+    for (reply, cp) in checkpoints {
+        let _ = reply.send(synced.as_ref().map(|()| cp).map_err(store_err));
+    }
+    if let Some(reply) = stop {
+        let _ = reply.send(synced.as_ref().copied().map_err(store_err));
+        return Flow::Stop;
+    }
+    Flow::Continue
 }
 
 async fn flush_lone(
@@ -580,6 +670,37 @@ impl AuditLog {
             .await?;
         tracing::debug!(target: "vault::access", seq, rpc = %entry.rpc, client = %entry.client_id, "logged");
         Ok(seq)
+    }
+
+    /// Runs `task` while no write can apply, and returns its result.
+    ///
+    /// The writer finishes (applies and flushes) every job queued before this call, then
+    /// calls `task` with the log's size at that moment: every write acknowledged so far is
+    /// in the store, together with its entry, below that size. Until `task` completes,
+    /// writes (and checkpoints) wait; entries alone, which reads and refused calls append,
+    /// are still added, at or after that size, so reads go on being served. `task` must
+    /// therefore read the access-log tables only below the size it is given. Writes that do
+    /// not go through this log (another daemon sharing a database, start-up housekeeping,
+    /// pruning) are not held.
+    pub async fn hold_writes<T, F, Fut>(&self, task: F) -> Result<T>
+    where
+        F: FnOnce(u64) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task: HeldTask = Box::new(move |size| {
+            Box::pin(async move {
+                let _ = tx.send(task(size).await);
+            })
+        });
+        let stopped = || {
+            Error::Storage(StoreError::NotDurable(
+                "the access-log writer stopped".into(),
+            ))
+        };
+        self.jobs.send(Job::Hold { task }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Finishes the queued work and stops the writer task, so the store can be released
@@ -935,6 +1056,62 @@ mod tests {
             file::verify(&exported, &log.public_key()).unwrap().entries,
             2
         );
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_writes_back_but_lets_lone_entries_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = open(dir.path(), 3).await;
+        let log = Arc::new(log);
+        log.append(Batch::new(), &entry(0, 1)).await.unwrap();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let holder = {
+            let (log, store) = (Arc::clone(&log), Arc::clone(&store));
+            tokio::spawn(async move {
+                log.hold_writes(move |size| async move {
+                    let _ = started_tx.send(size);
+                    let _ = release_rx.await;
+                    Ok(store.get(Table::Records, b"k").await?)
+                })
+                .await
+            })
+        };
+        assert_eq!(started_rx.await.unwrap(), 1, "the size at the hold");
+        let write = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut b = Batch::new();
+                b.put(Table::Records, b"k", b"v".to_vec());
+                log.append(b, &entry(1, 2)).await
+            })
+        };
+        // Entries alone (reads) still go through, after the held size.
+        assert_eq!(log.append(Batch::new(), &entry(2, 3)).await.unwrap(), 1);
+        assert_eq!(log.append(Batch::new(), &entry(3, 4)).await.unwrap(), 2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!write.is_finished(), "the write waits for the hold");
+        assert_eq!(store.get(Table::Records, b"k").await.unwrap(), None);
+        release_tx.send(()).unwrap();
+        assert_eq!(
+            holder.await.unwrap().unwrap(),
+            None,
+            "the task saw no write"
+        );
+        assert_eq!(write.await.unwrap().unwrap(), 3);
+        assert_eq!(
+            store.get(Table::Records, b"k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
+        let v = file::verify(&log.export(None, None).await.unwrap(), &log.public_key()).unwrap();
+        assert_eq!(v.entries, 4);
+        // A failing task reports its error, and the writer goes on.
+        let e = log
+            .hold_writes(|_| async { Err::<(), _>(Error::Codec("boom".into())) })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Codec(_)));
+        assert_eq!(log.append(Batch::new(), &entry(4, 5)).await.unwrap(), 4);
     }
 
     #[tokio::test]

@@ -96,7 +96,22 @@ pub async fn copy_store(
     to: &dyn Store,
     batch_rows: usize,
 ) -> Result<CopyReport, CopyError> {
-    let batch_rows = batch_rows.max(1);
+    copy_filtered(from, to, batch_rows, &Table::ALL, &|_, _| true).await
+}
+
+/// Which rows of a table a copy takes: `keep(table, key)`.
+pub type RowFilter<'a> = &'a (dyn Fn(Table, &[u8]) -> bool + Sync);
+
+/// Like [`copy_store`], but copies `tables` in that order (each table of [`Table::ALL`]
+/// exactly once), and only the rows `keep` accepts. Backups use it to copy the access log
+/// up to a given size while it keeps growing, and the metadata last.
+pub async fn copy_filtered(
+    from: &dyn Store,
+    to: &dyn Store,
+    batch_rows: usize,
+    tables: &[Table],
+    keep: RowFilter<'_>,
+) -> Result<CopyReport, CopyError> {
     for table in Table::ALL {
         let rows = scan_table(to, table).await?;
         if !rows.is_empty() {
@@ -120,13 +135,49 @@ pub async fn copy_store(
         b"1".to_vec(),
     );
     commit_new_rows(to, marker).await?;
+    copy_into_marked(from, to, batch_rows, tables, keep).await
+}
+
+/// The copy itself, into a destination that holds nothing but the [`MIGRATION_MARKER`]
+/// (written by [`copy_filtered`], or with the emptying of the destination, as a restore
+/// into PostgreSQL does): copies and compares each table, then removes the marker and waits
+/// for durability.
+pub async fn copy_into_marked(
+    from: &dyn Store,
+    to: &dyn Store,
+    batch_rows: usize,
+    tables: &[Table],
+    keep: RowFilter<'_>,
+) -> Result<CopyReport, CopyError> {
+    let batch_rows = batch_rows.max(1);
+    let mut seen = [false; Table::ALL.len()];
+    for table in tables {
+        seen[table.position()] = true;
+    }
+    if tables.len() != Table::ALL.len() || seen.contains(&false) {
+        return Err(CopyError::Store(StoreError::Engine(
+            "a copy must name every table exactly once".to_owned(),
+        )));
+    }
+    let is_marker = |table: Table, key: &[u8]| table == Table::Meta && key == MIGRATION_MARKER;
+    for table in Table::ALL {
+        let mut rows = scan_table(to, table).await?;
+        rows.retain(|(k, _)| !is_marker(table, k));
+        if !rows.is_empty() {
+            return Err(CopyError::DestinationNotEmpty {
+                table: table.name(),
+                rows: rows.len(),
+                hint: "",
+            });
+        }
+    }
 
     let mut report = CopyReport { tables: Vec::new() };
-    for table in Table::ALL {
+    for &table in tables {
         let mut rows = scan_table(from, table).await?;
         // A source that itself carries the marker (copied from an interrupted copy) would
         // be refused when opened anyway; do not carry it over.
-        rows.retain(|(k, _)| !(table == Table::Meta && k == MIGRATION_MARKER));
+        rows.retain(|(k, _)| !is_marker(table, k) && keep(table, k));
         for chunk in rows.chunks(batch_rows) {
             let mut b = Batch::new();
             for (key, value) in chunk {
@@ -135,7 +186,7 @@ pub async fn copy_store(
             commit_new_rows(to, b).await?;
         }
         let mut copied = scan_table(to, table).await?;
-        copied.retain(|(k, _)| !(table == Table::Meta && k == MIGRATION_MARKER));
+        copied.retain(|(k, _)| !is_marker(table, k));
         if copied != rows {
             return Err(CopyError::Mismatch {
                 table: table.name(),

@@ -560,6 +560,25 @@ impl PostgresStore {
         format!("{}, schema {:?}", self.target, self.names.schema)
     }
 
+    /// Empties every vault table and leaves `marker` (value `1`) in [`Table::Meta`], in
+    /// one transaction. `vaultctl restore` runs it before copying a backup in
+    /// ([`super::copy::copy_into_marked`]): the database is never seen half-emptied, and an
+    /// interrupted copy leaves the marker, which the vault refuses to open. Nothing else
+    /// may use the database meanwhile (stop every replica first).
+    pub async fn truncate_and_mark(&self, marker: &[u8]) -> Result<(), StoreError> {
+        let run = async {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(&format!("TRUNCATE {}", self.names.tables.join(", ")))
+                .await?;
+            let statement = tx.prepare_cached(&self.sql(Table::Meta).put).await?;
+            tx.execute(&statement, &[&marker, &b"1".as_slice()]).await?;
+            tx.commit().await?;
+            Ok::<_, Failure>(())
+        };
+        run.await.map_err(|e| self.engine(&e))
+    }
+
     fn sql(&self, table: Table) -> &TableSql {
         &self.sql[table.position()]
     }

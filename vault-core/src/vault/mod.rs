@@ -10,12 +10,14 @@
 
 mod admin;
 mod audit;
+pub mod backup;
 mod consent;
 mod feed;
 mod retention;
 mod rights;
 mod search;
 mod supporters;
+mod tickets;
 
 pub use audit::AuditQuery;
 pub use retention::SweepReport;
@@ -310,8 +312,10 @@ impl Vault {
     ) -> Result<Self> {
         if store.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
             return Err(Error::FailedPrecondition(
-                "the store is an incomplete copy: `vaultctl migrate` was interrupted while \
-                 filling it; empty it (drop its tables) and run the migration again"
+                "the store is an incomplete copy: `vaultctl migrate` or `vaultctl restore` was \
+                 interrupted while filling it; run the restore again (with --journal and the \
+                 erasure journal it saved), or empty the store (drop its tables) and run the \
+                 migration again"
                     .into(),
             ));
         }

@@ -1,4 +1,5 @@
-//! `vaultctl`: the vault's command line. Talks to a running daemon over gRPC.
+//! `vaultctl`: the vault's command line. Talks to a running daemon over gRPC, except
+//! `migrate`, `restore` and `audit verify`, which run offline, without one.
 //!
 //! Address and token come from flags, the environment (`VAULT_ADDR`, `VAULT_TOKEN`), or the
 //! admin token file the daemon wrote on first start. Output is JSON on stdout; failures
@@ -16,6 +17,7 @@ use tonic::transport::Channel;
 use vault_core::storage::copy::{DEFAULT_BATCH_ROWS, copy_store};
 use vault_core::storage::sled_store::SledOptions;
 use vault_core::storage::{DatabaseUrl, PostgresOptions, PostgresStore, SledStore};
+use vault_core::{StorageChoice, Vault, VaultOptions};
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::audit_client::AuditClient;
@@ -73,6 +75,40 @@ enum Command {
     /// The tamper-evident access log (auditor and dpo roles; `verify` runs offline).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a consistent, encrypted backup of the store while the daemon serves (admin).
+    /// The backup holds ciphertext only, never the root key: keep the root key file apart.
+    Backup {
+        /// A new (or empty) directory on the daemon's machine; a relative path is taken
+        /// from the current directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into --data-dir (or the PostgreSQL database of --database-url),
+    /// offline: stop the daemon (every replica) first. Needs no daemon and no token, but the
+    /// root key file that made the backup. Erasures made since the backup are replayed.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct RestoreArgs {
+    /// The backup directory (holding manifest.json and store/).
+    #[arg(long)]
+    backup: PathBuf,
+    /// Root key file (default: <data-dir>/root.key): the one of the vault that made the
+    /// backup.
+    #[arg(long, env = "VAULT_ROOT_KEY_FILE")]
+    root_key: Option<PathBuf>,
+    /// PostgreSQL URL of the store to restore into (default: the embedded store in
+    /// --data-dir). Prefer VAULT_DATABASE_URL: flags are visible to other users.
+    #[arg(long, env = "VAULT_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    database_url: Option<DatabaseUrl>,
+    /// PostgreSQL schema of the vault's tables.
+    #[arg(long, env = "VAULT_DATABASE_SCHEMA", default_value = "public")]
+    database_schema: String,
+    /// An erasure journal saved by an earlier, interrupted restore
+    /// (erasure-journal.before-restore-*.json), replayed too.
+    #[arg(long)]
+    journal: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,6 +405,9 @@ async fn run(cli: Cli) -> Result<String, String> {
     if let Command::Audit(AuditCommand::Verify { file, public_key }) = &cli.command {
         return verify_offline(file, public_key);
     }
+    if let Command::Restore(args) = &cli.command {
+        return restore(&cli.data_dir, args).await;
+    }
     let token = token(&cli)?;
     let channel = Channel::from_shared(cli.addr.clone())
         .map_err(|e| format!("bad address {}: {e}", cli.addr))?
@@ -383,6 +422,38 @@ async fn run(cli: Cli) -> Result<String, String> {
         }
         Command::Client(c) => return clients(AdminClient::new(channel), c, &token).await,
         Command::Migrate(_) => return Err("migrate runs without a daemon".to_owned()),
+        Command::Restore(_) => return Err("restore runs without a daemon".to_owned()),
+        Command::Backup { out } => {
+            let path = if out.is_absolute() {
+                out
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| format!("cannot resolve {}: {e}", out.display()))?
+                    .join(out)
+            };
+            let m = AdminClient::new(channel)
+                .backup(with_token(
+                    pb::BackupRequest {
+                        path: path.display().to_string(),
+                    },
+                    &token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            return Ok(serde_json::json!({
+                "path": m.path,
+                "taken_at_unix": m.taken_at.as_ref().map(|t| t.seconds),
+                "audit_size": m.audit_size,
+                "supporters": m.supporters,
+                "epochs": m.epochs,
+                "format_version": m.format_version,
+                "erasures": m.erasures,
+                "root_key_included": false,
+            })
+            .to_string());
+        }
         Command::Audit(c) => return audit(AuditClient::new(channel), c, &token).await,
         Command::Report(ReportCommand::Processing { format }) => {
             let r = AdminClient::new(channel)
@@ -535,6 +606,44 @@ async fn migrate(data_dir: &Path, args: &MigrateArgs) -> Result<String, String> 
         ),
     })
     .to_string())
+}
+
+/// `vaultctl restore`: the backup replaces the store of `data_dir` (or the database), then the
+/// erasures journaled there are replayed (see `vault_core::backup`).
+async fn restore(data_dir: &Path, args: &RestoreArgs) -> Result<String, String> {
+    let storage = match &args.database_url {
+        None => StorageChoice::Embedded(SledOptions::default()),
+        Some(url) => StorageChoice::Postgres {
+            url: url.clone(),
+            options: PostgresOptions {
+                schema: args.database_schema.clone(),
+                ..PostgresOptions::default()
+            },
+        },
+    };
+    let options = VaultOptions {
+        root_key_file: args.root_key.clone(),
+        storage,
+        ..VaultOptions::new(data_dir)
+    };
+    let extra = match &args.journal {
+        Some(path) => vault_core::backup::read_journal_file(path).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let report = Vault::restore(&options, &args.backup, extra)
+        .await
+        .map_err(|e| format!("restore failed: {e}"))?;
+    let mut json = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "next".to_owned(),
+            serde_json::Value::from(
+                "start the daemon on this store with the same root key file; clients and \
+                 tokens are those of the backup (keep the admin.token of that time)",
+            ),
+        );
+    }
+    Ok(json.to_string())
 }
 
 fn supporter_json(s: &pb::Supporter) -> serde_json::Value {

@@ -1,4 +1,4 @@
-//! The `vault.v1.Admin` service: clients and purposes.
+//! The `vault.v1.Admin` service: clients, purposes, the processing report and backups.
 
 use std::sync::Arc;
 
@@ -10,7 +10,20 @@ use vault_proto::v1::admin_server::Admin;
 
 use super::finish;
 use crate::auth::caller;
-use crate::convert::{client_to_pb, purpose_from_pb, purpose_to_pb};
+use crate::convert::{client_to_pb, purpose_from_pb, purpose_to_pb, timestamp};
+
+/// The reply of `Admin.Backup`.
+fn manifest_to_pb(m: vault_core::backup::BackupManifest) -> pb::BackupManifest {
+    pb::BackupManifest {
+        path: m.path,
+        taken_at: timestamp(m.taken_at_us),
+        audit_size: m.audit_size,
+        supporters: m.supporters,
+        epochs: m.epochs,
+        format_version: m.format_version,
+        erasures: m.erasures,
+    }
+}
 
 /// The Admin service over a vault.
 pub struct AdminService {
@@ -148,9 +161,12 @@ impl Admin for AdminService {
 
     async fn backup(
         &self,
-        _request: Request<pb::BackupRequest>,
+        request: Request<pb::BackupRequest>,
     ) -> Result<Response<pb::BackupManifest>, Status> {
-        Err(Status::unimplemented("Admin.Backup: not yet"))
+        let caller = caller(&request)?;
+        let path = std::path::PathBuf::from(request.into_inner().path.trim());
+        let result = self.vault.backup(&caller, &path).await;
+        finish(&caller, "Admin.Backup", result).map(|m| Response::new(manifest_to_pb(m)))
     }
 
     async fn retention_sweep(

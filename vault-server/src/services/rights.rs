@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use vault_core::rights_requests::RightsRequest;
 use vault_core::{Channel, ErasureReceipt, ExportKey, InvalidInput, RightsState, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::rights_server::Rights;
@@ -137,22 +138,75 @@ impl Rights for RightsService {
 
     async fn open_request(
         &self,
-        _request: Request<pb::OpenRequestRequest>,
+        request: Request<pb::OpenRequestRequest>,
     ) -> Result<Response<pb::RightsRequest>, Status> {
-        Err(Status::unimplemented("Rights.OpenRequest: not yet"))
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let subject = Some(req.subject_id.trim()).filter(|s| !s.is_empty());
+        let received = req.received_at.as_ref().map(timestamp_us);
+        let result = self
+            .vault
+            .open_request(&caller, &req.kind, received, subject, &req.reference)
+            .await;
+        finish(&caller, "Rights.OpenRequest", result)
+            .map(|r| Response::new(request_to_pb(r, false)))
     }
 
     async fn list_requests(
         &self,
-        _request: Request<pb::ListRequestsRequest>,
+        request: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
-        Err(Status::unimplemented("Rights.ListRequests: not yet"))
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let as_of = req.as_of.as_ref().map(timestamp_us);
+        let result = self
+            .vault
+            .list_requests(&caller, req.overdue_only, req.include_closed, as_of)
+            .await;
+        finish(&caller, "Rights.ListRequests", result).map(|list| {
+            Response::new(pb::ListRequestsResponse {
+                requests: list
+                    .into_iter()
+                    .map(|(r, overdue)| request_to_pb(r, overdue))
+                    .collect(),
+            })
+        })
     }
 
     async fn close_request(
         &self,
-        _request: Request<pb::CloseRequestRequest>,
+        request: Request<pb::CloseRequestRequest>,
     ) -> Result<Response<pb::RightsRequest>, Status> {
-        Err(Status::unimplemented("Rights.CloseRequest: not yet"))
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = self
+            .vault
+            .close_request(&caller, &req.id, &req.action)
+            .await;
+        finish(&caller, "Rights.CloseRequest", result)
+            .map(|r| Response::new(request_to_pb(r, false)))
+    }
+}
+
+fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1000)
+}
+
+fn request_to_pb(r: RightsRequest, overdue: bool) -> pb::RightsRequest {
+    pb::RightsRequest {
+        id: r.id,
+        kind: r.kind.as_str().to_owned(),
+        received_at: timestamp(r.received_at_us),
+        due_at: timestamp(r.due_at_us),
+        subject_id: r.subject_id.unwrap_or_default(),
+        status: r.status.as_str().to_owned(),
+        closed_at: r.closed_at_us.and_then(timestamp),
+        action: r.action.unwrap_or_default(),
+        reference: r.reference,
+        overdue,
+        opened_by: r.opened_by,
+        closed_by: r.closed_by.unwrap_or_default(),
     }
 }
