@@ -28,4 +28,6 @@ pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSourc
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
-pub use vault::{AuditQuery, OpenReport, StorageChoice, Vault, VaultOptions};
+pub use vault::{
+    AuditQuery, KeyOptions, OpenReport, RotationReport, StorageChoice, Vault, VaultOptions,
+};

@@ -11,9 +11,11 @@
 mod admin;
 mod audit;
 mod consent;
+mod keys;
 mod supporters;
 
 pub use audit::AuditQuery;
+pub use keys::{KeyOptions, RotationReport};
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
@@ -77,6 +79,8 @@ pub struct VaultOptions {
     pub storage: StorageChoice,
     /// Checkpoints and retention of the access log.
     pub audit: AuditOptions,
+    /// Key rotation schedule and backup window.
+    pub keys: KeyOptions,
 }
 
 impl VaultOptions {
@@ -87,6 +91,7 @@ impl VaultOptions {
             root_key_file: None,
             storage: StorageChoice::default(),
             audit: AuditOptions::default(),
+            keys: KeyOptions::default(),
         }
     }
 
@@ -132,6 +137,11 @@ pub struct Vault {
     root: RootKey,
     blind: BlindIndexKey,
     audit: AuditLog,
+    /// Rotation schedule and backup window (`keys.rs`).
+    key_options: KeyOptions,
+    /// Held by key rotation and epoch destruction (and by anything that must not run
+    /// while epochs change, such as a backup).
+    pub(crate) key_ops: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -239,7 +249,9 @@ impl Vault {
             let _ = std::fs::remove_file(&key_path);
             return Err(missing_key(&key_path));
         }
-        let vault = Self::with_store(store, &root, options.audit.clone()).await?;
+        let vault = Self::with_store(store, &root, options.audit.clone())
+            .await?
+            .with_key_options(options.keys.clone());
         Ok((
             vault,
             OpenReport {
@@ -291,6 +303,8 @@ impl Vault {
             root: RootKey::from_key(Key256::from_bytes(root.key().expose())),
             blind: BlindIndexKey::derive(root),
             audit,
+            key_options: KeyOptions::default(),
+            key_ops: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -466,6 +480,7 @@ async fn load_keyring(store: &dyn Store, root: &RootKey) -> Result<Keyring> {
             &epoch.to_be_bytes(),
             keyring::new_wrapped_epoch(root, epoch)?,
         );
+        keys::put_new_epoch_meta(&mut b, epoch, now_us())?;
         match store.commit(b).await {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
