@@ -1,5 +1,7 @@
 //! The daemon's life: open the vault, write the bootstrap credential on first start,
-//! serve gRPC until SIGTERM/SIGINT, then drain in-flight calls and flush.
+//! serve gRPC until SIGTERM/SIGINT, then drain in-flight calls and flush. Background
+//! housekeeping signs access-log checkpoints, prunes the log, and rotates and destroys key
+//! epochs on schedule.
 
 use std::future::Future;
 use std::io::Write;
@@ -113,6 +115,7 @@ pub async fn run(
         tracing::info!("TLS enabled{mutual}");
     }
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&vault)));
+    let key_housekeeping = tokio::spawn(key_housekeeping(Arc::clone(&vault)));
     tracing::info!("listening on {addr}");
     let serve = builder
         .layer(AuthLayer::new(auth))
@@ -138,6 +141,7 @@ pub async fn run(
     }
 
     housekeeping.abort();
+    key_housekeeping.abort();
     vault.sync().await?;
     vault.access_log().close().await?;
     tracing::info!(
@@ -168,6 +172,39 @@ async fn housekeeping(vault: Arc<Vault>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "access-log retention pruning failed"),
             }
+        }
+    }
+}
+
+/// Key epochs, at start and then hourly: rotation when the active epoch is older than
+/// `[keys] rotate_every_hours`, and destruction of epochs retired for longer than the backup
+/// window. A separate task, so a long re-wrap pass never delays access-log checkpoints.
+/// Every step is an atomic batch: stopping in the middle (shutdown) leaves a state the next
+/// run completes. Destruction also reloads the keyring, so a replica never keeps a stale one
+/// for more than an hour.
+async fn key_housekeeping(vault: Arc<Vault>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match vault.rotate_if_due().await {
+            Ok(Some(epoch)) => tracing::info!(epoch, "rotated the key epochs on schedule"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled key rotation failed; retrying in an hour");
+            }
+        }
+        match vault.destroy_expired_epochs().await {
+            Ok(destroyed) if !destroyed.is_empty() => tracing::info!(
+                epochs = ?destroyed,
+                "destroyed key epochs retired for longer than the backup window"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "destroying expired key epochs failed; retrying in an hour"
+            ),
         }
     }
 }
