@@ -176,24 +176,21 @@ async fn housekeeping(vault: Arc<Vault>) {
     }
 }
 
-/// Key epochs, at start and then hourly: rotation when the active epoch is older than
-/// `[keys] rotate_every_hours`, and destruction of epochs retired for longer than the backup
-/// window. A separate task, so a long re-wrap pass never delays access-log checkpoints.
-/// Every step is an atomic batch: stopping in the middle (shutdown) leaves a state the next
-/// run completes. Destruction also reloads the keyring, so a replica never keeps a stale one
-/// for more than an hour.
+/// Key epochs: rotation when the active epoch is older than `[keys] rotate_every_hours`,
+/// and destruction of epochs retired for longer than the backup window, at start and then
+/// when the next of them is due (checked at least hourly). A separate task, so a long
+/// re-wrap pass never delays access-log checkpoints. Every step is an atomic batch:
+/// stopping in the middle (shutdown) leaves a state the next run completes. Destruction
+/// also reloads the keyring, so a replica never keeps a stale one for more than an hour.
 async fn key_housekeeping(vault: Arc<Vault>) {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-    let mut tick = tokio::time::interval(EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+    // Keeps a failing step from spinning.
+    const AT_LEAST: std::time::Duration = std::time::Duration::from_secs(5);
     loop {
-        tick.tick().await;
         match vault.rotate_if_due().await {
             Ok(Some(epoch)) => tracing::info!(epoch, "rotated the key epochs on schedule"),
             Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "scheduled key rotation failed; retrying in an hour");
-            }
+            Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed; will retry"),
         }
         match vault.destroy_expired_epochs().await {
             Ok(destroyed) if !destroyed.is_empty() => tracing::info!(
@@ -201,11 +198,19 @@ async fn key_housekeeping(vault: Arc<Vault>) {
                 "destroyed key epochs retired for longer than the backup window"
             ),
             Ok(_) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                "destroying expired key epochs failed; retrying in an hour"
-            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "destroying expired key epochs failed; will retry")
+            }
         }
+        let wait = match vault.key_work_due_in().await {
+            Ok(Some(due)) => due.min(HOUR),
+            Ok(None) => HOUR,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the key epochs' schedule");
+                HOUR
+            }
+        };
+        tokio::time::sleep(wait.max(AT_LEAST)).await;
     }
 }
 

@@ -14,7 +14,8 @@
 //!   still under it to the active epoch. Until then, a backup taken while the epoch was
 //!   active can still be restored.
 //! - [`Vault::rotate_if_due`] rotates when the active epoch is older than
-//!   [`KeyOptions::rotate_every`]. The daemon runs it and the destruction hourly.
+//!   [`KeyOptions::rotate_every`]. The daemon runs it and the destruction at start, then
+//!   whenever [`Vault::key_work_due_in`] says the next one is due (at least hourly).
 //!
 //! A stale copy of an erased person's data key is therefore undecryptable at most
 //! `rotate_every + backup_window` after the erasure (SECURITY.md states the bound and what
@@ -40,8 +41,8 @@
 //!    in time, unless it commits between that pass and the deletion, a window that pinning
 //!    closes.
 //!
-//! Destruction also reloads the keyring, so the daemon's hourly housekeeping bounds how
-//! long any replica keeps a stale one. Rotation and destruction hold `key_ops` in this
+//! Destruction also reloads the keyring, so the daemon's housekeeping (at least hourly)
+//! bounds how long any replica keeps a stale one. Rotation and destruction hold `key_ops` in this
 //! process; across replicas every step is a compare-and-set batch: concurrent rotations
 //! adopt each other's new epoch, and a row re-wrapped (or erased) by someone else meanwhile
 //! is re-read, never overwritten: an erased subject's key is never re-created.
@@ -270,6 +271,42 @@ impl Vault {
             Ok(destroyed) if destroyed.is_empty() => Ok(destroyed),
             result => log.finish(&self.audit, result).await,
         }
+    }
+
+    /// How long until key work is due: the scheduled rotation of the active epoch, or the
+    /// destruction of a retired epoch at the end of the backup window (zero when due now;
+    /// `None` when nothing is scheduled). The daemon sleeps that long (at most an hour)
+    /// between runs of [`Vault::rotate_if_due`] and [`Vault::destroy_expired_epochs`], so
+    /// both happen on time, not at the next hourly check.
+    pub async fn key_work_due_in(&self) -> Result<Option<Duration>> {
+        let stored = read_epochs(self.store.as_ref()).await?;
+        let Some(&active) = stored.keys().next_back() else {
+            return Ok(None);
+        };
+        let now = now_us();
+        let window = micros(self.key_options.backup_window);
+        let mut next: Option<i64> = None;
+        for &epoch in stored.keys() {
+            let meta = match self.store.get(Table::Meta, &meta_key(epoch)).await? {
+                Some(raw) => Some(parse_meta(&raw)?),
+                None => None,
+            };
+            let at = if epoch == active {
+                match (self.key_options.rotate_every, meta) {
+                    (None, _) => continue,
+                    (Some(every), Some(m)) => m.created_at_us.saturating_add(micros(every)),
+                    // Undated: the next check dates it.
+                    (Some(_), None) => now,
+                }
+            } else {
+                match meta.and_then(|m| m.retired_at_us) {
+                    Some(retired) => retired.saturating_add(window),
+                    None => now,
+                }
+            };
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+        Ok(next.map(|at| Duration::from_micros(u64::try_from(at - now.min(at)).unwrap_or(0))))
     }
 
     /// Wraps `dek`, a new data key for `subject`, under the active epoch, and pins that
@@ -791,6 +828,11 @@ mod tests {
         let vault = open(dir.path(), KeyOptions::default()).await;
         let a = add(&vault, "a@example.fr").await;
 
+        let due = vault.key_work_due_in().await.unwrap().unwrap();
+        assert!(
+            due > Duration::from_secs(6 * 24 * 3600) && due <= WEEK,
+            "{due:?}"
+        );
         let report = vault.rotate_keys(&admin()).await.unwrap();
         assert_eq!((report.epoch, report.rewrapped), (2, 1));
         assert!(report.destroyed.is_empty());
@@ -809,6 +851,7 @@ mod tests {
             },
         )
         .await;
+        assert_eq!(vault.key_work_due_in().await.unwrap(), Some(Duration::ZERO));
         assert_eq!(vault.destroy_expired_epochs().await.unwrap(), [1]);
         assert_eq!(stored_epochs(&vault).await, [2]);
         assert_eq!(vault.keyring().epochs(), [2]);
@@ -972,9 +1015,10 @@ mod tests {
         assert!(meta(&vault, 2).await.unwrap().created_at_us > now_us() - DAY_US);
         vault.access_log().close().await.unwrap();
 
-        // No schedule: never due.
+        // No schedule: never due, nothing to wait for.
         let dir = tempfile::tempdir().unwrap();
         let vault = open(dir.path(), zero_window()).await;
+        assert_eq!(vault.key_work_due_in().await.unwrap(), None);
         set_meta(
             &vault,
             1,
