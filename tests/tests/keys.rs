@@ -110,6 +110,23 @@ async fn get_email(daemon: &Daemon, tool: &Creds, id: &str) -> String {
         .email
 }
 
+async fn upsert(daemon: &Daemon, tool: &Creds, name: &str, email: &str) -> String {
+    daemon
+        .supporters()
+        .await
+        .upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(supporter(name, "Rotation", email, "")),
+                ..Default::default()
+            },
+            tool,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
 async fn rotate(daemon: &Daemon, creds: &str) -> Result<pb::RotateKeysResponse, tonic::Status> {
     daemon
         .admin()
@@ -132,20 +149,7 @@ async fn rotation_makes_stale_copies_undecryptable() {
     let tool = daemon.tool("membership").await;
     let mut ids = Vec::new();
     for (name, email) in PEOPLE {
-        let r = daemon
-            .supporters()
-            .await
-            .upsert(authed(
-                pb::UpsertRequest {
-                    supporter: Some(supporter(name, "Rotation", email, "")),
-                    ..Default::default()
-                },
-                &tool,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        ids.push(r.id);
+        ids.push(upsert(&daemon, &tool, name, email).await);
     }
     let (a, b) = (ids[0].clone(), ids[1].clone());
     assert!(daemon.terminate().success());
@@ -251,4 +255,54 @@ async fn rotation_makes_stale_copies_undecryptable() {
             .email,
         PEOPLE[0].1
     );
+}
+
+/// Two replicas on one PostgreSQL schema: after a rotation through one, the other (whose
+/// keyring still says epoch 1, now destroyed) writes a new supporter; its data key lands
+/// under epoch 2, and everyone stays readable through both. PostgreSQL only: prints
+/// `SKIPPED` and passes without `VAULT_TEST_DATABASE_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_stale_keyring_writes_under_the_new_epoch() {
+    let Some(url) =
+        common::database_url("a_replica_with_a_stale_keyring_writes_under_the_new_epoch")
+    else {
+        return;
+    };
+    let pg = common::PgSchema::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+    common::use_store(&da, TestStore::Postgres(pg.clone()));
+    common::use_store(&db, TestStore::Postgres(pg.clone()));
+    let config = dir.path().join("vault.toml");
+    std::fs::write(&config, "[keys]\nbackup_window_hours = 0\n").unwrap();
+    let config = config.to_str().unwrap();
+    let mut a = Daemon::start_with(&da, &["--config", config]);
+    let key = da.join("root.key");
+    let mut b = Daemon::start_with(
+        &db,
+        &["--config", config, "--root-key", key.to_str().unwrap()],
+    );
+    let tool = a.tool("membership").await;
+    let first = upsert(&b, &tool, "Anne", "anne.replica@example.fr").await;
+
+    let report = rotate(&a, &a.admin_token()).await.unwrap();
+    assert_eq!((report.epoch, report.destroyed_epochs), (2, vec![1]));
+    // b still holds epoch 1 in memory; its write pins the epoch and retries under 2.
+    let second = upsert(&b, &tool, "Bruno", "bruno.replica@example.fr").await;
+    for d in [&a, &b] {
+        assert_eq!(get_email(d, &tool, &first).await, "anne.replica@example.fr");
+        assert_eq!(
+            get_email(d, &tool, &second).await,
+            "bruno.replica@example.fr"
+        );
+    }
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+
+    let store = open_store(&da).await;
+    let ring = keyring_of(store.as_ref(), &key).await;
+    assert_eq!(ring.epochs(), [2]);
+    let rows = rows_of(store.as_ref(), &[first, second]).await;
+    assert_eq!(rows.keys.len(), 2);
+    assert!(rows.keys.values().all(|k| epoch_of(k) == 2));
 }
