@@ -33,6 +33,6 @@ pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
 pub use vault::backup;
 pub use vault::{
-    AuditQuery, ErasureReceipt, ExportKey, OpenReport, RightsState, SearchPage, SearchQuery,
-    StorageChoice, SweepReport, Vault, VaultOptions,
+    AuditQuery, ErasureReceipt, ExportKey, KeyOptions, OpenReport, RightsState, RotationReport,
+    SearchPage, SearchQuery, StorageChoice, SweepReport, Vault, VaultOptions,
 };

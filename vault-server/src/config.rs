@@ -98,6 +98,49 @@ pub struct FileConfig {
     /// Hours between retention sweeps (default 24; 0 turns the scheduled sweep off). The
     /// sweep erases supporters no purpose may keep any longer.
     pub retention_sweep_hours: Option<u64>,
+    /// Key rotation schedule and backup window (`[keys]`).
+    pub keys: Option<KeysConfig>,
+}
+
+/// The `[keys]` section: when key epochs rotate and how long a retired epoch is kept. An
+/// erased person's stale data becomes undecryptable at most `rotate_every_hours +
+/// backup_window_hours` after the erasure (SECURITY.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Rotate when the active epoch is this many hours old (default 168, one week; 0:
+    /// never on schedule, only with `Admin.RotateKeys`).
+    pub rotate_every_hours: Option<u64>,
+    /// Hours a retired epoch is kept before it is destroyed (default 168): a backup can be
+    /// restored for at least this long after it was taken.
+    pub backup_window_hours: Option<u64>,
+}
+
+impl KeysConfig {
+    /// The library's options, defaults filled in.
+    fn options(&self) -> Result<vault_core::KeyOptions, ConfigError> {
+        const MAX_HOURS: u64 = 100 * 365 * 24;
+        let defaults = vault_core::KeyOptions::default();
+        let hours = |name: &str, h: u64| {
+            if h > MAX_HOURS {
+                return Err(ConfigError::Invalid(format!(
+                    "[keys] {name} must be at most {MAX_HOURS} hours (100 years)"
+                )));
+            }
+            Ok(std::time::Duration::from_secs(h * 3600))
+        };
+        Ok(vault_core::KeyOptions {
+            rotate_every: match self.rotate_every_hours {
+                None => defaults.rotate_every,
+                Some(0) => None,
+                Some(h) => Some(hours("rotate_every_hours", h)?),
+            },
+            backup_window: match self.backup_window_hours {
+                None => defaults.backup_window,
+                Some(h) => hours("backup_window_hours", h)?,
+            },
+        })
+    }
 }
 
 /// The `[tls]` section: PEM files for the server's certificate chain and key, and
@@ -144,6 +187,8 @@ pub struct Config {
     pub controller: Option<vault_core::report::Controller>,
     /// See [`FileConfig::retention_sweep_hours`]; `None` when off.
     pub retention_sweep_every: Option<std::time::Duration>,
+    /// See [`FileConfig::keys`].
+    pub keys: vault_core::KeyOptions,
 }
 
 /// Where the PostgreSQL store is. `Debug` never shows the URL's password.
@@ -233,6 +278,7 @@ impl Config {
                 .map(|d| std::time::Duration::from_secs(u64::from(d) * 24 * 3600))
                 .unwrap_or(defaults.retention),
         };
+        let keys = file.keys.unwrap_or_default().options()?;
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -254,6 +300,7 @@ impl Config {
             },
             audit,
             controller: file.controller,
+            keys,
         })
     }
 
@@ -277,6 +324,7 @@ impl Config {
             root_key_file: self.root_key_file.clone(),
             storage,
             audit: self.audit.clone(),
+            keys: self.keys.clone(),
         }
     }
 
@@ -428,6 +476,36 @@ mod tests {
         let mut list = vec!["--config", path.as_str()];
         list.extend_from_slice(flags);
         Config::resolve(args(&list))
+    }
+
+    #[test]
+    fn key_rotation_settings() -> Result<(), ConfigError> {
+        let week = std::time::Duration::from_secs(7 * 24 * 3600);
+        let c = Config::resolve(args(&[]))?;
+        assert_eq!(c.keys, vault_core::KeyOptions::default());
+        assert_eq!(c.vault_options().keys.backup_window, week);
+        let c = resolve_with_file(
+            "[keys]\nrotate_every_hours = 24\nbackup_window_hours = 0\n",
+            &[],
+        )?;
+        assert_eq!(
+            c.keys,
+            vault_core::KeyOptions {
+                rotate_every: Some(std::time::Duration::from_secs(24 * 3600)),
+                backup_window: std::time::Duration::ZERO,
+            }
+        );
+        let c = resolve_with_file("[keys]\nrotate_every_hours = 0\n", &[])?;
+        assert_eq!((c.keys.rotate_every, c.keys.backup_window), (None, week));
+        assert!(matches!(
+            resolve_with_file("[keys]\nrotate_every = 24\n", &[]),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            resolve_with_file("[keys]\nbackup_window_hours = 99999999999\n", &[]),
+            Err(ConfigError::Invalid(_))
+        ));
+        Ok(())
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The daemon's life: open the vault, write the bootstrap credential on first start,
-//! serve gRPC until SIGTERM/SIGINT, then drain in-flight calls and flush.
+//! serve gRPC until SIGTERM/SIGINT, then drain in-flight calls and flush. Background
+//! housekeeping signs access-log checkpoints, prunes the log, and rotates and destroys key
+//! epochs on schedule.
 
 use std::future::Future;
 use std::io::Write;
@@ -118,6 +120,7 @@ pub async fn run(
         Arc::clone(&vault),
         config.retention_sweep_every,
     ));
+    let key_housekeeping = tokio::spawn(key_housekeeping(Arc::clone(&vault)));
     tracing::info!("listening on {addr}");
     let serve = builder
         .layer(AuthLayer::new(auth))
@@ -144,6 +147,7 @@ pub async fn run(
     }
 
     housekeeping.abort();
+    key_housekeeping.abort();
     vault.sync().await?;
     vault.access_log().close().await?;
     tracing::info!(
@@ -190,6 +194,44 @@ async fn housekeeping(vault: Arc<Vault>, sweep_every: Option<std::time::Duration
                 Err(e) => tracing::warn!(error = %e, "access-log retention pruning failed"),
             }
         }
+    }
+}
+
+/// Key epochs: rotation when the active epoch is older than `[keys] rotate_every_hours`,
+/// and destruction of epochs retired for longer than the backup window, at start and then
+/// when the next of them is due (checked at least hourly). A separate task, so a long
+/// re-wrap pass never delays access-log checkpoints. Every step is an atomic batch:
+/// stopping in the middle (shutdown) leaves a state the next run completes. Destruction
+/// also reloads the keyring, so a replica never keeps a stale one for more than an hour.
+async fn key_housekeeping(vault: Arc<Vault>) {
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+    // Keeps a failing step from spinning.
+    const AT_LEAST: std::time::Duration = std::time::Duration::from_secs(5);
+    loop {
+        match vault.rotate_if_due().await {
+            Ok(Some(epoch)) => tracing::info!(epoch, "rotated the key epochs on schedule"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed; will retry"),
+        }
+        match vault.destroy_expired_epochs().await {
+            Ok(destroyed) if !destroyed.is_empty() => tracing::info!(
+                epochs = ?destroyed,
+                "destroyed key epochs retired for longer than the backup window"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "destroying expired key epochs failed; will retry")
+            }
+        }
+        let wait = match vault.key_work_due_in().await {
+            Ok(Some(due)) => due.min(HOUR),
+            Ok(None) => HOUR,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the key epochs' schedule");
+                HOUR
+            }
+        };
+        tokio::time::sleep(wait.max(AT_LEAST)).await;
     }
 }
 

@@ -13,6 +13,7 @@ mod audit;
 pub mod backup;
 mod consent;
 mod feed;
+mod keys;
 mod retention;
 mod rights;
 mod search;
@@ -20,6 +21,7 @@ mod supporters;
 mod tickets;
 
 pub use audit::AuditQuery;
+pub use keys::{KeyOptions, RotationReport};
 pub use retention::SweepReport;
 pub use rights::{ErasureReceipt, ExportKey, RightsState};
 pub use search::{SearchPage, SearchQuery};
@@ -88,6 +90,8 @@ pub struct VaultOptions {
     pub storage: StorageChoice,
     /// Checkpoints and retention of the access log.
     pub audit: AuditOptions,
+    /// Key rotation schedule and backup window.
+    pub keys: KeyOptions,
 }
 
 impl VaultOptions {
@@ -98,6 +102,7 @@ impl VaultOptions {
             root_key_file: None,
             storage: StorageChoice::default(),
             audit: AuditOptions::default(),
+            keys: KeyOptions::default(),
         }
     }
 
@@ -160,6 +165,11 @@ pub struct Vault {
     root: RootKey,
     blind: BlindIndexKey,
     audit: AuditLog,
+    /// Rotation schedule and backup window (`keys.rs`).
+    key_options: KeyOptions,
+    /// Held by key rotation and epoch destruction (and by anything that must not run
+    /// while epochs change, such as a backup).
+    pub(crate) key_ops: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -293,7 +303,9 @@ impl Vault {
             let _ = std::fs::remove_file(&key_path);
             return Err(missing_key(&key_path));
         }
-        let vault = Self::with_store(store, &root, options.audit.clone()).await?;
+        let vault = Self::with_store(store, &root, options.audit.clone())
+            .await?
+            .with_key_options(options.keys.clone());
         Ok((
             vault,
             OpenReport {
@@ -347,6 +359,8 @@ impl Vault {
             root: RootKey::from_key(Key256::from_bytes(root.key().expose())),
             blind: BlindIndexKey::derive(root),
             audit,
+            key_options: KeyOptions::default(),
+            key_ops: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -530,6 +544,7 @@ async fn load_keyring(store: &dyn Store, root: &RootKey) -> Result<Keyring> {
             &epoch.to_be_bytes(),
             keyring::new_wrapped_epoch(root, epoch)?,
         );
+        keys::put_new_epoch_meta(&mut b, epoch, now_us())?;
         match store.commit(b).await {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),

@@ -273,12 +273,10 @@ impl Vault {
         s.created_at_us = now;
         s.updated_at_us = now;
         let mut b = Batch::new();
+        // Pins the epoch: a rotation meanwhile fails this batch, and the retry wraps anew.
+        let wrapped = self.wrap_new_subject_key(&mut b, &id, &dek).await?;
         b.check(Table::SubjectKeys, id.as_bytes(), None)
-            .put(
-                Table::SubjectKeys,
-                id.as_bytes(),
-                self.keyring().wrap_subject_key(&id, &dek)?,
-            )
+            .put(Table::SubjectKeys, id.as_bytes(), wrapped)
             .put(Table::Records, id.as_bytes(), record::seal(&dek, &s)?);
         for (table, hash) in [(Table::EmailIndex, email_h), (Table::PhoneIndex, phone_h)] {
             if let Some(h) = hash {

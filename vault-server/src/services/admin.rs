@@ -1,4 +1,5 @@
-//! The `vault.v1.Admin` service: clients, purposes, the processing report and backups.
+//! The `vault.v1.Admin` service: clients, purposes, key rotation, backups, the retention
+//! sweep and the record of processing activities.
 
 use std::sync::Arc;
 
@@ -154,9 +155,18 @@ impl Admin for AdminService {
 
     async fn rotate_keys(
         &self,
-        _request: Request<pb::RotateKeysRequest>,
+        request: Request<pb::RotateKeysRequest>,
     ) -> Result<Response<pb::RotateKeysResponse>, Status> {
-        Err(Status::unimplemented("Admin.RotateKeys: not yet"))
+        let caller = caller(&request)?;
+        let result = self.vault.rotate_keys(&caller).await;
+        finish(&caller, "Admin.RotateKeys", result).map(|r| {
+            Response::new(pb::RotateKeysResponse {
+                epoch: r.epoch,
+                rewrapped: r.rewrapped,
+                destroyed_epochs: r.destroyed,
+                epochs: r.epochs,
+            })
+        })
     }
 
     async fn backup(
