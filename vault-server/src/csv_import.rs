@@ -461,7 +461,7 @@ pub enum Row {
         /// Row number in the file, from 1 (the first line after the header).
         row: u64,
         /// The supporter it holds.
-        supporter: pb::Supporter,
+        supporter: Box<pb::Supporter>,
     },
     /// A row the file gets wrong: not sent.
     Rejected {
@@ -605,7 +605,10 @@ impl<R: Read> CsvRows<R> {
                     }
                 }
                 Some(Ok(match self.mapping.supporter(&cells, &self.defaults) {
-                    Ok(supporter) => Row::Parsed { row, supporter },
+                    Ok(supporter) => Row::Parsed {
+                        row,
+                        supporter: Box::new(supporter),
+                    },
                     Err(reason) => Row::Rejected { row, reason },
                 }))
             }
@@ -754,7 +757,7 @@ impl Progress {
     /// Records how far the reader is.
     pub fn update(&self, bytes: u64, rows: u64) {
         self.0.set_position(bytes);
-        if rows % 256 == 0 {
+        if rows.is_multiple_of(256) {
             self.0.set_message(format!("{rows} rows"));
         }
     }

@@ -541,11 +541,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(json) => {
             // Streaming commands print as they go and return nothing more.
-            if !json.is_empty() {
-                if let Err(e) = write_line(&mut std::io::stdout(), &json) {
-                    eprintln!("vaultctl: {e}");
-                    return ExitCode::FAILURE;
-                }
+            if !json.is_empty()
+                && let Err(e) = write_line(&mut std::io::stdout(), &json)
+            {
+                eprintln!("vaultctl: {e}");
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
