@@ -568,7 +568,9 @@ pub async fn import<R: Read + Send + 'static>(
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     let mut replies = ImportSummary::default();
+    let mut first_call_row = None;
     while let Some(b) = batch_rx.recv().await {
+        let first_call = *first_call_row.get_or_insert(b.first_row) == b.first_row;
         let stream = tokio_stream::wrappers::ReceiverStream::new(b.rows);
         let reply = client
             .import(with_token(stream, token, Some(purpose))?)
@@ -578,6 +580,13 @@ pub async fn import<R: Read + Send + 'static>(
             Ok(r) => {
                 let file_rows = b.file_rows.await.unwrap_or_default();
                 replies.add_response(&r.into_inner(), &file_rows);
+            }
+            Err(e) if first_call => {
+                progress.finish();
+                return Err(format!(
+                    "import failed: {e} (re-running the file is safe: rows already imported \
+                     change nothing)"
+                ));
             }
             Err(e) => {
                 progress.finish();
