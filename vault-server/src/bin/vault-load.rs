@@ -125,6 +125,11 @@ fn authed<T>(m: T, token: &str, purpose: Option<&'static str>) -> Request<T> {
     r
 }
 
+/// A failed call as one line: code and message.
+fn status(e: tonic::Status) -> String {
+    format!("{:?}: {}", e.code(), e.message())
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -453,7 +458,7 @@ impl Setup {
                         Some(MEMBERSHIP),
                     ))
                     .await
-                    .map_err(|e| e.message().to_owned())?
+                    .map_err(status)?
                     .into_inner()
                     .id;
                 if let (Ok(mut slots), Ok(i)) = (slots.lock(), usize::try_from(i)) {
@@ -493,7 +498,7 @@ impl Setup {
                         Some(MEMBERSHIP),
                     ))
                     .await
-                    .map_err(|e| e.message().to_owned())?
+                    .map_err(status)?
                     .into_inner()
                     .id;
                 if let Ok(mut f) = found.lock() {
@@ -619,7 +624,7 @@ async fn run(args: Args) -> Result<(), String> {
                         })
                         .await
                         .map(|_| 0)
-                        .map_err(|e| e.message().to_owned())
+                        .map_err(status)
                     }
                 })
                 .await?
@@ -637,7 +642,7 @@ async fn run(args: Args) -> Result<(), String> {
                         ))
                         .await
                         .map(|_| 0)
-                        .map_err(|e| e.message().to_owned())
+                        .map_err(status)
                     }
                 })
                 .await?
@@ -659,7 +664,7 @@ async fn run(args: Args) -> Result<(), String> {
                         ))
                         .await
                         .map(|_| 0)
-                        .map_err(|e| e.message().to_owned())
+                        .map_err(status)
                     }
                 })
                 .await?
@@ -684,7 +689,7 @@ async fn run(args: Args) -> Result<(), String> {
                         ))
                         .await
                         .map(|_| 1)
-                        .map_err(|e| e.message().to_owned())
+                        .map_err(status)
                     }
                 })
                 .await?
@@ -708,7 +713,7 @@ async fn run(args: Args) -> Result<(), String> {
                         let r = c
                             .import(authed(rows, &token, Some(MEMBERSHIP)))
                             .await
-                            .map_err(|e| e.message().to_owned())?
+                            .map_err(status)?
                             .into_inner();
                         t.created.fetch_add(r.created, Ordering::Relaxed);
                         t.updated.fetch_add(r.updated, Ordering::Relaxed);
@@ -769,7 +774,7 @@ async fn run(args: Args) -> Result<(), String> {
                             let reply = c
                                 .search(authed(request.clone(), &token, Some(NEWSLETTER)))
                                 .await
-                                .map_err(|e| e.message().to_owned())?;
+                                .map_err(status)?;
                             let next = reply
                                 .metadata()
                                 .get("x-vault-next-page-token")
@@ -777,12 +782,7 @@ async fn run(args: Args) -> Result<(), String> {
                                 .filter(|v| !v.is_empty())
                                 .map(str::to_owned);
                             let mut stream = reply.into_inner();
-                            while stream
-                                .message()
-                                .await
-                                .map_err(|e| e.message().to_owned())?
-                                .is_some()
-                            {
+                            while stream.message().await.map_err(status)?.is_some() {
                                 n += 1;
                             }
                             match next {
@@ -838,7 +838,7 @@ async fn run(args: Args) -> Result<(), String> {
                         ))
                         .await
                         .map(|_| 1)
-                        .map_err(|e| e.message().to_owned())
+                        .map_err(status)
                     }
                 })
                 .await?
@@ -882,6 +882,12 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
         println!("{report}");
+        if m.latencies.is_empty() && m.errors > 0 {
+            return Err(format!(
+                "every call failed ({})",
+                report["first_error"].as_str().unwrap_or("no message")
+            ));
+        }
     }
     Ok(())
 }
