@@ -41,7 +41,8 @@ struct Cli {
     /// File holding the token (default: <data-dir>/admin.token).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
-    /// Purpose of the call (`x-vault-purpose`), required for supporter and consent commands.
+    /// Purpose of the call (`x-vault-purpose`), required for supporter, consent, import and
+    /// watch commands (rights commands default to data-subject-rights).
     #[arg(long, env = "VAULT_PURPOSE", global = true)]
     purpose: Option<String>,
     /// The daemon's data directory, to find the admin token file.
