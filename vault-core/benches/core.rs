@@ -1,5 +1,6 @@
-//! Criterion benchmarks of the library's hot paths: envelope seal/open, blind index, and
-//! supporter upsert/get on the embedded store (durable writes, group commit).
+//! Criterion benchmarks of the library's hot paths: envelope seal/open, blind index, posting
+//! keys, sealing and opening a supporter record, and supporter upsert/get on the embedded
+//! store (durable writes, group commit).
 //!
 //! Run: `cargo bench -p vault-core --bench core`. Figures go in docs/benchmarks.md.
 
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use vault_core::crypto::envelope::{self, Aad};
 use vault_core::crypto::{BlindIndexKey, IndexKind, Key256, RootKey};
-use vault_core::{Caller, FieldSet, Role, Supporter, Vault, VaultOptions};
+use vault_core::supporter::record;
+use vault_core::{Address, Caller, FieldSet, Role, Supporter, Vault, VaultOptions};
 
 fn crypto(c: &mut Criterion) {
     let key = Key256::generate().unwrap();
@@ -33,6 +35,70 @@ fn crypto(c: &mut Criterion) {
     c.bench_function("blind_index_email", |b| {
         b.iter(|| blind.index(IndexKind::Email, "marianne.dupont@example.fr"))
     });
+
+    // Posting-list keys, as segments store them: HMAC of the term ‖ subject id. One per
+    // tag, one for the postcode.
+    let subject = "6f1c1a7e-3b7d-4d0e-9a51-2c9f5d3e8b10";
+    let posting_key = |kind: IndexKind, term: &str| {
+        let mut key = Vec::with_capacity(32 + subject.len());
+        key.extend_from_slice(&blind.index(kind, term));
+        key.extend_from_slice(subject.as_bytes());
+        key
+    };
+    let mut g = c.benchmark_group("posting");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("tag_key", |b| {
+        b.iter(|| posting_key(IndexKind::Tag, std::hint::black_box("porte-a-porte")))
+    });
+    // Every term of a typical supporter: three tags and a postcode.
+    g.throughput(Throughput::Elements(4));
+    g.bench_function("supporter_terms_4", |b| {
+        b.iter(|| {
+            [
+                posting_key(IndexKind::Tag, "militant"),
+                posting_key(IndexKind::Tag, "porte-a-porte"),
+                posting_key(IndexKind::Tag, "quartier-nord"),
+                posting_key(IndexKind::Postcode, "75011"),
+            ]
+        })
+    });
+    g.finish();
+
+    // A whole supporter record (JSON, then AES-256-GCM under its data key, AAD bound to the
+    // subject id and format version), as every write seals and every read opens.
+    let dek = Key256::generate().unwrap();
+    let supporter = Supporter {
+        id: subject.into(),
+        given_name: "Marianne".into(),
+        family_name: "Dupont".into(),
+        email: "marianne.dupont@example.fr".into(),
+        phone: "+33612345678".into(),
+        address: Address {
+            line1: "12 rue de la République".into(),
+            line2: String::new(),
+            postcode: "75011".into(),
+            city: "Paris".into(),
+            country: "FR".into(),
+        },
+        tags: ["militant", "porte-a-porte", "quartier-nord"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        custom: [("bureau_de_vote".to_owned(), "0412".to_owned())].into(),
+        source: "form:petition-2026".into(),
+        created_at_us: 1_795_000_000_000_000,
+        updated_at_us: 1_795_000_000_000_000,
+    };
+    let sealed_record = record::seal(&dek, &supporter).unwrap();
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seal_supporter", |b| {
+        b.iter(|| record::seal(&dek, &supporter).unwrap())
+    });
+    g.bench_function("open_supporter", |b| {
+        b.iter(|| record::open(&dek, subject, &sealed_record).unwrap())
+    });
+    g.finish();
 }
 
 fn store(c: &mut Criterion) {

@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod csv_import;
+pub mod ctl;
 pub mod daemon;
 pub mod services;
 pub mod status;

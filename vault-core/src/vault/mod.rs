@@ -200,32 +200,6 @@ fn parse_id(field: &str, id: &str) -> Result<String> {
         })
 }
 
-/// Refuses a use of `field` the purpose may not see (`verb`: what the call does with it).
-fn check_readable(
-    log: &mut AccessRecord,
-    purpose: &Purpose,
-    field: crate::supporter::Field,
-    verb: &str,
-) -> Result<()> {
-    if purpose.fields.contains(field) {
-        return Ok(());
-    }
-    Err(log.denied(access::Denied {
-        code: "field-not-allowed",
-        error: Error::PermissionDenied(format!(
-            "purpose {} may not {verb} {}: it may see only {}",
-            purpose.id,
-            field.path(),
-            purpose
-                .fields
-                .iter()
-                .map(|f| f.path())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }))
-}
-
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("no supporter with id {id}"))
 }

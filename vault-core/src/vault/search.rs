@@ -17,9 +17,9 @@ use crate::error::{Error, InvalidInput, Result};
 use crate::postings::{self, Term, TermHash};
 use crate::purpose::{Channel, Purpose};
 use crate::storage::Table;
-use crate::supporter::{Field, FieldSet, Supporter, normalize, record};
+use crate::supporter::{FieldSet, Supporter, normalize, record};
 
-use super::{Vault, check_readable};
+use super::Vault;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
@@ -92,7 +92,7 @@ impl Vault {
             let purpose = decision
                 .purpose
                 .ok_or_else(|| Error::Codec("no purpose".into()))?;
-            let plan = self.plan(&mut log, &purpose, query)?;
+            let plan = self.plan(&purpose, query)?;
             let visible = if query.fields.is_empty() {
                 decision.fields
             } else {
@@ -137,12 +137,7 @@ impl Vault {
         Ok(Some(record::open(&dek, id, &sealed)?))
     }
 
-    fn plan(
-        &self,
-        log: &mut crate::access_log::AccessRecord,
-        purpose: &Purpose,
-        q: &SearchQuery,
-    ) -> Result<Plan> {
+    fn plan(&self, purpose: &Purpose, q: &SearchQuery) -> Result<Plan> {
         let count = q.tags_all.len() + q.tags_any.len() + q.postcodes.len();
         if count > MAX_CRITERIA {
             return Err(InvalidInput::new(
@@ -151,12 +146,8 @@ impl Vault {
             )
             .into());
         }
-        if !q.tags_all.is_empty() || !q.tags_any.is_empty() {
-            check_readable(log, purpose, Field::Tags, "filter on")?;
-        }
-        if !q.postcodes.is_empty() {
-            check_readable(log, purpose, Field::Postcode, "filter on")?;
-        }
+        // Tags and postcodes select a send list (tag × place × channel) for any purpose;
+        // the reply still carries only the purpose's fields.
         let tags_all = normalize::tags(q.tags_all.iter().map(String::as_str))?;
         let tags_any = normalize::tags(q.tags_any.iter().map(String::as_str))?;
         let postcodes: BTreeSet<String> = q

@@ -2,8 +2,9 @@
 //! `migrate`, `restore` and `audit verify`, which run offline, without one.
 //!
 //! Address and token come from flags, the environment (`VAULT_ADDR`, `VAULT_TOKEN`), or the
-//! admin token file the daemon wrote on first start. Output is JSON on stdout; failures
-//! print one line on stderr and exit non-zero.
+//! admin token file the daemon wrote on first start. Output is JSON on stdout (the rights,
+//! key, backup, retention, import and watch commands print readable lines unless `--json`);
+//! failures print one line on stderr and exit non-zero.
 
 #![forbid(unsafe_code)]
 
@@ -11,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use tonic::Request;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use vault_core::storage::copy::{DEFAULT_BATCH_ROWS, copy_store};
 use vault_core::storage::sled_store::SledOptions;
@@ -22,8 +21,11 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::audit_client::AuditClient;
 use vault_proto::v1::consent_client::ConsentClient;
+use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 use vault_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use vault_server::csv_import::{CsvRows, MappingOptions, Progress, ReadOptions, RowDefaults};
+use vault_server::ctl::{self, status_line, supporter_json, with_token, write_line};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,12 +43,16 @@ struct Cli {
     /// File holding the token (default: <data-dir>/admin.token).
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
-    /// Purpose of the call (`x-vault-purpose`), required for supporter and consent commands.
+    /// Purpose of the call (`x-vault-purpose`), required for supporter, consent, import and
+    /// watch commands (rights commands default to data-subject-rights).
     #[arg(long, env = "VAULT_PURPOSE", global = true)]
     purpose: Option<String>,
     /// The daemon's data directory, to find the admin token file.
     #[arg(long, env = "VAULT_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     data_dir: PathBuf,
+    /// Print JSON instead of readable lines (rights, keys, backup, retention, import, watch).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +93,187 @@ enum Command {
     /// offline: stop the daemon (every replica) first. Needs no daemon and no token, but the
     /// root key file that made the backup. Erasures made since the backup are replayed.
     Restore(RestoreArgs),
+    /// Data-subject rights (dpo role): export, erasure, restriction, objection, tickets.
+    /// Calls on personal data declare the purpose data-subject-rights unless --purpose says
+    /// otherwise.
+    #[command(subcommand)]
+    Rights(RightsCommand),
+    /// Key epochs (admin).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Retention (admin).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Import supporters from a CSV file under --purpose, with a progress bar and a summary.
+    Import(Box<ImportArgs>),
+    /// Follow the change feed (ids and kinds, never personal data) under --purpose.
+    Watch {
+        /// Start after this cursor (default: the oldest retained change).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Keep following; without it, stop once caught up (no event for a second).
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RightsCommand {
+    /// The person's whole file as JSON (art. 15 and 20), to stdout or --out.
+    Export {
+        /// Supporter id.
+        #[arg(long, conflicts_with = "email", required_unless_present = "email")]
+        id: Option<String>,
+        /// Email (any casing).
+        #[arg(long)]
+        email: Option<String>,
+        /// Write the document to this file (created with mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase the person (art. 17) and print the receipt.
+    Erase {
+        /// Supporter id.
+        #[arg(long)]
+        id: String,
+        /// The rights request this answers.
+        #[arg(long)]
+        request_ref: String,
+        /// Also refuse any later import or upsert of the person's email and phone.
+        #[arg(long)]
+        suppress: bool,
+    },
+    /// Restrict processing (art. 18): data kept, every purpose but the DPO's refused.
+    Restrict(RestrictArgs),
+    /// Lift a restriction.
+    Unrestrict(RestrictArgs),
+    /// Record an objection (art. 21), per channel (no --channel: every channel).
+    Object {
+        /// Supporter id.
+        #[arg(long)]
+        id: String,
+        /// Channel objected to: email, sms, in-person, post (repeatable).
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// The rights request this answers.
+        #[arg(long)]
+        request_ref: String,
+    },
+    /// Rights request tickets (art. 12: one month to answer).
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+}
+
+#[derive(Debug, ClapArgs)]
+struct RestrictArgs {
+    /// Supporter id.
+    #[arg(long)]
+    id: String,
+    /// The rights request this answers.
+    #[arg(long)]
+    request_ref: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestsCommand {
+    /// Open a ticket.
+    Open {
+        /// access, portability, rectification, erasure, restriction or objection.
+        #[arg(long)]
+        kind: String,
+        /// When the request reached you, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        received: Option<String>,
+        /// Supporter id, when known.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Your own reference for the request (letter, email thread): required.
+        #[arg(long)]
+        reference: String,
+    },
+    /// List open tickets.
+    List {
+        /// Only those past their due date.
+        #[arg(long)]
+        overdue: bool,
+        /// Closed ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close a ticket.
+    Close {
+        /// Ticket id.
+        #[arg(long)]
+        id: String,
+        /// How it was answered, e.g. exported, erased, refused.
+        #[arg(long)]
+        action: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Start a new key epoch, re-wrap every supporter key under it, destroy epochs retired
+    /// for longer than the backup window.
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Erase supporters no purpose may keep any longer.
+    Sweep {
+        /// Only list them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct ImportArgs {
+    /// The CSV file: a header line, then one supporter per line. Headers are recognised in
+    /// English and French (email/courriel, prénom, code postal, ...), custom_<key> columns
+    /// fill custom fields, consent:<purpose>[:<channel>] columns carry consent.
+    file: PathBuf,
+    /// The supporters' source when a row has none (default: import:<file name>).
+    #[arg(long)]
+    source: Option<String>,
+    /// Map a column: column=field (field: email, phone, given_name, family_name, line1,
+    /// line2, postcode, city, country, tags, source, custom_<key>,
+    /// consent:<purpose>[:<channel>], ignore). Repeatable.
+    #[arg(long = "map", value_parser = parse_column_map)]
+    map: Vec<(String, String)>,
+    /// Rows per Import call.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Version of the information notice the people saw (needed with consent columns).
+    #[arg(long)]
+    notice_version: Option<String>,
+    /// Drop columns nothing maps instead of refusing the file.
+    #[arg(long)]
+    ignore_unknown: bool,
+    /// Exit 1 when any row was rejected.
+    #[arg(long)]
+    strict: bool,
+    /// Field delimiter (default: sniffed from the header line among , ; and tab).
+    #[arg(long, value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+}
+
+fn parse_column_map(s: &str) -> Result<(String, String), String> {
+    s.rsplit_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+        .ok_or_else(|| "expected column=field".to_owned())
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "\\t" | "tab" => Ok(b'\t'),
+        _ => match s.as_bytes() {
+            [b] if b.is_ascii() && *b != b'"' && *b != b'\n' => Ok(*b),
+            _ => Err("expected one ASCII character, or tab".to_owned()),
+        },
+    }
 }
 
 #[derive(Debug, ClapArgs)]
@@ -300,6 +487,36 @@ enum SupporterCommand {
         #[arg(required = true)]
         tags: Vec<String>,
     },
+    /// A consent-filtered segment under --purpose, as JSON lines.
+    Search(SearchArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct SearchArgs {
+    /// Supporters carrying this tag (repeatable: every one of them).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Supporters carrying at least one of these tags (repeatable).
+    #[arg(long = "any-tag")]
+    any_tags: Vec<String>,
+    /// Supporters whose postcode is one of these (repeatable).
+    #[arg(long = "postcode")]
+    postcodes: Vec<String>,
+    /// Narrow consent and objection to one channel of the purpose.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Comma-separated field paths to return (default: the purpose's fields).
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+    /// Supporters per page (server default 1000, at most 10000).
+    #[arg(long)]
+    page_size: Option<u32>,
+    /// Continue from this page token (printed on stderr after a page).
+    #[arg(long)]
+    page_token: Option<String>,
+    /// Read every page.
+    #[arg(long)]
+    all_pages: bool,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -353,7 +570,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(json) => {
-            println!("{json}");
+            // Streaming commands print as they go and return nothing more.
+            if !json.is_empty()
+                && let Err(e) = write_line(&mut std::io::stdout(), &json)
+            {
+                eprintln!("vaultctl: {e}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -381,23 +604,6 @@ fn token(cli: &Cli) -> Result<String, String> {
         })
 }
 
-fn with_token<T>(message: T, token: &str, purpose: Option<&str>) -> Result<Request<T>, String> {
-    let mut req = Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| "the token contains characters that cannot be sent".to_owned())?;
-    req.metadata_mut().insert("authorization", value);
-    if let Some(p) = purpose {
-        let value = MetadataValue::try_from(p)
-            .map_err(|_| "the purpose contains characters that cannot be sent".to_owned())?;
-        req.metadata_mut().insert("x-vault-purpose", value);
-    }
-    Ok(req)
-}
-
-fn status_line(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 async fn run(cli: Cli) -> Result<String, String> {
     if let Command::Migrate(args) = &cli.command {
         return migrate(&cli.data_dir, args).await;
@@ -415,8 +621,82 @@ async fn run(cli: Cli) -> Result<String, String> {
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", cli.addr))?;
     let purpose = cli.purpose.as_deref();
+    let json = cli.json;
     let mut client = SupportersClient::new(channel.clone());
     let reply = match cli.command {
+        Command::Rights(c) => {
+            let purpose = purpose.unwrap_or(ctl::RIGHTS_PURPOSE);
+            return rights(RightsClient::new(channel), c, &token, purpose, json).await;
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let r = AdminClient::new(channel)
+                .rotate_keys(with_token(pb::RotateKeysRequest {}, &token, None)?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            return Ok(ctl::rotation(&r, json));
+        }
+        Command::Retention(RetentionCommand::Sweep { dry_run }) => {
+            let r = AdminClient::new(channel)
+                .retention_sweep(with_token(
+                    pb::RetentionSweepRequest { dry_run },
+                    &token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            return Ok(ctl::sweep(&r, json));
+        }
+        Command::Import(a) => return import(channel, &token, purpose, *a, json).await,
+        Command::Watch { cursor, follow } => {
+            let mut out = std::io::stdout();
+            let seen = ctl::watch(
+                &mut client,
+                &token,
+                purpose,
+                cursor.unwrap_or_default(),
+                follow,
+                std::time::Duration::from_secs(1),
+                json,
+                &mut out,
+            )
+            .await?;
+            if !follow {
+                match &seen.cursor {
+                    Some(c) => eprintln!(
+                        "vaultctl: caught up after {} events; resume with --cursor {c}",
+                        seen.events
+                    ),
+                    None => eprintln!("vaultctl: no new events"),
+                }
+            }
+            return Ok(String::new());
+        }
+        Command::Supporter(SupporterCommand::Search(a)) => {
+            let request = pb::SearchRequest {
+                tags_all: a.tags,
+                tags_any: a.any_tags,
+                postcodes: a.postcodes,
+                consent_purpose: String::new(),
+                consent_channel: a.channel.unwrap_or_default(),
+                fields: (!a.fields.is_empty())
+                    .then_some(prost_types::FieldMask { paths: a.fields }),
+                page_size: a.page_size.unwrap_or(0),
+                page_token: a.page_token.unwrap_or_default(),
+            };
+            let mut out = std::io::stdout();
+            let seen =
+                ctl::search(&mut client, &token, purpose, request, a.all_pages, &mut out).await?;
+            if let Some(next) = seen.next_page_token {
+                eprintln!(
+                    "vaultctl: {} supporters on this page; more with --page-token {next} (or \
+                     --all-pages)",
+                    seen.supporters
+                );
+            }
+            return Ok(String::new());
+        }
         Command::Consent(c) => {
             return consent(ConsentClient::new(channel), c, &token, purpose).await;
         }
@@ -644,27 +924,6 @@ async fn restore(data_dir: &Path, args: &RestoreArgs) -> Result<String, String> 
         );
     }
     Ok(json.to_string())
-}
-
-fn supporter_json(s: &pb::Supporter) -> serde_json::Value {
-    let ts = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds);
-    let a = s.address.clone().unwrap_or_default();
-    serde_json::json!({
-        "id": s.id,
-        "given_name": s.given_name,
-        "family_name": s.family_name,
-        "email": s.email,
-        "phone": s.phone,
-        "address": {
-            "line1": a.line1, "line2": a.line2, "postcode": a.postcode,
-            "city": a.city, "country": a.country,
-        },
-        "tags": s.tags,
-        "custom": s.custom,
-        "source": s.source,
-        "created_at_unix": ts(&s.created_at),
-        "updated_at_unix": ts(&s.updated_at),
-    })
 }
 
 fn event_json(e: &pb::ConsentEvent) -> serde_json::Value {
@@ -934,4 +1193,245 @@ async fn audit(
 
 fn bytecount_lines(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| **b == b'\n').count()
+}
+
+/// `vaultctl rights ...` (dpo role).
+async fn rights(
+    mut client: RightsClient<Channel>,
+    command: RightsCommand,
+    token: &str,
+    purpose: &str,
+    json: bool,
+) -> Result<String, String> {
+    let p = Some(purpose);
+    match command {
+        RightsCommand::Export { id, email, out } => {
+            let subject = match (id, email) {
+                (Some(id), _) => pb::export_request::Subject::SubjectId(id),
+                (None, Some(e)) => pb::export_request::Subject::Email(e),
+                (None, None) => return Err("pass --id or --email".into()),
+            };
+            let r = client
+                .export(with_token(
+                    pb::ExportRequest {
+                        subject: Some(subject),
+                        format: "json".into(),
+                    },
+                    token,
+                    p,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            match out {
+                None => String::from_utf8(r.document)
+                    .map(|d| d.trim_end().to_owned())
+                    .map_err(|_| "the export document is not UTF-8".to_owned()),
+                Some(path) => {
+                    write_private(&path, &r.document)?;
+                    Ok(if json {
+                        serde_json::json!({
+                            "out": path.display().to_string(), "bytes": r.document.len(),
+                            "subject_id": r.subject_id,
+                        })
+                        .to_string()
+                    } else {
+                        format!(
+                            "wrote the file of {} to {} ({} bytes)",
+                            r.subject_id,
+                            path.display(),
+                            r.document.len()
+                        )
+                    })
+                }
+            }
+        }
+        RightsCommand::Erase {
+            id,
+            request_ref,
+            suppress,
+        } => {
+            let r = client
+                .erase(with_token(
+                    pb::EraseRequest {
+                        subject_id: id,
+                        request_ref,
+                        suppress,
+                    },
+                    token,
+                    p,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::receipt(&r, json))
+        }
+        RightsCommand::Restrict(a) => {
+            let r = client
+                .restrict(with_token(
+                    pb::RestrictRequest {
+                        subject_id: a.id,
+                        request_ref: a.request_ref,
+                    },
+                    token,
+                    p,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::subject_state(&r, json))
+        }
+        RightsCommand::Unrestrict(a) => {
+            let r = client
+                .unrestrict(with_token(
+                    pb::RestrictRequest {
+                        subject_id: a.id,
+                        request_ref: a.request_ref,
+                    },
+                    token,
+                    p,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::subject_state(&r, json))
+        }
+        RightsCommand::Object {
+            id,
+            channels,
+            request_ref,
+        } => {
+            let r = client
+                .object(with_token(
+                    pb::ObjectRequest {
+                        subject_id: id,
+                        channels,
+                        request_ref,
+                    },
+                    token,
+                    p,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::subject_state(&r, json))
+        }
+        RightsCommand::Requests(RequestsCommand::Open {
+            kind,
+            received,
+            subject,
+            reference,
+        }) => {
+            let received_at = received.as_deref().map(ctl::parse_date).transpose()?;
+            let r = client
+                .open_request(with_token(
+                    pb::OpenRequestRequest {
+                        kind,
+                        received_at,
+                        subject_id: subject.unwrap_or_default(),
+                        reference,
+                    },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::rights_request(&r, json))
+        }
+        RightsCommand::Requests(RequestsCommand::List { overdue, all }) => {
+            let r = client
+                .list_requests(with_token(
+                    pb::ListRequestsRequest {
+                        overdue_only: overdue,
+                        include_closed: all,
+                        as_of: None,
+                    },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::rights_requests(&r.requests, json))
+        }
+        RightsCommand::Requests(RequestsCommand::Close { id, action }) => {
+            let r = client
+                .close_request(with_token(
+                    pb::CloseRequestRequest { id, action },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            Ok(ctl::rights_request(&r, json))
+        }
+    }
+}
+
+/// Writes personal data to a new file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // `mode` applies only to a new file: an existing one is narrowed too.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {} to its owner: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// `vaultctl import FILE.csv`: streams the file's rows to `Supporters.Import`.
+async fn import(
+    channel: Channel,
+    token: &str,
+    purpose: Option<&str>,
+    a: ImportArgs,
+    json: bool,
+) -> Result<String, String> {
+    let purpose = purpose.ok_or(
+        "import needs --purpose (or VAULT_PURPOSE): the purpose the supporters are imported for",
+    )?;
+    let file_name = a
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| a.file.display().to_string());
+    let options = ReadOptions {
+        mapping: MappingOptions {
+            overrides: a.map,
+            ignore_unknown: a.ignore_unknown,
+        },
+        defaults: RowDefaults {
+            source: a.source.unwrap_or_else(|| format!("import:{file_name}")),
+            notice_version: a.notice_version.unwrap_or_default(),
+        },
+        delimiter: a.delimiter,
+    };
+    let rows = CsvRows::open(&a.file, &options)?;
+    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let batch = usize::try_from(a.batch).unwrap_or(usize::MAX);
+    let summary = ctl::import(channel, token, purpose, rows, batch, Progress::new(total)).await?;
+    let shown = a.file.display().to_string();
+    let text = if json {
+        summary.json(&shown).to_string()
+    } else {
+        summary.lines(&shown)
+    };
+    if a.strict && !summary.rejected.is_empty() {
+        write_line(&mut std::io::stdout(), &text)?;
+        return Err(format!(
+            "{} rows rejected (--strict)",
+            summary.rejected.len()
+        ));
+    }
+    Ok(text)
 }

@@ -1,0 +1,355 @@
+//! `vaultctl` import, search, watch, rights, keys, backup and retention against a running
+//! daemon.
+
+// Test helpers unwrap: a failure is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Daemon, VAULTCTL};
+
+fn vaultctl(daemon: &Daemon, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(VAULTCTL);
+    cmd.args(args)
+        .env("VAULT_ADDR", format!("http://{}", daemon.addr))
+        .env("VAULT_DATA_DIR", &daemon.data_dir)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_PURPOSE");
+    if let Some(t) = token {
+        cmd.env("VAULT_TOKEN", t);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Fails with exit status 1 and one line on stderr containing `needle`.
+fn refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn token_of(created: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(created).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn import_refuses_files_it_cannot_map_before_sending_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("d"));
+    let unknown = write(
+        dir.path(),
+        "unknown.csv",
+        "Courriel;Prénom;Pointure\na@b.fr;Anne;38\n",
+    );
+    refused(
+        &vaultctl(&daemon, None, &["import", &unknown]),
+        "import needs --purpose",
+    );
+    refused(
+        &vaultctl(
+            &daemon,
+            None,
+            &["import", &unknown, "--purpose", "membership"],
+        ),
+        "unknown column \"Pointure\"",
+    );
+    let consent = write(
+        dir.path(),
+        "consent.csv",
+        "email,consent:newsletter\na@b.fr,oui\n",
+    );
+    refused(
+        &vaultctl(
+            &daemon,
+            None,
+            &["import", &consent, "--purpose", "membership"],
+        ),
+        "--notice-version",
+    );
+    let nameless = write(dir.path(), "names.csv", "prenom,nom\nAnne,Martin\n");
+    refused(
+        &vaultctl(
+            &daemon,
+            None,
+            &["import", &nameless, "--purpose", "membership"],
+        ),
+        "no column holds an email or a phone",
+    );
+    refused(
+        &vaultctl(
+            &daemon,
+            None,
+            &["import", "/nonexistent/x.csv", "--purpose", "membership"],
+        ),
+        "cannot read /nonexistent/x.csv",
+    );
+}
+
+#[test]
+fn rights_commands_check_their_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    refused(
+        &vaultctl(
+            &daemon,
+            None,
+            &[
+                "rights",
+                "requests",
+                "open",
+                "--kind",
+                "access",
+                "--received",
+                "31/01/2026",
+                "--reference",
+                "r",
+            ],
+        ),
+        "is not a date: expected YYYY-MM-DD",
+    );
+    let both = vaultctl(
+        &daemon,
+        None,
+        &["rights", "export", "--id", "x", "--email", "a@b.fr"],
+    );
+    assert!(!both.status.success());
+    let missing = vaultctl(&daemon, None, &["rights", "erase", "--id", "x"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--request-ref"));
+}
+
+/// The whole tour through the command line. Needs the server side of Import, Search, Watch,
+/// Rights, RotateKeys, Backup and RetentionSweep.
+#[test]
+fn import_search_watch_and_rights_tour() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("d"));
+    let tool = token_of(&ok(&vaultctl(
+        &daemon,
+        None,
+        &[
+            "client",
+            "create",
+            "--name",
+            "importer",
+            "--role",
+            "campaign-tool",
+            "--purposes",
+            "membership,newsletter",
+        ],
+    )));
+    let dpo = token_of(&ok(&vaultctl(
+        &daemon,
+        None,
+        &["client", "create", "--name", "dpo", "--role", "dpo"],
+    )));
+
+    // Row 2 has a field too many (refused by the CLI), row 4 a bad email (refused by the
+    // server): both are reported with their file row numbers.
+    let file = write(
+        dir.path(),
+        "adherents.csv",
+        "Courriel;Prénom;Nom;Code postal;Tags;consent:newsletter\n\
+         anne@exemple.fr;Anne;Martin;75011;benevole|quartier-nord;oui\n\
+         trop@exemple.fr;Trop;De;Champs;75011;x;1\n\
+         paul@exemple.fr;Paul;Durand;69001;benevole;non\n\
+         pas-une-adresse;Zoé;Petit;75011;benevole;oui\n\
+         lea@exemple.fr;Léa;Moreau;75011;benevole;1\n",
+    );
+    let args = [
+        "import",
+        &file,
+        "--purpose",
+        "membership",
+        "--notice-version",
+        "2026-01",
+        "--batch",
+        "2",
+        "--json",
+    ];
+    let out = vaultctl(&daemon, Some(&tool), &args);
+    let summary: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(summary["rows"], 5, "{summary}");
+    assert_eq!(summary["created"], 3, "{summary}");
+    let rejected: Vec<u64> = summary["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rejected, vec![2, 4], "{summary}");
+    // A re-run changes nothing; --strict turns the rejected rows into exit status 1.
+    let again = vaultctl(&daemon, Some(&tool), &args);
+    let summary: serde_json::Value = serde_json::from_str(&ok(&again)).unwrap();
+    assert_eq!(summary["unchanged"], 3, "{summary}");
+    let mut strict = args.to_vec();
+    strict.push("--strict");
+    let out = vaultctl(&daemon, Some(&tool), &strict);
+    assert_eq!(out.status.code(), Some(1));
+
+    // The consenting volunteers of 75011, as JSON lines.
+    let lines = ok(&vaultctl(
+        &daemon,
+        Some(&tool),
+        &[
+            "supporter",
+            "search",
+            "--purpose",
+            "newsletter",
+            "--tag",
+            "benevole",
+            "--postcode",
+            "75011",
+            "--all-pages",
+        ],
+    ));
+    let mut emails: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["email"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    emails.sort();
+    assert_eq!(emails, vec!["anne@exemple.fr", "lea@exemple.fr"]);
+
+    // The change feed stops by itself once caught up.
+    let started = std::time::Instant::now();
+    let feed = ok(&vaultctl(
+        &daemon,
+        Some(&tool),
+        &["watch", "--purpose", "membership"],
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        feed.lines().filter(|l| l.contains("created")).count() >= 3,
+        "{feed}"
+    );
+    assert!(!feed.contains("anne@exemple.fr"), "{feed}");
+
+    // Rights: export to a private file, ticket, erasure with its receipt.
+    let export = dir.path().join("anne.json");
+    ok(&vaultctl(
+        &daemon,
+        Some(&dpo),
+        &[
+            "rights",
+            "export",
+            "--email",
+            "anne@exemple.fr",
+            "--out",
+            export.to_str().unwrap(),
+        ],
+    ));
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&export).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    assert!(doc.to_string().contains("anne@exemple.fr"), "{doc}");
+    let found = ok(&vaultctl(
+        &daemon,
+        Some(&tool),
+        &[
+            "supporter",
+            "lookup",
+            "--email",
+            "anne@exemple.fr",
+            "--purpose",
+            "membership",
+        ],
+    ));
+    let anne: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let id = anne["id"].as_str().unwrap();
+    let ticket: serde_json::Value = serde_json::from_str(&ok(&vaultctl(
+        &daemon,
+        Some(&dpo),
+        &[
+            "rights",
+            "requests",
+            "open",
+            "--kind",
+            "erasure",
+            "--received",
+            "2026-01-31",
+            "--subject",
+            id,
+            "--reference",
+            "letter of 31 January",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(ticket["due_at"], "2026-02-28");
+    let ticket_id = ticket["id"].as_str().unwrap();
+    let listed = ok(&vaultctl(
+        &daemon,
+        Some(&dpo),
+        &["rights", "requests", "list"],
+    ));
+    assert!(listed.contains(ticket_id), "{listed}");
+    let receipt = ok(&vaultctl(
+        &daemon,
+        Some(&dpo),
+        &[
+            "rights",
+            "erase",
+            "--id",
+            id,
+            "--request-ref",
+            ticket_id,
+            "--suppress",
+        ],
+    ));
+    assert!(
+        receipt.contains("erased") && receipt.contains(id),
+        "{receipt}"
+    );
+    assert!(receipt.contains("suppressed   yes"), "{receipt}");
+    ok(&vaultctl(
+        &daemon,
+        Some(&dpo),
+        &[
+            "rights", "requests", "close", "--id", ticket_id, "--action", "erased",
+        ],
+    ));
+
+    // Admin: rotation, backup, retention sweep.
+    let rotated = ok(&vaultctl(&daemon, None, &["keys", "rotate", "--json"]));
+    let rotated: serde_json::Value = serde_json::from_str(&rotated).unwrap();
+    assert!(rotated["epoch"].as_u64().unwrap() >= 2, "{rotated}");
+    let backup_dir = dir.path().join("backup");
+    let manifest = ok(&vaultctl(
+        &daemon,
+        None,
+        &["backup", "--out", backup_dir.to_str().unwrap()],
+    ));
+    assert!(manifest.contains("supporters"), "{manifest}");
+    let sweep = ok(&vaultctl(
+        &daemon,
+        None,
+        &["retention", "sweep", "--dry-run"],
+    ));
+    assert!(sweep.starts_with("dry run: examined"), "{sweep}");
+}
