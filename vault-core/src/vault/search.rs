@@ -387,20 +387,23 @@ impl Vault {
     async fn on_list(&self, id: &str, list: &List) -> Result<bool> {
         match list {
             List::Whole(set) => Ok(set.contains(id)),
-            List::Large(hashes) => {
-                for h in hashes {
-                    if self
-                        .store
-                        .get(Table::Postings, &postings::key(h, id))
-                        .await?
-                        .is_some()
-                    {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
+            List::Large(hashes) => self.on_any(id, hashes).await,
+        }
+    }
+
+    /// Whether `id` is on any of the lists `hashes` (point reads).
+    async fn on_any(&self, id: &str, hashes: &[TermHash]) -> Result<bool> {
+        for h in hashes {
+            if self
+                .store
+                .get(Table::Postings, &postings::key(h, id))
+                .await?
+                .is_some()
+            {
+                return Ok(true);
             }
         }
+        Ok(false)
     }
 
     async fn passes(
@@ -410,7 +413,7 @@ impl Vault {
         exclusions: &[Vec<List>],
     ) -> Result<bool> {
         for hashes in large {
-            if !self.on_list(id, &List::Large((*hashes).clone())).await? {
+            if !self.on_any(id, hashes).await? {
                 return Ok(false);
             }
         }
