@@ -561,6 +561,10 @@ async fn hold(
 
 /// Applies and flushes one group of jobs (none of them a hold), then answers them.
 async fn run_group(core: &Core, head: &mut Head, jobs: Vec<Job>) -> Flow {
+    let jobs = match apply_together(core, head, jobs).await {
+        Ok(flow) => return flow,
+        Err(jobs) => jobs,
+    };
     let mut done: Vec<(oneshot::Sender<Result<u64>>, u64)> = Vec::new();
     let mut checkpoints: Vec<(CheckpointReply, Option<SignedCheckpoint>)> = Vec::new();
     let mut stop: Option<oneshot::Sender<Result<()>>> = None;
@@ -613,6 +617,62 @@ async fn run_group(core: &Core, head: &mut Head, jobs: Vec<Job>) -> Flow {
         return Flow::Stop;
     }
     Flow::Continue
+}
+
+/// Applies a group of appends carrying two writes or more in one engine transaction, each
+/// write's checks after the writes before it, then flushes once and answers them. Any
+/// failure (a check that no longer holds, another daemon at the head) applies nothing and
+/// hands the jobs back, to be applied one at a time, where each gets its own outcome.
+async fn apply_together(
+    core: &Core,
+    head: &mut Head,
+    jobs: Vec<Job>,
+) -> std::result::Result<Flow, Vec<Job>> {
+    let appends_only = jobs.iter().all(|j| matches!(j, Job::Append { .. }));
+    let writes = jobs
+        .iter()
+        .filter(|j| matches!(j, Job::Append { batch: Some(_), .. }))
+        .count();
+    if !appends_only || writes < 2 {
+        return Err(jobs);
+    }
+    let mut next = head.clone();
+    let mut staged: Vec<Batch> = Vec::with_capacity(jobs.len());
+    let mut seqs = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        if let Job::Append { entry, .. } = job {
+            let mut b = Batch::new();
+            seqs.push(next.frontier.size());
+            next = match core.stage(&next, &mut b, entry) {
+                Ok(n) => n,
+                Err(_) => return Err(jobs),
+            };
+            staged.push(b);
+        }
+    }
+    let mut batches: Vec<&Batch> = Vec::with_capacity(2 * jobs.len());
+    for (job, entry_batch) in jobs.iter().zip(&staged) {
+        if let Job::Append {
+            batch: Some(data), ..
+        } = job
+        {
+            batches.push(data);
+        }
+        batches.push(entry_batch);
+    }
+    match core.store.apply_all(&batches).await {
+        Some(Ok(())) => {}
+        Some(Err(_)) | None => return Err(jobs),
+    }
+    *head = next;
+    core.publish(head);
+    let synced = core.store.sync().await;
+    for (job, seq) in jobs.into_iter().zip(seqs) {
+        if let Job::Append { reply, .. } = job {
+            let _ = reply.send(synced.as_ref().map(|()| seq).map_err(store_err));
+        }
+    }
+    Ok(Flow::Continue)
 }
 
 async fn flush_lone(
@@ -1112,6 +1172,74 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Codec(_)));
         assert_eq!(log.append(Batch::new(), &entry(4, 5)).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_group_of_writes_applies_together_and_a_losing_claim_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = open(dir.path(), 5).await;
+        let log = Arc::new(log);
+        // Holding writes makes every write below wait, so they reach the writer as one group.
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let holder = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                log.hold_writes(move |_| async move {
+                    let _ = release_rx.await;
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let writes: Vec<_> = (0..40u64)
+            .map(|i| {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut b = Batch::new();
+                    if i == 7 || i == 23 {
+                        // Two claims of one key: whichever comes second must fail.
+                        b.check(Table::EmailIndex, b"dup", None).put(
+                            Table::EmailIndex,
+                            b"dup",
+                            i.to_be_bytes().to_vec(),
+                        );
+                    }
+                    b.put(Table::Records, &i.to_be_bytes(), b"v".to_vec());
+                    (i, log.append(b, &entry(i, i as i64)).await)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release_tx.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        let mut seqs = Vec::new();
+        let mut failed = Vec::new();
+        for w in writes {
+            match w.await.unwrap() {
+                (_, Ok(seq)) => seqs.push(seq),
+                (i, Err(_)) => failed.push(i),
+            }
+        }
+        assert_eq!(failed.len(), 1, "exactly one claim loses: {failed:?}");
+        let loser = failed[0];
+        assert!(loser == 7 || loser == 23);
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..39).collect::<Vec<_>>(), "no sequence number lost");
+        let winner = if loser == 7 { 23u64 } else { 7 };
+        assert_eq!(
+            store.get(Table::EmailIndex, b"dup").await.unwrap(),
+            Some(winner.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            store
+                .get(Table::Records, &loser.to_be_bytes())
+                .await
+                .unwrap(),
+            None,
+            "the losing write left nothing"
+        );
+        let v = file::verify(&log.export(None, None).await.unwrap(), &log.public_key()).unwrap();
+        assert_eq!(v.entries, 39);
     }
 
     #[tokio::test]

@@ -264,6 +264,18 @@ pub trait Store: Send + Sync + 'static {
         self.commit(batch).await
     }
 
+    /// Applies `batches` in order as one atomic unit, made visible but not necessarily
+    /// durable (as [`Store::apply`]): each batch's checks see the writes of the batches
+    /// before it, and if any check fails nothing at all is applied. Lets the access-log
+    /// writer apply a whole group of writes in one engine transaction.
+    ///
+    /// `None`: the engine has no such transaction; the caller applies the batches one at a
+    /// time with [`Store::apply`].
+    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+        let _ = batches;
+        None
+    }
+
     /// Applies `batch` atomically if all its checks hold; returns once it is durable.
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
 

@@ -79,16 +79,24 @@ impl SledStore {
     }
 
     fn apply_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.apply_batches(&[batch])
+    }
+
+    /// Applies `batches` in one transaction, each one's checks after the writes of those
+    /// before it (a transaction's reads see its own writes).
+    fn apply_batches(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         // Transact over the touched trees only: sled's transactions cost per tree.
         let mut slot = [usize::MAX; Table::ALL.len()];
         let mut trees = Vec::with_capacity(Table::ALL.len());
-        let tables = batch
-            .checks
-            .iter()
-            .map(|c| c.table)
-            .chain(batch.ops.iter().map(|op| match op {
-                Op::Put { table, .. } | Op::Delete { table, .. } => *table,
-            }));
+        let tables = batches.iter().flat_map(|batch| {
+            batch
+                .checks
+                .iter()
+                .map(|c| c.table)
+                .chain(batch.ops.iter().map(|op| match op {
+                    Op::Put { table, .. } | Op::Delete { table, .. } => *table,
+                }))
+        });
         for table in tables {
             if slot[table.position()] == usize::MAX {
                 slot[table.position()] = trees.len();
@@ -101,19 +109,22 @@ impl SledStore {
         let result = trees
             .as_slice()
             .transaction(|txs: &Vec<TransactionalTree>| {
-                for check in &batch.checks {
-                    let current = txs[slot[check.table.position()]].get(&check.key)?;
-                    if current.as_deref() != check.expect.as_deref() {
-                        return Err(ConflictableTransactionError::Abort(check.table));
-                    }
-                }
-                for op in &batch.ops {
-                    match op {
-                        Op::Put { table, key, value } => {
-                            txs[slot[table.position()]].insert(key.as_slice(), value.as_slice())?;
+                for batch in batches {
+                    for check in &batch.checks {
+                        let current = txs[slot[check.table.position()]].get(&check.key)?;
+                        if current.as_deref() != check.expect.as_deref() {
+                            return Err(ConflictableTransactionError::Abort(check.table));
                         }
-                        Op::Delete { table, key } => {
-                            txs[slot[table.position()]].remove(key.as_slice())?;
+                    }
+                    for op in &batch.ops {
+                        match op {
+                            Op::Put { table, key, value } => {
+                                txs[slot[table.position()]]
+                                    .insert(key.as_slice(), value.as_slice())?;
+                            }
+                            Op::Delete { table, key } => {
+                                txs[slot[table.position()]].remove(key.as_slice())?;
+                            }
                         }
                     }
                 }
@@ -188,6 +199,13 @@ impl Store for SledStore {
         self.apply_batch(&batch)
     }
 
+    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+        if let Some(reason) = self.group_commit.failed() {
+            return Some(Err(StoreError::NotDurable(reason)));
+        }
+        Some(self.apply_batches(batches))
+    }
+
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         if let Some(reason) = self.group_commit.failed() {
             return Err(StoreError::NotDurable(reason));
@@ -209,6 +227,42 @@ mod tests {
         let dir = tempfile::tempdir().map_err(engine)?;
         let store = SledStore::open(dir.path(), &SledOptions::default())?;
         Ok((dir, store))
+    }
+
+    #[tokio::test]
+    async fn apply_all_checks_each_batch_after_the_ones_before() -> Result<(), StoreError> {
+        let (_dir, store) = open_temp()?;
+        let mut claim_a = Batch::new();
+        claim_a
+            .check(Table::EmailIndex, b"h", None)
+            .put(Table::EmailIndex, b"h", b"a".to_vec())
+            .put(Table::Records, b"a", b"rec-a".to_vec());
+        let mut claim_b = Batch::new();
+        claim_b
+            .check(Table::EmailIndex, b"h", None)
+            .put(Table::EmailIndex, b"h", b"b".to_vec())
+            .put(Table::Records, b"b", b"rec-b".to_vec());
+        // Both claims hold against the store as it is, but not one after the other: the
+        // second fails and the whole group applies nothing.
+        assert_eq!(
+            store.apply_all(&[&claim_a, &claim_b]).await,
+            Some(Err(StoreError::Conflict("index_email")))
+        );
+        assert_eq!(store.get(Table::EmailIndex, b"h").await?, None);
+        assert_eq!(store.get(Table::Records, b"a").await?, None);
+        // A batch that expects what an earlier one wrote sees it.
+        let mut follow = Batch::new();
+        follow.check(Table::EmailIndex, b"h", Some(b"a")).put(
+            Table::Records,
+            b"a",
+            b"rec-a2".to_vec(),
+        );
+        assert_eq!(store.apply_all(&[&claim_a, &follow]).await, Some(Ok(())));
+        assert_eq!(
+            store.get(Table::Records, b"a").await?,
+            Some(b"rec-a2".to_vec())
+        );
+        Ok(())
     }
 
     #[tokio::test]
