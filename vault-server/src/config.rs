@@ -2,9 +2,9 @@
 //! precedence.
 //!
 //! Zero configuration works: data in `./vault-data`, listening on `127.0.0.1:50051`,
-//! plaintext on loopback. The TOML file holds what flags do not (store tuning, and later
-//! TLS, purposes, retention, limits); unknown keys are an error so a typo never silently
-//! leaves a setting at its default.
+//! plaintext on loopback. The TOML file holds what flags do not (store tuning, TLS,
+//! purposes, retention, key rotation, `[limits]`); unknown keys are an error so a typo never
+//! silently leaves a setting at its default.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use serde::Deserialize;
 use vault_core::storage::sled_store::SledOptions;
 use vault_core::storage::{DatabaseUrl, PostgresOptions};
 use vault_core::{StorageChoice, VaultOptions};
+
+use crate::limits::Limits;
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./vault-data";
@@ -100,6 +102,113 @@ pub struct FileConfig {
     pub retention_sweep_hours: Option<u64>,
     /// Key rotation schedule and backup window (`[keys]`).
     pub keys: Option<KeysConfig>,
+    /// Message sizes, rates, calls in flight and deadlines (`[limits]`).
+    pub limits: Option<LimitsConfig>,
+}
+
+/// The `[limits]` section: what one client, one connection and the whole daemon may ask at
+/// once. Every key is optional; the defaults ([`Limits::default`]) are generous enough that
+/// normal use, the load generator and the test suite never meet them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request message, in bytes (default 4 MiB). Larger: `RESOURCE_EXHAUSTED`.
+    pub max_request_bytes: Option<u64>,
+    /// Largest reply message, in bytes (default 64 MiB: a `Rights.Export` document is one
+    /// message).
+    pub max_response_bytes: Option<u64>,
+    /// Calls per second per client, on average (default 50,000; fractions allowed).
+    pub requests_per_second: Option<f64>,
+    /// Calls a client may make at once after being idle (default 50,000).
+    pub request_burst: Option<u32>,
+    /// Calls in flight per client (default 256).
+    pub calls_in_flight_per_client: Option<u32>,
+    /// Calls in flight in the whole daemon, unauthenticated ones included (default 1,024).
+    pub calls_in_flight: Option<u32>,
+    /// Calls in flight per connection: HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` (default
+    /// 256).
+    pub streams_per_connection: Option<u32>,
+    /// Default deadline of unary calls, in seconds (default 30; 0: none). Streams and the
+    /// long-running maintenance calls are never cut; a client's `grpc-timeout` always
+    /// applies.
+    pub unary_timeout_seconds: Option<u64>,
+}
+
+impl LimitsConfig {
+    /// The limits in force, defaults filled in.
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        const MIN_MESSAGE: u64 = 1024;
+        const MAX_MESSAGE: u64 = 1024 * 1024 * 1024;
+        let d = Limits::default();
+        let bytes = |name: &str, value: Option<u64>, default: usize| match value {
+            None => Ok(default),
+            Some(b) if (MIN_MESSAGE..=MAX_MESSAGE).contains(&b) => usize::try_from(b)
+                .map_err(|_| ConfigError::Invalid(format!("[limits] {name} is too large"))),
+            Some(_) => Err(ConfigError::Invalid(format!(
+                "[limits] {name} must be between {MIN_MESSAGE} bytes and {MAX_MESSAGE} bytes (1 GiB)"
+            ))),
+        };
+        let at_least_one = |name: &str, value: Option<u32>, default: u32| match value {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::Invalid(format!(
+                "[limits] {name} must be at least 1"
+            ))),
+            Some(n) => Ok(n),
+        };
+        let requests_per_second = match self.requests_per_second {
+            None => d.requests_per_second,
+            Some(r) if r.is_finite() && (0.001..=1e9).contains(&r) => r,
+            Some(_) => {
+                return Err(ConfigError::Invalid(
+                    "[limits] requests_per_second must be a number between 0.001 and \
+                     1000000000"
+                        .into(),
+                ));
+            }
+        };
+        const MAX_TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
+        let unary_timeout = match self.unary_timeout_seconds {
+            None => d.unary_timeout,
+            Some(0) => None,
+            Some(s) if s <= MAX_TIMEOUT_SECONDS => Some(std::time::Duration::from_secs(s)),
+            Some(_) => {
+                return Err(ConfigError::Invalid(format!(
+                    "[limits] unary_timeout_seconds must be at most {MAX_TIMEOUT_SECONDS} (a \
+                     week), or 0 for no default deadline"
+                )));
+            }
+        };
+        Ok(Limits {
+            max_request_bytes: bytes(
+                "max_request_bytes",
+                self.max_request_bytes,
+                d.max_request_bytes,
+            )?,
+            max_response_bytes: bytes(
+                "max_response_bytes",
+                self.max_response_bytes,
+                d.max_response_bytes,
+            )?,
+            requests_per_second,
+            request_burst: at_least_one("request_burst", self.request_burst, d.request_burst)?,
+            calls_in_flight_per_client: at_least_one(
+                "calls_in_flight_per_client",
+                self.calls_in_flight_per_client,
+                d.calls_in_flight_per_client,
+            )?,
+            calls_in_flight: at_least_one(
+                "calls_in_flight",
+                self.calls_in_flight,
+                d.calls_in_flight,
+            )?,
+            streams_per_connection: at_least_one(
+                "streams_per_connection",
+                self.streams_per_connection,
+                d.streams_per_connection,
+            )?,
+            unary_timeout,
+        })
+    }
 }
 
 /// The `[keys]` section: when key epochs rotate and how long a retired epoch is kept. An
@@ -189,6 +298,8 @@ pub struct Config {
     pub retention_sweep_every: Option<std::time::Duration>,
     /// See [`FileConfig::keys`].
     pub keys: vault_core::KeyOptions,
+    /// See [`FileConfig::limits`].
+    pub limits: Limits,
 }
 
 /// Where the PostgreSQL store is. `Debug` never shows the URL's password.
@@ -279,6 +390,7 @@ impl Config {
                 .unwrap_or(defaults.retention),
         };
         let keys = file.keys.unwrap_or_default().options()?;
+        let limits = file.limits.unwrap_or_default().limits()?;
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -301,6 +413,7 @@ impl Config {
             audit,
             controller: file.controller,
             keys,
+            limits,
         })
     }
 
@@ -505,6 +618,49 @@ mod tests {
             resolve_with_file("[keys]\nbackup_window_hours = 99999999999\n", &[]),
             Err(ConfigError::Invalid(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn limits_settings() -> Result<(), ConfigError> {
+        assert_eq!(Config::resolve(args(&[]))?.limits, Limits::default());
+        let c = resolve_with_file(
+            "[limits]\nmax_request_bytes = 65536\nrequests_per_second = 0.5\n\
+             request_burst = 3\ncalls_in_flight_per_client = 2\ncalls_in_flight = 10\n\
+             streams_per_connection = 4\nunary_timeout_seconds = 0\n",
+            &[],
+        )?;
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_request_bytes: 65536,
+                requests_per_second: 0.5,
+                request_burst: 3,
+                calls_in_flight_per_client: 2,
+                calls_in_flight: 10,
+                streams_per_connection: 4,
+                unary_timeout: None,
+                ..Limits::default()
+            }
+        );
+        // Integers are accepted for the rate.
+        let c = resolve_with_file("[limits]\nrequests_per_second = 100\n", &[])?;
+        assert_eq!(c.limits.requests_per_second, 100.0);
+        let refused = |toml: &str| -> String {
+            resolve_with_file(toml, &[])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refused("[limits]\nmax_request_byte = 1\n").contains("unknown field"));
+        assert!(refused("[limits]\nmax_request_bytes = 10\n").contains("between 1024"));
+        assert!(refused("[limits]\nmax_response_bytes = 99999999999\n").contains("1 GiB"));
+        assert!(refused("[limits]\nrequests_per_second = 0\n").contains("0.001"));
+        assert!(refused("[limits]\nrequests_per_second = nan\n").contains("0.001"));
+        assert!(refused("[limits]\nrequests_per_second = -1\n").contains("0.001"));
+        assert!(refused("[limits]\nrequest_burst = 0\n").contains("at least 1"));
+        assert!(refused("[limits]\ncalls_in_flight = 0\n").contains("at least 1"));
+        assert!(refused("[limits]\nunary_timeout_seconds = 99999999\n").contains("a week"));
         Ok(())
     }
 

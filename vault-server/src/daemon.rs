@@ -22,6 +22,7 @@ use vault_proto::v1::supporters_server::SupportersServer;
 
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
+use crate::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
 use crate::services::admin::AdminService;
 use crate::services::audit::AuditService;
 use crate::services::consent::ConsentService;
@@ -78,6 +79,7 @@ pub async fn run(
         .map_err(|e| DaemonError::Serve(e.to_string()))?;
 
     let auth = Authenticator::new(Arc::clone(&vault));
+    let limits = config.limits.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<SupportersServer<SupportersService>>()
@@ -87,6 +89,11 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| DaemonError::Serve(format!("reflection: {e}")))?;
+    let unary = unary_methods(&[
+        vault_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ])
+    .map_err(|e| DaemonError::Serve(format!("reading the service descriptors: {e}")))?;
 
     // The shutdown signal starts the drain; calls still running after the grace period
     // (or clients that keep idle connections open) do not hold the daemon forever.
@@ -104,7 +111,7 @@ pub async fn run(
         }
     };
 
-    let mut builder = Server::builder();
+    let mut builder = Server::builder().max_concurrent_streams(limits.streams_per_connection);
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(server_tls(tls)?)
@@ -122,21 +129,52 @@ pub async fn run(
     ));
     let key_housekeeping = tokio::spawn(key_housekeeping(Arc::clone(&vault)));
     tracing::info!("listening on {addr}");
+    // Outermost first: daemon-wide limits see every call, authentication then identifies
+    // the caller, and the per-client limits key on it.
+    let (max_in, max_out) = (limits.max_request_bytes, limits.max_response_bytes);
     let serve = builder
+        .layer(GlobalLimitLayer::new(&limits, unary))
         .layer(AuthLayer::new(auth))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(SupportersServer::new(SupportersService::new(Arc::clone(
-            &vault,
-        ))))
-        .add_service(ConsentServer::new(ConsentService::new(Arc::clone(&vault))))
-        .add_service(RightsServer::new(RightsService::new(Arc::clone(&vault))))
-        .add_service(AdminServer::new(AdminService::new(
-            Arc::clone(&vault),
-            config.controller.clone().unwrap_or_default(),
-            report.store.clone(),
-        )))
-        .add_service(AuditServer::new(AuditService::new(Arc::clone(&vault))))
+        .layer(ClientLimitLayer::new(&limits))
+        .add_service(
+            health_service
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            reflection
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            SupportersServer::new(SupportersService::new(Arc::clone(&vault)))
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            ConsentServer::new(ConsentService::new(Arc::clone(&vault)))
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            RightsServer::new(RightsService::new(Arc::clone(&vault)))
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            AdminServer::new(AdminService::new(
+                Arc::clone(&vault),
+                config.controller.clone().unwrap_or_default(),
+                report.store.clone(),
+            ))
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            AuditServer::new(AuditService::new(Arc::clone(&vault)))
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     tokio::select! {
         served = serve => served.map_err(|e| DaemonError::Serve(e.to_string()))?,

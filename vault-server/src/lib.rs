@@ -12,5 +12,6 @@ pub mod convert;
 pub mod csv_import;
 pub mod ctl;
 pub mod daemon;
+pub mod limits;
 pub mod services;
 pub mod status;

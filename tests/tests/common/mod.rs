@@ -183,6 +183,15 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Whether the daemon process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
