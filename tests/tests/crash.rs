@@ -15,6 +15,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use vault_proto::v1 as pb;
+use vault_proto::v1::audit_client::AuditClient;
 use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 mod common;
@@ -110,15 +111,18 @@ async fn acknowledged_writes_survive_kill_9() {
 // ---- kill -9 at random points during imports and erasures ---------------------------------
 //
 // Each test runs many rounds on one data directory: start the daemon (the store must open),
-// check everything known so far, put load on it from concurrent clients, and SIGKILL it after
-// a random delay (0–150 ms, from a seeded generator: the seed is printed, and
-// `VAULT_CRASH_SEED=<seed>` replays the same delays).
+// check everything known so far, put load on it from concurrent clients, and SIGKILL it at
+// a random point: after a random delay (0–150 ms, from a seeded generator: the seed is
+// printed, and `VAULT_CRASH_SEED=<seed>` replays the same choices).
 //
 // "Acknowledged" is per call: many small calls run at once, and a call whose reply arrived
-// before the kill is acknowledged, everything it did must be there after the restart. A
+// before the kill is acknowledged: everything it did must be there after the restart. A
 // call cut by the kill is "in doubt": each of its rows (or its erasure) must be either
-// entirely done or entirely not started, never half. Whatever is checked goes through the
-// API only, so the same tests hold the PostgreSQL backend to the same guarantee.
+// entirely done or entirely not started, never half. Everything is checked through the API
+// only, so the same tests hold the PostgreSQL backend to the same guarantee.
+//
+// Every call to the vault waits for its access-log entry to be durable, so the checks run
+// their calls concurrently (group commit makes one flush serve them all).
 
 /// Restarts per test.
 const ROUNDS: usize = 20;
@@ -128,15 +132,18 @@ const MAX_KILL_DELAY_MS: u64 = 150;
 const WORKERS: usize = 3;
 /// Rows per Import call: small, so many calls are acknowledged before a kill.
 const ROWS_PER_IMPORT: usize = 3;
-/// Fresh supporters per round of the erasure test, erased while the kill lands.
-const ERASABLE_PER_ROUND: usize = 12;
+/// Live supporters at the start of each round of the erasure test (topped up by an import).
+const ERASABLE: usize = 24;
+/// Calls the checks run at once.
+const CHECKS_IN_FLIGHT: usize = 16;
 
-/// The delays' generator (SplitMix64: a few lines, no dependency, same sequence everywhere).
-struct Delays(u64);
+/// The test's random choices (SplitMix64: a few lines, no dependency, the same sequence on
+/// every machine).
+struct Chance(u64);
 
-impl Delays {
+impl Chance {
     /// Seeded from `VAULT_CRASH_SEED`, else from the clock; the seed is printed either way.
-    fn seeded(test: &str) -> Delays {
+    fn seeded(test: &str) -> Chance {
         let seed = std::env::var("VAULT_CRASH_SEED")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -147,7 +154,7 @@ impl Delays {
                     .as_nanos() as u64
             });
         println!("{test}: seed {seed} (replay with VAULT_CRASH_SEED={seed})");
-        Delays(seed)
+        Chance(seed)
     }
 
     fn next(&mut self) -> u64 {
@@ -158,8 +165,13 @@ impl Delays {
         z ^ (z >> 31)
     }
 
+    /// A number in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
     fn kill_delay(&mut self) -> Duration {
-        Duration::from_millis(self.next() % (MAX_KILL_DELAY_MS + 1))
+        Duration::from_millis(self.below(MAX_KILL_DELAY_MS + 1))
     }
 }
 
@@ -173,12 +185,12 @@ struct Row {
 }
 
 impl Row {
-    /// Row number `n` of a test whose rows are told apart by `kind`.
+    /// Row number `n` of the test's rows of `kind` (`import` or `erase`).
     fn new(kind: &str, n: usize) -> Row {
         Row {
             email: format!("crash-{kind}-{n}@crash.test"),
-            // Already in E.164, as the vault stores it; +33 6 1… for imports, +33 6 2… for
-            // erasures, so no two rows of a run share a number.
+            // In E.164 already, as the vault stores it; +33 6 1… for imports, +33 6 2… for
+            // erasures, so no two rows share a number.
             phone: format!("+336{}{n:07}", if kind == "import" { 1 } else { 2 }),
             family: format!("Crash{kind}{n}"),
             tag: format!("{kind}-{n}"),
@@ -192,7 +204,7 @@ impl Row {
         s.consents = vec![pb::ConsentRequest {
             purpose: "newsletter".into(),
             channel: "email".into(),
-            source: "crash-test".into(),
+            source: "import".into(),
             notice_version: "2026-10".into(),
             ..Default::default()
         }];
@@ -217,11 +229,16 @@ impl Row {
             "{context}: {} is not intact",
             self.tag
         );
-        assert_eq!(s.tags, [self.tag.clone()], "{context}: tags of {}", self.tag);
+        assert_eq!(
+            s.tags,
+            [self.tag.clone()],
+            "{context}: tags of {}",
+            self.tag
+        );
     }
 }
 
-/// The clients of a crash test, created once (clients are acknowledged writes too).
+/// The clients of a crash test, created once (they are acknowledged writes too).
 #[derive(Clone)]
 struct Clients {
     /// Imports and reads everything (`membership`), records newsletter consent.
@@ -246,97 +263,173 @@ impl Clients {
     }
 }
 
-/// Every supporter `creds` may see (the consented ones under a consent-based purpose),
-/// following page tokens.
-async fn search_all(d: &Daemon, creds: &Creds) -> Vec<Supporter> {
-    let mut c = d.supporters().await;
-    let mut req = pb::SearchRequest {
-        page_size: 10_000,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    loop {
-        let resp = c.search(authed(req.clone(), creds)).await.unwrap();
-        let next = resp
-            .metadata()
-            .get("x-vault-next-page-token")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let mut stream = resp.into_inner();
-        while let Some(s) = stream.message().await.unwrap() {
-            out.push(s);
-        }
-        match next {
-            Some(t) => req.page_token = t,
-            None => return out,
+/// Connections to one daemon with the test's clients; cheap to clone into tasks.
+#[derive(Clone)]
+struct Vault {
+    supporters: SupportersClient<Channel>,
+    rights: RightsClient<Channel>,
+    audit: AuditClient<Channel>,
+    clients: Clients,
+}
+
+impl Vault {
+    async fn connect(d: &Daemon, clients: &Clients) -> Vault {
+        Vault {
+            supporters: d.supporters().await,
+            rights: d.rights().await,
+            audit: d.audit().await,
+            clients: clients.clone(),
         }
     }
-}
 
-async fn lookup(d: &Daemon, creds: &Creds, key: pb::lookup_request::Key) -> Result<Supporter, Status> {
-    d.supporters()
-        .await
-        .lookup(authed(pb::LookupRequest { key: Some(key) }, creds))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn get(d: &Daemon, creds: &Creds, id: &str) -> Result<Supporter, Status> {
-    d.supporters()
-        .await
-        .get(authed(
-            pb::GetRequest {
-                id: id.into(),
-                fields: None,
-            },
-            creds,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn export(d: &Daemon, dpo: &Creds, id: &str) -> Result<pb::ExportResponse, Status> {
-    d.rights()
-        .await
-        .export(authed(
-            pb::ExportRequest {
-                subject: Some(pb::export_request::Subject::SubjectId(id.into())),
-                format: String::new(),
-            },
-            dpo,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-fn erase_request(id: &str, suppress: bool) -> pb::EraseRequest {
-    pb::EraseRequest {
-        subject_id: id.into(),
-        request_ref: format!("CRASH-{id}"),
-        suppress,
+    /// Every supporter `creds` may see (only the consented ones under a consent-based
+    /// purpose), following page tokens.
+    async fn search_all(&self, creds: &Creds) -> Vec<Supporter> {
+        let mut req = pb::SearchRequest {
+            page_size: 10_000,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        loop {
+            let resp = self
+                .supporters
+                .clone()
+                .search(authed(req.clone(), creds))
+                .await
+                .unwrap();
+            let next = resp
+                .metadata()
+                .get("x-vault-next-page-token")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let mut stream = resp.into_inner();
+            while let Some(s) = stream.message().await.unwrap() {
+                out.push(s);
+            }
+            match next {
+                Some(t) => req.page_token = t,
+                None => return out,
+            }
+        }
     }
-}
 
-/// The access log verifies (server side) and holds at least `at_least` entries; returns how
-/// many it holds.
-async fn verify_log(d: &Daemon, auditor: &Creds, at_least: u64, context: &str) -> u64 {
-    let v = d
-        .audit()
-        .await
-        .verify(authed(pb::VerifyRequest::default(), auditor))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        v.ok,
-        "{context}: the access log does not verify: entry {} {}: {}",
-        v.bad_seq, v.problem, v.detail
-    );
-    assert!(
-        v.entries >= at_least,
-        "{context}: the access log lost acknowledged entries ({} < {at_least})",
+    async fn lookup(&self, key: pb::lookup_request::Key) -> Result<Supporter, Status> {
+        self.supporters
+            .clone()
+            .lookup(authed(
+                pb::LookupRequest { key: Some(key) },
+                &self.clients.member,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Lookups by the row's email and by its phone.
+    async fn lookups(&self, row: &Row) -> [Result<Supporter, Status>; 2] {
+        let (by_email, by_phone) = tokio::join!(
+            self.lookup(pb::lookup_request::Key::Email(row.email.clone())),
+            self.lookup(pb::lookup_request::Key::Phone(row.phone.clone())),
+        );
+        [by_email, by_phone]
+    }
+
+    async fn get(&self, id: &str) -> Result<Supporter, Status> {
+        self.supporters
+            .clone()
+            .get(authed(
+                pb::GetRequest {
+                    id: id.into(),
+                    fields: None,
+                },
+                &self.clients.member,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn export(&self, id: &str) -> Result<pb::ExportResponse, Status> {
+        self.rights
+            .clone()
+            .export(authed(
+                pb::ExportRequest {
+                    subject: Some(pb::export_request::Subject::SubjectId(id.into())),
+                    format: String::new(),
+                },
+                &self.clients.dpo,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn erase(&self, id: &str, suppress: bool) -> Result<pb::ErasureReceipt, Status> {
+        self.rights
+            .clone()
+            .erase(authed(
+                pb::EraseRequest {
+                    subject_id: id.into(),
+                    request_ref: format!("CRASH-{id}"),
+                    suppress,
+                },
+                &self.clients.dpo,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn import(&self, rows: &[Row]) -> pb::ImportResponse {
+        let messages: Vec<Supporter> = rows.iter().map(Row::message).collect();
+        self.supporters
+            .clone()
+            .import(authed(tokio_stream::iter(messages), &self.clients.member))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The access log verifies (server side) and holds at least `at_least` entries;
+    /// returns how many it holds.
+    async fn verify_log(&self, at_least: u64, context: &str) -> u64 {
+        let v = self
+            .audit
+            .clone()
+            .verify(authed(pb::VerifyRequest::default(), &self.clients.auditor))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            v.ok,
+            "{context}: the access log does not verify: entry {} {}: {}",
+            v.bad_seq, v.problem, v.detail
+        );
+        assert!(
+            v.entries >= at_least,
+            "{context}: the access log lost acknowledged entries ({} < {at_least})",
+            v.entries
+        );
         v.entries
-    );
-    v.entries
+    }
+}
+
+/// Runs `check` on every item, [`CHECKS_IN_FLIGHT`] at a time, results in order.
+async fn concurrently<I, T, F, Fut>(items: Vec<I>, check: F) -> Vec<T>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut out = Vec::with_capacity(items.len());
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let batch: Vec<_> = items
+            .by_ref()
+            .take(CHECKS_IN_FLIGHT)
+            .map(|i| tokio::spawn(check(i)))
+            .collect();
+        for task in batch {
+            out.push(task.await.unwrap());
+        }
+    }
+    out
 }
 
 /// The access log exported with `vaultctl` verifies offline with the public key alone.
@@ -352,9 +445,17 @@ fn verify_log_offline(d: &Daemon, auditor: &Creds, dir: &Path) {
     };
     let log = dir.join("crash-log.jsonl");
     let exported = ctl(&["audit", "export", "--out", log.to_str().unwrap()]);
-    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
     let key = ctl(&["audit", "public-key"]);
-    assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
     let key_path = dir.join("crash-key.pub");
     std::fs::write(&key_path, &key.stdout).unwrap();
     let verified = Command::new(VAULTCTL)
@@ -371,13 +472,13 @@ fn verify_log_offline(d: &Daemon, auditor: &Creds, dir: &Path) {
     );
 }
 
-/// SIGKILLs the daemon after `delay` while the calls of `workers` run, then waits for them.
-async fn kill_during<T: Send + 'static>(
+/// SIGKILLs the daemon once `trigger` completes, then collects what `workers` did.
+async fn kill_when<T: Send + 'static>(
     daemon: &mut Daemon,
-    delay: Duration,
+    trigger: impl std::future::Future<Output = ()>,
     workers: Vec<tokio::task::JoinHandle<T>>,
 ) -> Vec<T> {
-    tokio::time::sleep(delay).await;
+    trigger.await;
     tokio::task::block_in_place(|| daemon.kill9());
     let mut out = Vec::new();
     for w in workers {
@@ -386,37 +487,40 @@ async fn kill_during<T: Send + 'static>(
     out
 }
 
-/// What Import calls did before the kill: rows acknowledged, rows of cut calls.
+/// What one worker's Import calls did before the kill.
 #[derive(Default)]
 struct ImportOutcome {
     acked: Vec<Row>,
+    /// The rows of the call the kill cut.
     in_doubt: Vec<Row>,
 }
 
 /// Sends Import calls of fresh rows, one after another, until one fails (the kill).
-async fn import_until_killed(
-    mut client: SupportersClient<Channel>,
-    creds: Creds,
-    next_row: Arc<AtomicUsize>,
-) -> ImportOutcome {
+async fn import_until_killed(vault: Vault, next_row: Arc<AtomicUsize>) -> ImportOutcome {
     let mut outcome = ImportOutcome::default();
     loop {
         let rows: Vec<Row> = (0..ROWS_PER_IMPORT)
             .map(|_| Row::new("import", next_row.fetch_add(1, Ordering::Relaxed)))
             .collect();
         let messages: Vec<Supporter> = rows.iter().map(Row::message).collect();
-        match client
-            .import(authed(tokio_stream::iter(messages), &creds))
-            .await
-        {
+        let reply = vault
+            .supporters
+            .clone()
+            .import(authed(tokio_stream::iter(messages), &vault.clients.member))
+            .await;
+        match reply {
             Ok(reply) => {
                 let reply = reply.into_inner();
-                assert!(reply.rejected.is_empty(), "rows rejected: {:?}", reply.rejected);
-                assert_eq!(reply.created as usize, rows.len(), "fresh rows not all created");
+                assert!(reply.rejected.is_empty(), "{:?}", reply.rejected);
+                assert_eq!(
+                    reply.created as usize,
+                    rows.len(),
+                    "fresh rows, all created"
+                );
                 outcome.acked.extend(rows);
             }
             Err(_) => {
-                outcome.in_doubt.extend(rows);
+                outcome.in_doubt = rows;
                 return outcome;
             }
         }
@@ -426,28 +530,29 @@ async fn import_until_killed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_imports_keeps_acknowledged_rows_and_never_half_a_row() {
     let started = std::time::Instant::now();
-    let mut delays = Delays::seeded("kill_9_during_imports");
+    let mut chance = Chance::seeded("kill_9_during_imports");
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(dir.path());
     let clients = Clients::create(&daemon).await;
     let next_row = Arc::new(AtomicUsize::new(0));
     let mut acked: Vec<Row> = Vec::new();
     let mut in_doubt: Vec<Row> = Vec::new();
-    let mut log_entries = 0;
-    let mut cut_calls = 0;
+    let (mut log_entries, mut cut_calls) = (0, 0);
     for round in 0..=ROUNDS {
         let context = format!("round {round}");
         if round > 0 {
             daemon = Daemon::start(dir.path());
         }
-        // The log verifies and kept the entries of every acknowledged row.
-        log_entries = verify_log(&daemon, &clients.auditor, log_entries, &context).await;
+        let vault = Vault::connect(&daemon, &clients).await;
+        // The log verifies, and kept the entry of every acknowledged row.
+        log_entries = vault.verify_log(log_entries, &context).await;
 
-        let everyone = search_all(&daemon, &clients.member).await;
+        let everyone = vault.search_all(&clients.member).await;
         let by_email: HashMap<&str, &Supporter> =
             everyone.iter().map(|s| (s.email.as_str(), s)).collect();
-        assert_eq!(by_email.len(), everyone.len(), "{context}: two supporters share an email");
-        let consented: HashSet<String> = search_all(&daemon, &clients.news)
+        assert_eq!(by_email.len(), everyone.len(), "{context}: an email twice");
+        let consented: HashSet<String> = vault
+            .search_all(&clients.news)
             .await
             .into_iter()
             .map(|s| s.id)
@@ -458,79 +563,79 @@ async fn kill_9_during_imports_keeps_acknowledged_rows_and_never_half_a_row() {
                 .get(row.email.as_str())
                 .unwrap_or_else(|| panic!("{context}: acknowledged row {} lost", row.tag));
             row.assert_is(s, &context);
-            assert!(consented.contains(&s.id), "{context}: consent of {} lost", row.tag);
+            assert!(
+                consented.contains(&s.id),
+                "{context}: consent of {} lost",
+                row.tag
+            );
         }
-        // A row of a cut call is all there or not at all.
-        let (mut present, mut absent) = (0, 0);
-        for row in &in_doubt {
-            let by_mail = lookup(
-                &daemon,
-                &clients.member,
-                pb::lookup_request::Key::Email(row.email.clone()),
-            )
-            .await;
-            let by_phone = lookup(
-                &daemon,
-                &clients.member,
-                pb::lookup_request::Key::Phone(row.phone.clone()),
-            )
-            .await;
-            match by_email.get(row.email.as_str()) {
-                Some(s) => {
-                    present += 1;
-                    row.assert_is(s, &context);
-                    assert!(consented.contains(&s.id), "{context}: {} without its consent", row.tag);
-                    assert_eq!(by_mail.unwrap().id, s.id, "{context}: email index of {}", row.tag);
-                    assert_eq!(by_phone.unwrap().id, s.id, "{context}: phone index of {}", row.tag);
-                }
-                None => {
-                    absent += 1;
-                    assert_eq!(by_mail.unwrap_err().code(), Code::NotFound, "{context}: {}", row.tag);
-                    assert_eq!(by_phone.unwrap_err().code(), Code::NotFound, "{context}: {}", row.tag);
+        // A row of a cut call is all there (record, consent, both indexes) or not at all.
+        let lookups = concurrently(in_doubt.clone(), |row| {
+            let vault = vault.clone();
+            async move { vault.lookups(&row).await }
+        })
+        .await;
+        let mut present = 0;
+        for (row, [by_mail, by_phone]) in in_doubt.iter().zip(lookups) {
+            if let Some(s) = by_email.get(row.email.as_str()) {
+                present += 1;
+                row.assert_is(s, &context);
+                assert!(
+                    consented.contains(&s.id),
+                    "{context}: {} lacks consent",
+                    row.tag
+                );
+                assert_eq!(by_mail.unwrap().id, s.id, "{context}: email of {}", row.tag);
+                assert_eq!(
+                    by_phone.unwrap().id,
+                    s.id,
+                    "{context}: phone of {}",
+                    row.tag
+                );
+            } else {
+                for r in [by_mail, by_phone] {
+                    let code = r.map(|s| s.id).unwrap_err().code();
+                    assert_eq!(
+                        code,
+                        Code::NotFound,
+                        "{context}: half of {} is there",
+                        row.tag
+                    );
                 }
             }
         }
-        // Nothing else: no duplicate, no stray record of a cut row.
+        // Nothing else: no duplicate, no stray record.
         assert_eq!(
             everyone.len(),
             acked.len() + present,
-            "{context}: supporters that no row accounts for"
+            "{context}: supporters no row accounts for"
         );
         // Importing the cut rows again completes exactly the absent ones: a leftover index
-        // entry, suppression or consent of a half-written row would make this fail or differ.
+        // entry or consent event of a half-written row would make this fail or differ.
         if !in_doubt.is_empty() {
-            let messages: Vec<Supporter> = in_doubt.iter().map(Row::message).collect();
-            let reply = daemon
-                .supporters()
-                .await
-                .import(authed(tokio_stream::iter(messages), &clients.member))
-                .await
-                .unwrap()
-                .into_inner();
+            let reply = vault.import(&in_doubt).await;
             assert!(reply.rejected.is_empty(), "{context}: {:?}", reply.rejected);
+            let absent = (in_doubt.len() - present) as u64;
             assert_eq!(
                 (reply.created, reply.updated, reply.unchanged),
-                (absent as u64, 0, present as u64),
-                "{context}: re-importing the rows of cut calls"
+                (absent, 0, present as u64),
+                "{context}: importing the rows of cut calls again"
             );
             acked.append(&mut in_doubt);
         }
         if round == ROUNDS {
             verify_log_offline(&daemon, &clients.auditor, dir.path());
+            drop(vault);
             assert!(daemon.terminate().success());
             break;
         }
 
         // Load, and the kill somewhere in it.
-        let mut workers = Vec::new();
-        for _ in 0..WORKERS {
-            workers.push(tokio::spawn(import_until_killed(
-                daemon.supporters().await,
-                clients.member.clone(),
-                Arc::clone(&next_row),
-            )));
-        }
-        for outcome in kill_during(&mut daemon, delays.kill_delay(), workers).await {
+        let workers = (0..WORKERS)
+            .map(|_| tokio::spawn(import_until_killed(vault.clone(), Arc::clone(&next_row))))
+            .collect();
+        let delay = chance.kill_delay();
+        for outcome in kill_when(&mut daemon, tokio::time::sleep(delay), workers).await {
             log_entries += outcome.acked.len() as u64; // one entry per row
             acked.extend(outcome.acked);
             cut_calls += usize::from(!outcome.in_doubt.is_empty());
@@ -538,43 +643,60 @@ async fn kill_9_during_imports_keeps_acknowledged_rows_and_never_half_a_row() {
         }
     }
     println!(
-        "{ROUNDS} kills: {} rows acknowledged, {cut_calls} calls cut by the kill, {:.1} s",
+        "{ROUNDS} kills: {} rows acknowledged, {cut_calls} Import calls cut, {:.1} s",
         acked.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(acked.len() >= ROUNDS, "too few rows went through to test anything");
-    assert!(cut_calls >= ROUNDS, "the kills should land while calls are in flight");
+    assert!(
+        acked.len() >= ROUNDS,
+        "too few rows went through to test anything"
+    );
+    assert!(
+        cut_calls >= ROUNDS,
+        "every kill lands while calls are in flight"
+    );
 }
 
-/// The live and erased supporters of the erasure test.
-struct Population {
-    live: Vec<(String, Row)>,
-    /// Erased, with the receipt id when the erasure was acknowledged, and whether it asked
-    /// for suppression.
-    erased: Vec<(String, Row, Option<String>, bool)>,
+/// A supporter of the erasure test.
+#[derive(Clone, Debug)]
+struct Person {
+    id: String,
+    row: Row,
+    /// Erasures of half of them ask for suppression: more to write, and to get wrong.
+    suppress: bool,
 }
 
-/// Erases supporters from the shared queue one after another until one erasure fails (the
-/// kill). Returns the acknowledged ones with their receipt, and the cut one.
+/// What one worker's erasures did before the kill.
+#[derive(Default)]
+struct EraseOutcome {
+    /// Acknowledged, with the receipt id.
+    acked: Vec<(Person, String)>,
+    /// The erasure the kill cut.
+    in_doubt: Option<Person>,
+}
+
+/// Erases people from the shared queue one after another until one erasure fails (the
+/// kill) or the queue is empty; counts acknowledged erasures in `done`.
 async fn erase_until_killed(
-    mut client: RightsClient<Channel>,
-    dpo: Creds,
-    queue: Arc<Mutex<Vec<(String, Row)>>>,
-) -> (Vec<(String, Row, String, bool)>, Option<(String, Row, bool)>) {
-    let mut done = Vec::new();
+    vault: Vault,
+    queue: Arc<Mutex<Vec<Person>>>,
+    done: Arc<tokio::sync::watch::Sender<usize>>,
+) -> EraseOutcome {
+    let mut outcome = EraseOutcome::default();
     loop {
-        let Some((id, row)) = queue.lock().unwrap().pop() else {
-            return (done, None);
+        let Some(person) = queue.lock().unwrap().pop() else {
+            return outcome;
         };
-        // Half of them with suppression: more to write, and to get wrong.
-        let suppress = row.tag.ends_with(['0', '2', '4', '6', '8']);
-        match client.erase(authed(erase_request(&id, suppress), &dpo)).await {
+        match vault.erase(&person.id, person.suppress).await {
             Ok(receipt) => {
-                let receipt = receipt.into_inner();
-                assert_eq!(receipt.subject_id, id);
-                done.push((id, row, receipt.receipt_id, suppress));
+                assert_eq!(receipt.subject_id, person.id);
+                outcome.acked.push((person, receipt.receipt_id));
+                done.send_modify(|n| *n += 1);
             }
-            Err(_) => return (done, Some((id, row, suppress))),
+            Err(_) => {
+                outcome.in_doubt = Some(person);
+                return outcome;
+            }
         }
     }
 }
@@ -582,188 +704,219 @@ async fn erase_until_killed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_erasures_keeps_acknowledged_erasures_and_never_half_one() {
     let started = std::time::Instant::now();
-    let mut delays = Delays::seeded("kill_9_during_erasures");
+    let mut chance = Chance::seeded("kill_9_during_erasures");
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start(dir.path());
     let clients = Clients::create(&daemon).await;
-    let mut pop = Population {
-        live: Vec::new(),
-        erased: Vec::new(),
-    };
-    let mut next_row = 0;
-    let mut in_doubt: Vec<(String, Row, bool)> = Vec::new();
-    let mut log_entries = 0;
-    let mut acked_this_round: Vec<usize> = Vec::new(); // indexes into pop.erased
+    let mut live: Vec<Person> = Vec::new();
+    // Erased people, with the receipt id when the erasure was acknowledged.
+    let mut erased: Vec<(Person, Option<String>)> = Vec::new();
+    let mut in_doubt: Vec<Person> = Vec::new();
+    // Erasures to check after the restart: acknowledged ones, and cut ones found complete.
+    let mut to_check: Vec<(Person, Option<String>)> = Vec::new();
+    let (mut next_row, mut log_entries, mut cut_calls) = (0, 0, 0);
     for round in 0..=ROUNDS {
         let context = format!("round {round}");
         if round > 0 {
             daemon = Daemon::start(dir.path());
         }
-        log_entries = verify_log(&daemon, &clients.auditor, log_entries, &context).await;
+        let vault = Vault::connect(&daemon, &clients).await;
+        log_entries = vault.verify_log(log_entries, &context).await;
 
         // A cut erasure is complete or not started.
-        for (id, row, suppress) in in_doubt.drain(..) {
-            match get(&daemon, &clients.member, &id).await {
+        let reads = concurrently(in_doubt.clone(), |p| {
+            let vault = vault.clone();
+            async move {
+                let (get, lookups, export) =
+                    tokio::join!(vault.get(&p.id), vault.lookups(&p.row), vault.export(&p.id));
+                (get, lookups, export.map(|_| ()))
+            }
+        })
+        .await;
+        for (p, (get, [by_mail, by_phone], export)) in in_doubt.drain(..).zip(reads) {
+            match get {
                 Ok(s) => {
-                    // Not started: the person is whole and reachable everywhere.
-                    row.assert_is(&s, &context);
-                    let found = lookup(
-                        &daemon,
-                        &clients.member,
-                        pb::lookup_request::Key::Email(row.email.clone()),
-                    )
-                    .await
-                    .unwrap_or_else(|e| panic!("{context}: {} readable, not by email: {e}", row.tag));
-                    assert_eq!(found.id, id);
-                    export(&daemon, &clients.dpo, &id)
-                        .await
-                        .unwrap_or_else(|e| panic!("{context}: {} readable, not exportable: {e}", row.tag));
-                    pop.live.push((id, row));
+                    // Not started: the person is whole, found by every path.
+                    p.row.assert_is(&s, &context);
+                    for r in [by_mail, by_phone] {
+                        let found = r.unwrap_or_else(|e| {
+                            panic!(
+                                "{context}: {} readable, not found by lookup: {e}",
+                                p.row.tag
+                            )
+                        });
+                        assert_eq!(found.id, p.id);
+                    }
+                    export.unwrap_or_else(|e| {
+                        panic!("{context}: {} readable, not exported: {e}", p.row.tag)
+                    });
+                    live.push(p);
                 }
                 Err(e) => {
-                    assert_eq!(e.code(), Code::NotFound, "{context}: {}: {e}", row.tag);
-                    pop.erased.push((id, row, None, suppress));
-                    acked_this_round.push(pop.erased.len() - 1);
+                    assert_eq!(e.code(), Code::NotFound, "{context}: {}: {e}", p.row.tag);
+                    to_check.push((p.clone(), None));
+                    erased.push((p, None));
                 }
             }
         }
-        // Acknowledged (and completed cut) erasures are complete: no read path finds the
-        // person, and erasing again returns the same receipt.
-        for &i in &acked_this_round {
-            let (id, row, receipt, _) = &pop.erased[i];
-            let gone = |r: Result<Supporter, Status>, path: &str| {
-                assert_eq!(
-                    r.map(|s| s.id).unwrap_err().code(),
-                    Code::NotFound,
-                    "{context}: erased {} still found by {path}",
-                    row.tag
+        // Erasures are complete: no read path finds the person, and erasing again returns
+        // the receipt of the first time.
+        concurrently(std::mem::take(&mut to_check), |(p, receipt)| {
+            let (vault, context) = (vault.clone(), context.clone());
+            async move {
+                let (get, [by_mail, by_phone], export, again) = tokio::join!(
+                    vault.get(&p.id),
+                    vault.lookups(&p.row),
+                    vault.export(&p.id),
+                    vault.erase(&p.id, false),
                 );
-            };
-            gone(get(&daemon, &clients.member, id).await, "Get");
-            gone(
-                lookup(&daemon, &clients.member, pb::lookup_request::Key::Email(row.email.clone())).await,
-                "Lookup by email",
-            );
-            gone(
-                lookup(&daemon, &clients.member, pb::lookup_request::Key::Phone(row.phone.clone())).await,
-                "Lookup by phone",
-            );
-            assert_eq!(
-                export(&daemon, &clients.dpo, id).await.unwrap_err().code(),
-                Code::NotFound,
-                "{context}: erased {} still exported",
-                row.tag
-            );
-            let again = daemon
-                .rights()
-                .await
-                .erase(authed(erase_request(id, false), &clients.dpo))
-                .await
-                .unwrap()
-                .into_inner();
-            if let Some(receipt) = receipt {
-                assert_eq!(&again.receipt_id, receipt, "{context}: receipt of {}", row.tag);
+                for (r, path) in [(get, "Get"), (by_mail, "email"), (by_phone, "phone")] {
+                    let code = r.map(|s| s.id).unwrap_err().code();
+                    assert_eq!(
+                        code,
+                        Code::NotFound,
+                        "{context}: erased {} found by {path}",
+                        p.row.tag
+                    );
+                }
+                let code = export.map(|_| ()).unwrap_err().code();
+                assert_eq!(
+                    code,
+                    Code::NotFound,
+                    "{context}: erased {} exported",
+                    p.row.tag
+                );
+                let again = again.unwrap_or_else(|e| panic!("{context}: erasing again: {e}"));
+                if let Some(receipt) = receipt {
+                    assert_eq!(
+                        again.receipt_id, receipt,
+                        "{context}: receipt of {}",
+                        p.row.tag
+                    );
+                }
             }
-        }
-        acked_this_round.clear();
+        })
+        .await;
         // Everyone live is whole, with consent; nobody erased is in any segment.
-        let everyone = search_all(&daemon, &clients.member).await;
-        let by_id: HashMap<&str, &Supporter> = everyone.iter().map(|s| (s.id.as_str(), s)).collect();
-        let consented: HashSet<String> = search_all(&daemon, &clients.news)
+        let everyone = vault.search_all(&clients.member).await;
+        let by_id: HashMap<&str, &Supporter> =
+            everyone.iter().map(|s| (s.id.as_str(), s)).collect();
+        let consented: HashSet<String> = vault
+            .search_all(&clients.news)
             .await
             .into_iter()
             .map(|s| s.id)
             .collect();
-        for (id, row) in &pop.live {
+        for p in &live {
             let s = by_id
-                .get(id.as_str())
-                .unwrap_or_else(|| panic!("{context}: {} lost without an erasure", row.tag));
-            row.assert_is(s, &context);
-            assert!(consented.contains(id), "{context}: consent of {} lost", row.tag);
+                .get(p.id.as_str())
+                .unwrap_or_else(|| panic!("{context}: {} lost without erasure", p.row.tag));
+            p.row.assert_is(s, &context);
+            assert!(
+                consented.contains(&p.id),
+                "{context}: consent of {} lost",
+                p.row.tag
+            );
         }
-        assert_eq!(everyone.len(), pop.live.len(), "{context}: an erased supporter is back");
+        assert_eq!(
+            everyone.len(),
+            live.len(),
+            "{context}: an erased supporter is back"
+        );
 
         if round == ROUNDS {
-            // Suppression held too: the suppressed ones cannot be imported again; the
+            // Suppression held too: the suppressed people cannot be imported again, the
             // others can (their index entries are gone, not dangling).
-            let rows: Vec<&(String, Row, Option<String>, bool)> = pop.erased.iter().collect();
-            let reply = daemon
-                .supporters()
-                .await
-                .import(authed(
-                    tokio_stream::iter(rows.iter().map(|(_, row, ..)| row.message()).collect::<Vec<_>>()),
-                    &clients.member,
-                ))
-                .await
-                .unwrap()
-                .into_inner();
-            let suppressed: Vec<u64> = rows
-                .iter()
-                .enumerate()
-                .filter(|(_, (.., suppress))| *suppress)
-                .map(|(i, _)| i as u64 + 1)
+            let rows: Vec<Row> = erased.iter().map(|(p, _)| p.row.clone()).collect();
+            let reply = vault.import(&rows).await;
+            let suppressed: Vec<u64> = (1..)
+                .zip(&erased)
+                .filter(|(_, (p, _))| p.suppress)
+                .map(|(n, _)| n)
                 .collect();
             let refused: Vec<u64> = reply.rejected.iter().map(|r| r.row).collect();
-            assert_eq!(refused, suppressed, "exactly the suppressed rows are refused");
+            assert_eq!(refused, suppressed, "exactly the suppressed are refused");
             assert_eq!(reply.created as usize, rows.len() - suppressed.len());
             verify_log_offline(&daemon, &clients.auditor, dir.path());
+            drop(vault);
             assert!(daemon.terminate().success());
-            println!(
-                "{ROUNDS} kills: {} erasures ({} acknowledged), {:.1} s",
-                pop.erased.len(),
-                pop.erased.iter().filter(|e| e.2.is_some()).count(),
-                started.elapsed().as_secs_f64()
-            );
-            assert!(pop.erased.len() >= ROUNDS, "too few erasures went through to test anything");
             break;
         }
 
-        // Fresh people to erase this round, imported (acknowledged) before the load starts.
-        let rows: Vec<Row> = (0..ERASABLE_PER_ROUND)
+        // Fresh people to erase, imported (acknowledged) before the load starts.
+        let fresh: Vec<Row> = (live.len()..ERASABLE)
             .map(|_| {
                 next_row += 1;
                 Row::new("erase", next_row)
             })
             .collect();
-        let reply = daemon
-            .supporters()
+        let reply = vault.import(&fresh).await;
+        assert_eq!(
+            reply.created as usize,
+            fresh.len(),
+            "{context}: {:?}",
+            reply.rejected
+        );
+        log_entries += fresh.len() as u64;
+        let ids: HashMap<String, String> = vault
+            .search_all(&clients.member)
             .await
-            .import(authed(
-                tokio_stream::iter(rows.iter().map(Row::message).collect::<Vec<_>>()),
-                &clients.member,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(reply.created as usize, rows.len(), "{context}: {:?}", reply.rejected);
-        log_entries += rows.len() as u64;
-        for row in rows {
-            let id = lookup(&daemon, &clients.member, pb::lookup_request::Key::Email(row.email.clone()))
-                .await
-                .unwrap()
-                .id;
-            pop.live.push((id, row));
-        }
+            .into_iter()
+            .map(|s| (s.email, s.id))
+            .collect();
+        live.extend(fresh.into_iter().enumerate().map(|(i, row)| Person {
+            id: ids[&row.email].clone(),
+            suppress: (next_row + i) % 2 == 0,
+            row,
+        }));
 
-        // Erase the live ones concurrently, and kill somewhere in it.
-        let queue = Arc::new(Mutex::new(std::mem::take(&mut pop.live)));
-        let mut workers = Vec::new();
-        for _ in 0..WORKERS {
-            workers.push(tokio::spawn(erase_until_killed(
-                daemon.rights().await,
-                clients.dpo.clone(),
-                Arc::clone(&queue),
-            )));
-        }
-        for (done, cut) in kill_during(&mut daemon, delays.kill_delay(), workers).await {
-            log_entries += done.len() as u64; // one entry per erasure
-            for (id, row, receipt, suppress) in done {
-                pop.erased.push((id, row, Some(receipt), suppress));
-                acked_this_round.push(pop.erased.len() - 1);
+        // Erase them concurrently, and kill after a random delay, or earlier once a random
+        // number of them is acknowledged (so the kill lands among the calls on a fast
+        // machine too).
+        let queue = Arc::new(Mutex::new(std::mem::take(&mut live)));
+        let (done, mut progress) = tokio::sync::watch::channel(0);
+        let done = Arc::new(done);
+        let workers = (0..WORKERS)
+            .map(|_| {
+                tokio::spawn(erase_until_killed(
+                    vault.clone(),
+                    Arc::clone(&queue),
+                    Arc::clone(&done),
+                ))
+            })
+            .collect();
+        let delay = chance.kill_delay();
+        let enough = 1 + chance.below((ERASABLE - WORKERS) as u64) as usize;
+        let trigger = async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = progress.wait_for(|n| *n >= enough) => {}
             }
-            in_doubt.extend(cut);
+        };
+        for outcome in kill_when(&mut daemon, trigger, workers).await {
+            log_entries += outcome.acked.len() as u64; // one entry per erasure
+            for (p, receipt) in outcome.acked {
+                to_check.push((p.clone(), Some(receipt.clone())));
+                erased.push((p, Some(receipt)));
+            }
+            cut_calls += usize::from(outcome.in_doubt.is_some());
+            in_doubt.extend(outcome.in_doubt);
         }
-        // Not reached by any worker: untouched.
-        pop.live = std::mem::take(&mut *queue.lock().unwrap());
+        // Those no worker reached are untouched.
+        live = std::mem::take(&mut *queue.lock().unwrap());
     }
+    println!(
+        "{ROUNDS} kills: {} erased ({} acknowledged), {cut_calls} Erase calls cut, {:.1} s",
+        erased.len(),
+        erased.iter().filter(|(_, r)| r.is_some()).count(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        erased.len() >= ROUNDS,
+        "too few erasures went through to test anything"
+    );
+    assert!(
+        cut_calls >= ROUNDS / 2,
+        "kills should land while erasures are in flight"
+    );
 }

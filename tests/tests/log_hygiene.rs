@@ -28,18 +28,42 @@ fn planted_secrets_and_personal_data_are_found() {
     watch_name("Philomène");
     for (line, kind) in [
         (format!("INFO auth: presented {token}"), "a vault token"),
-        (format!("WARN key={secret} rejected"), "a secret the tests handled"),
-        ("-----BEGIN PRIVATE KEY-----".to_owned(), "a PEM private key"),
-        ("ERROR upsert failed for lena.b@exemple-campagne.fr".to_owned(), "an email address"),
-        ("DEBUG email=\"Jean@Example.FR\"".to_owned(), "an email address"),
-        ("WARN phone 06 98 76 54 32 refused".to_owned(), "a phone number"),
+        (
+            format!("WARN key={secret} rejected"),
+            "a secret the tests handled",
+        ),
+        (
+            "-----BEGIN PRIVATE KEY-----".to_owned(),
+            "a PEM private key",
+        ),
+        (
+            "ERROR upsert failed for lena.b@exemple-campagne.fr".to_owned(),
+            "an email address",
+        ),
+        (
+            "DEBUG email=\"Jean@Example.FR\"".to_owned(),
+            "an email address",
+        ),
+        (
+            "WARN phone 06 98 76 54 32 refused".to_owned(),
+            "a phone number",
+        ),
         ("WARN phone=0698765432".to_owned(), "a phone number"),
         ("WARN phone=06.98.76.54.32".to_owned(), "a phone number"),
         ("WARN phone=+33698765432".to_owned(), "a phone number"),
-        ("WARN phone=\"+33 7 81 62 40 59\"".to_owned(), "a phone number"),
-        ("WARN number +4915123456789 refused".to_owned(), "a phone number"),
+        (
+            "WARN phone=\"+33 7 81 62 40 59\"".to_owned(),
+            "a phone number",
+        ),
+        (
+            "WARN number +4915123456789 refused".to_owned(),
+            "a phone number",
+        ),
         ("INFO given_name=Philomène".to_owned(), "a supporter's name"),
-        ("INFO family=Onfroy-Kerguelen".to_owned(), "a supporter's name"),
+        (
+            "INFO family=Onfroy-Kerguelen".to_owned(),
+            "a supporter's name",
+        ),
     ] {
         let found = kinds(&line);
         assert!(
@@ -79,7 +103,12 @@ async fn a_daemon_log_with_planted_data_fails_the_test_and_a_real_one_passes() {
     let mut c = daemon.supporters().await;
     c.upsert(authed(
         pb::UpsertRequest {
-            supporter: Some(supporter("Philibert", "Hygiène", "philibert@hygiene.fr", "06 11 22 33 44")),
+            supporter: Some(supporter(
+                "Philibert",
+                "Hygiène",
+                "philibert@hygiene.fr",
+                "06 11 22 33 44",
+            )),
             consents: vec![],
         },
         &tool,
@@ -116,7 +145,10 @@ async fn a_daemon_log_with_planted_data_fails_the_test_and_a_real_one_passes() {
     let mut daemon = Daemon::start(dir.path());
     daemon.plant_log_line(&format!("WARN authenticating {}", tool.token));
     let failed = std::panic::catch_unwind(AssertUnwindSafe(|| daemon.terminate()));
-    let message = *failed.expect_err("a token in the log must fail the test").downcast::<String>().unwrap();
+    let message = *failed
+        .expect_err("a token in the log must fail the test")
+        .downcast::<String>()
+        .unwrap();
     assert!(message.contains("a secret the tests handled"), "{message}");
     // ...once (drop does not fail it again).
     drop(daemon);
