@@ -165,3 +165,32 @@ async fn a_daemon_log_with_planted_data_fails_the_test_and_a_real_one_passes() {
     let failed = std::panic::catch_unwind(AssertUnwindSafe(|| daemon.kill9()));
     assert!(failed.is_err(), "a name in the log must fail the test");
 }
+
+#[test]
+fn a_config_file_error_does_not_quote_the_file() {
+    // A typo on the line holding the database password: the daemon refuses to start, says
+    // where, and does not copy the line into its log.
+    let password = "pw-in-a-config-file-0042";
+    watch_secret(password);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vault.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\ndatabse_url = \"postgres://vault:{password}@db.example/vault\"\n"),
+    )
+    .unwrap();
+    let out = Daemon::command(dir.path())
+        .args(["--config", config.to_str().unwrap()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("VAULT_LOG", common::VAULT_LOG)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2, column 1") && err.contains("databse_url"),
+        "{err}"
+    );
+    assert_clean("a daemon refusing its config", &err);
+}
