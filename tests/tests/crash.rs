@@ -231,7 +231,7 @@ impl Row {
         );
         assert_eq!(
             s.tags,
-            [self.tag.clone()],
+            std::slice::from_ref(&self.tag),
             "{context}: tags of {}",
             self.tag
         );
