@@ -140,6 +140,12 @@ async fn a_daemon_log_with_planted_data_fails_the_test_and_a_real_one_passes() {
     assert_eq!(bad_token.code(), tonic::Code::Unauthenticated);
     drop(c);
     assert!(daemon.terminate().success());
+    // The scan saw the verbose lines too: one per call, at debug.
+    assert!(
+        daemon.logs().contains("Supporters.Upsert"),
+        "{}",
+        daemon.logs()
+    );
 
     // The same daemon's log with a client token planted: terminate fails the test...
     let mut daemon = Daemon::start(dir.path());
