@@ -231,7 +231,9 @@ fn vaultctl_without_daemon_fails_in_one_line() {
 fn start_failure(dir: &Path, args: &[&str]) -> String {
     let out = Daemon::command(dir).args(args).output().unwrap();
     assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    common::leaks::assert_clean("a daemon refusing to start", &err);
+    err
 }
 
 #[test]
@@ -246,6 +248,7 @@ fn daemon_refuses_unsafe_starts() {
     // A root key file others can read.
     let key = dir.path().join("loose.key");
     std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    common::leaks::watch_secret(&"ab".repeat(32));
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = start_failure(
         dir.path(),

@@ -41,6 +41,7 @@ fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, Str
         CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
     params.extended_key_usages = vec![usage];
     let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    common::leaks::watch_pem_key(&key.serialize_pem());
     (cert.pem(), key.serialize_pem(), cert.der().to_vec())
 }
 
@@ -270,7 +271,7 @@ async fn tls_allows_listening_beyond_loopback() {
             "--listen",
             "0.0.0.0:0",
         ])
-        .env("VAULT_LOG", "info")
+        .env("VAULT_LOG", common::VAULT_LOG)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -282,4 +283,5 @@ async fn tls_allows_listening_beyond_loopback() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("listening on 0.0.0.0:"), "{err}");
     assert!(!err.contains("refusing"), "{err}");
+    common::leaks::assert_clean("the daemon on 0.0.0.0", &err);
 }

@@ -521,8 +521,24 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: parse_error_message(&text, &e),
     })
+}
+
+/// Where the file is wrong and why, without the file's text: the parser's own rendering
+/// quotes the offending line, which may hold a secret (a database URL with its password),
+/// and this message goes to the log.
+fn parse_error_message(text: &str, e: &toml::de::Error) -> String {
+    let reason = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {reason}")
+        }
+        None => reason.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -579,6 +595,24 @@ mod tests {
                 .contains("refusing to serve plaintext")
         );
         Ok(())
+    }
+
+    #[test]
+    fn parse_errors_name_the_place_not_the_text() {
+        let secret = "postgres://vault:s3cret-pw@db.example/vault";
+        for toml in [
+            format!("listen = \"127.0.0.1:0\"\ndatabse_url = \"{secret}\"\n"),
+            format!("listen = \"127.0.0.1:0\"\ndatabase_url = \"{secret}\n"),
+        ] {
+            let Err(ConfigError::Parse { message, .. }) = resolve_with_file(&toml, &[]) else {
+                panic!("{toml} must not parse");
+            };
+            assert!(message.starts_with("line 2, column "), "{message}");
+            assert!(
+                !message.contains("s3cret"),
+                "the config's text is in: {message}"
+            );
+        }
     }
 
     fn resolve_with_file(toml: &str, flags: &[&str]) -> Result<Config, ConfigError> {

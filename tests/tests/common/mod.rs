@@ -22,6 +22,13 @@
 //! [`database_url`], which prints a loud `SKIPPED` line when `VAULT_TEST_DATABASE_URL` is
 //! unset, and bind data directories to a schema with [`use_store`].
 //!
+//! # Logs
+//!
+//! Every daemon's stderr is captured (at `debug` for the vault's own crates, so even the
+//! verbose lines are covered) and checked when the daemon stops, by `terminate`, `kill9`
+//! or drop: a secret the suite handled or a piece of personal data in it fails the test
+//! (see [`leaks`]).
+//!
 //! The daemon binary is `vault-server`'s own `main` (`vault-server/src/bin/vault-server.rs`)
 //! built as this package's `vault-server-under-test` binary, so cargo rebuilds it whenever
 //! any test here runs, and no stale binary is ever tested.
@@ -48,7 +55,13 @@ use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 
+pub mod leaks;
+
 pub use pb::Supporter;
+
+/// The daemon's log filter: the vault's crates at `debug`, so the log check covers the
+/// lines an operator sees when debugging too; dependencies at `info`.
+pub const VAULT_LOG: &str = "info,vault=debug";
 
 /// The daemon binary under test.
 pub const VAULT_SERVER: &str = env!("CARGO_BIN_EXE_vault-server-under-test");
@@ -64,6 +77,8 @@ pub struct Daemon {
     /// The thread copying the daemon's stderr into `log`; joined once the daemon exited so
     /// `logs()` then holds everything it wrote.
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Whether the log check already failed (so drop does not fail the test twice).
+    log_check_failed: bool,
 }
 
 impl Daemon {
@@ -79,7 +94,7 @@ impl Daemon {
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("VAULT_LOG", "info")
+            .env("VAULT_LOG", VAULT_LOG)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -107,12 +122,24 @@ impl Daemon {
                 panic!("daemon did not start; log:\n{}", log.lock().unwrap());
             }
         };
+        // The bootstrap admin token and the root key are secrets the log must never show.
+        let root_key = extra
+            .iter()
+            .position(|a| *a == "--root-key")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| data_dir.join("root.key"), PathBuf::from);
+        for file in [data_dir.join("admin.token"), root_key] {
+            if let Ok(secret) = std::fs::read_to_string(file) {
+                leaks::watch_secret(&secret);
+            }
+        }
         Daemon {
             child: Some(child),
             addr,
             data_dir: data_dir.to_path_buf(),
             log,
             reader: Some(reader),
+            log_check_failed: false,
         }
     }
 
@@ -120,6 +147,27 @@ impl Daemon {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
+    }
+
+    /// Fails the test when the daemon's log holds a secret or personal data (see
+    /// [`leaks`]). Called once the daemon stopped, so the whole log is in.
+    pub fn check_logs(&mut self) {
+        if self.log_check_failed {
+            return;
+        }
+        let log = self.logs();
+        if !leaks::scan(&log).is_empty() {
+            self.log_check_failed = true;
+            leaks::assert_clean(&format!("the daemon on {}", self.addr), &log);
+        }
+    }
+
+    /// Adds `line` to the captured log as if the daemon had written it (for the test that
+    /// proves the log check can fail).
+    pub fn plant_log_line(&self, line: &str) {
+        let mut l = self.log.lock().unwrap();
+        l.push_str(line);
+        l.push('\n');
     }
 
     /// The daemon binary with the environment for `data_dir`'s store (see the module
@@ -142,10 +190,12 @@ impl Daemon {
 
     /// The bootstrap admin token the daemon wrote.
     pub fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.token"))
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token"))
             .expect("admin.token")
             .trim()
-            .to_owned()
+            .to_owned();
+        leaks::watch_secret(&token);
+        token
     }
 
     /// Everything the daemon logged so far.
@@ -163,22 +213,25 @@ impl Daemon {
         SupportersClient::new(channel)
     }
 
-    /// Kills the daemon with SIGKILL (no shutdown, no flush) and waits for it.
+    /// Kills the daemon with SIGKILL (no shutdown, no flush), waits for it and checks its
+    /// log.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL");
             child.wait().expect("wait");
         }
         self.drain_log();
+        self.check_logs();
     }
 
-    /// Sends SIGTERM and returns the exit status.
+    /// Sends SIGTERM, checks the log and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let status = child.wait().expect("wait");
         self.drain_log();
+        self.check_logs();
         status
     }
 }
@@ -198,6 +251,11 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.drain_log();
+        // A test failing already has its message; a second panic would abort the process.
+        if !std::thread::panicking() {
+            self.check_logs();
+        }
     }
 }
 
@@ -209,6 +267,8 @@ pub trait Credentials {
 
 impl Credentials for str {
     fn apply<T>(&self, req: &mut Request<T>) {
+        // Whatever a test presents, valid or not, the daemon must not log it.
+        leaks::watch_secret(self);
         req.metadata_mut().insert(
             "authorization",
             MetadataValue::try_from(format!("Bearer {self}")).unwrap(),
@@ -332,6 +392,7 @@ impl Daemon {
             .await
             .unwrap()
             .into_inner();
+        leaks::watch_secret(&r.token);
         Creds {
             client_id: r.client.unwrap().id,
             token: r.token,
@@ -349,6 +410,8 @@ impl Daemon {
 
 /// A supporter with the given contact details.
 pub fn supporter(given: &str, family: &str, email: &str, phone: &str) -> Supporter {
+    leaks::watch_name(given);
+    leaks::watch_name(family);
     Supporter {
         given_name: given.into(),
         family_name: family.into(),
