@@ -830,3 +830,113 @@ async fn revoked_tokens_are_refused_and_no_token_is_kept_in_clear() {
         assert!(hits.is_empty(), "token in clear in {hits:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_refused_and_expiry_must_lie_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let admin_token = daemon.admin_token();
+    let mut admin = daemon.admin().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let request = |name: &str, at: i64| {
+        authed(
+            pb::CreateClientRequest {
+                name: name.into(),
+                role: "campaign-tool".into(),
+                purposes: vec!["membership".into()],
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: at,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            &admin_token,
+        )
+    };
+    // An expiry in the past is a mistake, refused before anything is created.
+    let err = admin
+        .create_client(request("stale", now - 60))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("expires_at"), "{}", err.message());
+
+    let made = admin
+        .create_client(request("short-lived", now + 2))
+        .await
+        .unwrap()
+        .into_inner();
+    let client = made.client.unwrap();
+    assert_eq!(client.expires_at.as_ref().map(|t| t.seconds), Some(now + 2));
+    common::leaks::watch_secret(&made.token);
+    let creds = Creds {
+        client_id: client.id.clone(),
+        token: made.token,
+        purpose: Some("membership".into()),
+    };
+    let mut s = daemon.supporters().await;
+    let upsert = |email: &str| {
+        authed(
+            pb::UpsertRequest {
+                supporter: Some(supporter("", "", email, "")),
+                consents: vec![],
+            },
+            &creds,
+        )
+    };
+    s.upsert(upsert("before-expiry@example.fr")).await.unwrap();
+
+    // Wait out the expiry (the token's lifetime, not a performance bound).
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let err = s
+        .upsert(upsert("after-expiry@example.fr"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("expired"), "{}", err.message());
+
+    // Nothing was written, and the refusal is in the access log.
+    let tool = daemon.tool("membership").await;
+    let err = s
+        .lookup(authed(
+            pb::LookupRequest {
+                key: Some(pb::lookup_request::Key::Email(
+                    "after-expiry@example.fr".into(),
+                )),
+            },
+            &tool,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let refused: Vec<_> = daemon
+        .audit_entries(&auditor, pb::QueryRequest::default())
+        .await
+        .into_iter()
+        .filter(|e| e.outcome == "denied" && e.action == "Supporters.Upsert")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    // Listed with its expiry, still revocable.
+    let listed = admin
+        .list_clients(authed(pb::ListClientsRequest {}, &admin_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .clients;
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.id == client.id && c.expires_at.is_some())
+    );
+    admin
+        .revoke_client(authed(
+            pb::RevokeClientRequest { id: client.id },
+            &admin_token,
+        ))
+        .await
+        .unwrap();
+}

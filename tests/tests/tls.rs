@@ -127,6 +127,7 @@ async fn mutual_tls_identifies_registered_clients() {
                 role: "campaign-tool".into(),
                 purposes: vec!["membership".into()],
                 cert_sha256: fingerprint(&mailer_der),
+                expires_at: None,
             },
             &daemon.admin_token(),
         ))

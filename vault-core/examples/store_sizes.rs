@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
-use vault_core::storage::sled_store::{SledOptions, SledStore};
 use vault_core::storage::Table;
+use vault_core::storage::sled_store::{SledOptions, SledStore};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let store = SledStore::open(&dir, &SledOptions::default())?;
     let (mut rows, mut bytes) = (0u64, 0u64);
-    println!("{:<24} {:>12} {:>14} {:>10}", "table", "rows", "bytes", "bytes/row");
+    println!(
+        "{:<24} {:>12} {:>14} {:>10}",
+        "table", "rows", "bytes", "bytes/row"
+    );
     for table in Table::ALL {
         let (mut n, mut b) = (0u64, 0u64);
         for kv in store.raw_tree(table).iter() {

@@ -28,12 +28,22 @@ pub struct Client {
     pub revoked_at_us: Option<i64>,
     /// SHA-256 fingerprint (hex) of the client's TLS certificate, for mutual TLS.
     pub cert_sha256: Option<String>,
+    /// When its credentials stop being accepted, if they ever do (microseconds since the
+    /// Unix epoch). Absent in records written before expiry existed: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_us: Option<i64>,
 }
 
 impl Client {
-    /// Whether the client may still call.
+    /// Whether the client is not revoked. An expired client is still active in this sense
+    /// (it is listed, counted and revocable); [`Client::has_expired`] refuses its calls.
     pub fn is_active(&self) -> bool {
         self.revoked_at_us.is_none()
+    }
+
+    /// Whether the client's credentials have expired at `now_us`.
+    pub fn has_expired(&self, now_us: i64) -> bool {
+        self.expires_at_us.is_some_and(|at| now_us >= at)
     }
 }
 

@@ -223,6 +223,7 @@ mod tests {
             created_at_us: 0,
             revoked_at_us: revoked.then_some(1),
             cert_sha256: None,
+            expires_at_us: None,
         }
     }
 

@@ -46,6 +46,13 @@ pub fn timestamp(us: i64) -> Option<Timestamp> {
     })
 }
 
+/// A protobuf timestamp as microseconds since the Unix epoch (saturating).
+pub fn micros(t: &Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1000)
+}
+
 /// The library's supporter as protobuf.
 pub fn supporter_to_pb(s: Supporter) -> pb::Supporter {
     let a = s.address;
@@ -137,6 +144,7 @@ pub fn client_to_pb(c: Client) -> pb::Client {
         created_at: timestamp(c.created_at_us),
         revoked_at: c.revoked_at_us.and_then(timestamp),
         cert_sha256: c.cert_sha256.unwrap_or_default(),
+        expires_at: c.expires_at_us.and_then(timestamp),
     }
 }
 

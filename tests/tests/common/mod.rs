@@ -386,6 +386,7 @@ impl Daemon {
                     role: role.into(),
                     purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
                     cert_sha256: String::new(),
+                    expires_at: None,
                 },
                 &self.admin_token(),
             ))

@@ -62,6 +62,7 @@ impl Vault {
                 created_at_us: now_us(),
                 revoked_at_us: None,
                 cert_sha256: None,
+                expires_at_us: None,
             },
             token_sha256: hex::encode(TokenHash::of(&token).0),
         };
@@ -131,6 +132,10 @@ impl Vault {
         if !stored.client.is_active() || !TokenHash(expected).matches(token) {
             return Err(refused());
         }
+        // Said only to the token's holder: the token matched.
+        if stored.client.has_expired(now_us()) {
+            return Err(expired());
+        }
         Ok(stored.client)
     }
 
@@ -145,6 +150,9 @@ impl Vault {
                     subtle::ConstantTimeEq::ct_eq(c.as_bytes(), fp.as_bytes()).into()
                 });
             if matches && stored.client.is_active() {
+                if stored.client.has_expired(now_us()) {
+                    return Err(expired());
+                }
                 return Ok(stored.client);
             }
         }
@@ -163,6 +171,7 @@ impl Vault {
         role: Role,
         purposes: &[String],
         cert_sha256: Option<&str>,
+        expires_at_us: Option<i64>,
     ) -> Result<(Client, Zeroizing<String>)> {
         let mut log = self.record(caller, Rpc::AdminCreateClient);
         let result = async {
@@ -181,6 +190,13 @@ impl Vault {
                 .filter(|c| !c.trim().is_empty())
                 .map(client::normalize_fingerprint)
                 .transpose()?;
+            if expires_at_us.is_some_and(|at| at <= now_us()) {
+                return Err(InvalidInput::new(
+                    "expires_at",
+                    "must be in the future (leave it unset for a client that does not expire)",
+                )
+                .into());
+            }
             let token = credentials::new_token()?;
             let client = Client {
                 id: uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -190,6 +206,7 @@ impl Vault {
                 created_at_us: now_us(),
                 revoked_at_us: None,
                 cert_sha256: cert,
+                expires_at_us,
             };
             let stored = StoredClient {
                 client: client.clone(),
@@ -464,4 +481,11 @@ impl Vault {
         .await;
         log.finish(&self.audit, result).await
     }
+}
+
+fn expired() -> Error {
+    Error::Unauthenticated(
+        "invalid credentials: this client's credentials have expired; ask an admin for a new client"
+            .into(),
+    )
 }

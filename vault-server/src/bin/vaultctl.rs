@@ -434,6 +434,10 @@ enum ClientCommand {
         /// SHA-256 fingerprint of the client's TLS certificate, for mutual TLS.
         #[arg(long)]
         cert_sha256: Option<String>,
+        /// Hours after which the client's token (and certificate) stop working. Without
+        /// it, the client works until revoked.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        expires_in_hours: Option<u32>,
     },
     /// Revoke a client: its token is refused from the next call on.
     Revoke {
@@ -1007,6 +1011,7 @@ fn client_json(c: &pb::Client) -> serde_json::Value {
         "created_at_unix": c.created_at.as_ref().map(|t| t.seconds),
         "revoked_at_unix": c.revoked_at.as_ref().map(|t| t.seconds),
         "cert_sha256": c.cert_sha256,
+        "expires_at_unix": c.expires_at.as_ref().map(|t| t.seconds),
     })
 }
 
@@ -1021,7 +1026,17 @@ async fn clients(
             role,
             purposes,
             cert_sha256,
+            expires_in_hours,
         } => {
+            let expires_at = expires_in_hours.map(|h| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                prost_types::Timestamp {
+                    seconds: i64::try_from(now + u64::from(h) * 3600).unwrap_or(i64::MAX),
+                    nanos: 0,
+                }
+            });
             let r = admin
                 .create_client(with_token(
                     pb::CreateClientRequest {
@@ -1029,6 +1044,7 @@ async fn clients(
                         role,
                         purposes,
                         cert_sha256: cert_sha256.unwrap_or_default(),
+                        expires_at,
                     },
                     token,
                     None,

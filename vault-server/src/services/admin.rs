@@ -56,8 +56,16 @@ impl Admin for AdminService {
         let result = async {
             let role: Role = req.role.parse()?;
             let cert = (!req.cert_sha256.is_empty()).then_some(req.cert_sha256.as_str());
+            let expires_at_us = req.expires_at.as_ref().map(crate::convert::micros);
             self.vault
-                .create_client(&caller, req.name.trim(), role, &req.purposes, cert)
+                .create_client(
+                    &caller,
+                    req.name.trim(),
+                    role,
+                    &req.purposes,
+                    cert,
+                    expires_at_us,
+                )
                 .await
         }
         .await;

@@ -12,7 +12,7 @@ use vault_proto::v1::audit_server::Audit;
 
 use super::finish;
 use crate::auth::caller;
-use crate::convert::timestamp;
+use crate::convert::{micros, timestamp};
 
 /// Chunk size of `ExportLog` replies.
 const EXPORT_CHUNK: usize = 64 * 1024;
@@ -29,10 +29,6 @@ impl AuditService {
     pub fn new(vault: Arc<Vault>) -> Self {
         Self { vault }
     }
-}
-
-fn micros(t: &prost_types::Timestamp) -> i64 {
-    t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000)
 }
 
 fn range(from: u64, to: u64) -> (Option<u64>, Option<u64>) {

@@ -143,7 +143,7 @@ impl Rights for RightsService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let subject = Some(req.subject_id.trim()).filter(|s| !s.is_empty());
-        let received = req.received_at.as_ref().map(timestamp_us);
+        let received = req.received_at.as_ref().map(crate::convert::micros);
         let result = self
             .vault
             .open_request(&caller, &req.kind, received, subject, &req.reference)
@@ -158,7 +158,7 @@ impl Rights for RightsService {
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let as_of = req.as_of.as_ref().map(timestamp_us);
+        let as_of = req.as_of.as_ref().map(crate::convert::micros);
         let result = self
             .vault
             .list_requests(&caller, req.overdue_only, req.include_closed, as_of)
@@ -186,12 +186,6 @@ impl Rights for RightsService {
         finish(&caller, "Rights.CloseRequest", result)
             .map(|r| Response::new(request_to_pb(r, false)))
     }
-}
-
-fn timestamp_us(t: &prost_types::Timestamp) -> i64 {
-    t.seconds
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(t.nanos) / 1000)
 }
 
 fn request_to_pb(r: RightsRequest, overdue: bool) -> pb::RightsRequest {
