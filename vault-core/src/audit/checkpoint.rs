@@ -61,10 +61,18 @@ pub struct SignedCheckpoint {
     pub signature: String,
 }
 
-fn hash_from_hex(s: &str) -> Option<Hash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+/// Decodes lower-case hexadecimal only: the form the vault writes. Accepting upper case too
+/// would let an exported file be altered (a letter's case flipped) and still verify.
+pub(crate) fn lower_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    hex::decode(s).ok()
+}
+
+/// A 32-byte hash in lower-case hexadecimal.
+pub(crate) fn hash_from_hex(s: &str) -> Option<Hash> {
+    lower_hex(s)?.try_into().ok()
 }
 
 impl SignedCheckpoint {
@@ -81,7 +89,7 @@ impl SignedCheckpoint {
     /// Verifies the signature with `public_key` (32 raw bytes); returns the checkpoint.
     pub fn verify(&self, public_key: &[u8]) -> Option<Checkpoint> {
         let cp = self.checkpoint()?;
-        let sig = hex::decode(&self.signature).ok()?;
+        let sig = lower_hex(&self.signature)?;
         UnparsedPublicKey::new(&ED25519, public_key)
             .verify(&cp.message(), &sig)
             .ok()?;

@@ -181,9 +181,7 @@ fn err(line: usize, seq: Option<u64>, problem: Problem, detail: impl Into<String
 }
 
 fn parse_hash(s: &str) -> Option<Hash> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+    super::checkpoint::hash_from_hex(s)
 }
 
 /// Verifies an exported log with the log's Ed25519 public key (32 raw bytes).
@@ -255,8 +253,7 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
                     "the signature of the start anchor does not verify",
                 )
             })?;
-            let frontier = hex::decode(fr)
-                .ok()
+            let frontier = super::checkpoint::lower_hex(fr)
                 .and_then(|b| Frontier::from_bytes(&b).ok())
                 .ok_or_else(|| {
                     err(
