@@ -1132,7 +1132,7 @@ async fn limits_refuse_with_resource_exhausted_and_a_retry_hint() {
     let id = c
         .upsert(authed(
             pb::UpsertRequest {
-                supporter: Some(supporter("Rate", "Limited", "rate@limits.fr", "")),
+                supporter: Some(supporter("Roxane", "Limoges", "rate@limits.fr", "")),
                 ..Default::default()
             },
             &rate,
@@ -1261,7 +1261,7 @@ async fn limits_refuse_with_resource_exhausted_and_a_retry_hint() {
     drop(w2);
 
     // ---- message size: one byte over 64 KiB -----------------------------------------------
-    let mut big = supporter("Big", "Message", "big@limits.fr", "");
+    let mut big = supporter("Bertille", "Mercier", "big@limits.fr", "");
     big.custom.insert("note".into(), "x".repeat(65536));
     let err = c
         .upsert(authed(
