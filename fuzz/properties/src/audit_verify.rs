@@ -50,7 +50,10 @@ fn reference() -> &'static Reference {
             }
         }
         assert_eq!(entries.len() as u64, v.entries);
-        assert!(checkpoints.len() >= 2, "the reference has interleaved checkpoints");
+        assert!(
+            checkpoints.len() >= 2,
+            "the reference has interleaved checkpoints"
+        );
         Reference {
             public_key,
             entries,

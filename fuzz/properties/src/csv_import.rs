@@ -29,8 +29,16 @@ pub fn check(data: &[u8]) {
             ignore_unknown: flags & 1 != 0,
         },
         defaults: RowDefaults {
-            source: if flags & 2 != 0 { "fuzz-source".into() } else { String::new() },
-            notice_version: if flags & 4 != 0 { "notice-v1".into() } else { String::new() },
+            source: if flags & 2 != 0 {
+                "fuzz-source".into()
+            } else {
+                String::new()
+            },
+            notice_version: if flags & 4 != 0 {
+                "notice-v1".into()
+            } else {
+                String::new()
+            },
         },
         delimiter: match (flags >> 3) & 3 {
             0 => None,
@@ -54,7 +62,11 @@ pub fn check(data: &[u8]) {
     }
     for header in mapping.headers() {
         let once = normalize_header(header);
-        assert_eq!(normalize_header(&once), once, "header folding is not idempotent");
+        assert_eq!(
+            normalize_header(&once),
+            once,
+            "header folding is not idempotent"
+        );
     }
     let consent_columns: BTreeSet<(&str, &str)> = mapping
         .targets()
@@ -94,12 +106,18 @@ pub fn check(data: &[u8]) {
                     assert!(!tag.is_empty() && tag.as_str() == tag.trim());
                     assert!(!tag.contains([';', '|']), "a tag still holds a separator");
                 }
-                assert!(s.tags.windows(2).all(|w| w[0] < w[1]), "tags sorted, unique");
+                assert!(
+                    s.tags.windows(2).all(|w| w[0] < w[1]),
+                    "tags sorted, unique"
+                );
                 for value in s.custom.values() {
                     assert!(!value.is_empty() && value.as_str() == value.trim());
                 }
                 if s.source.is_empty() {
-                    assert!(options.defaults.source.is_empty(), "the default source is lost");
+                    assert!(
+                        options.defaults.source.is_empty(),
+                        "the default source is lost"
+                    );
                 }
                 for c in &s.consents {
                     assert!(

@@ -56,7 +56,10 @@ pub fn check(data: &[u8]) {
 
     match record::open(&key, SUBJECT, data) {
         Ok(s) => {
-            assert!(data == REAL_RECORD, "bytes that are not a real record opened");
+            assert!(
+                data == REAL_RECORD,
+                "bytes that are not a real record opened"
+            );
             assert_eq!(s.id, SUBJECT);
         }
         Err(e) => assert!(

@@ -30,7 +30,10 @@ pub fn check(data: &[u8]) {
     });
     idempotent("phone", raw, normalize::phone, |v| {
         let digits = v.strip_prefix('+').expect("E.164 starts with '+'");
-        assert!(!digits.is_empty() && digits.len() <= 15, "E.164 has 1 to 15 digits");
+        assert!(
+            !digits.is_empty() && digits.len() <= 15,
+            "E.164 has 1 to 15 digits"
+        );
         assert!(digits.bytes().all(|b| b.is_ascii_digit()));
     });
     idempotent("address.postcode", raw, normalize::postcode, |v| {
@@ -39,7 +42,10 @@ pub fn check(data: &[u8]) {
             v.bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ' || b == b'-')
         );
-        assert!(!v.contains("  ") && v == v.trim(), "whitespace is collapsed");
+        assert!(
+            !v.contains("  ") && v == v.trim(),
+            "whitespace is collapsed"
+        );
     });
     idempotent("address.country", raw, normalize::country, |v| {
         assert!(v.is_empty() || (v.len() == 2 && v.bytes().all(|b| b.is_ascii_uppercase())));

@@ -161,9 +161,17 @@ fn write_seeds() {
             ids.push(vault.upsert(&tool("membership"), &s, &[]).await.unwrap().id);
         }
         for id in &ids {
-            vault.get(&tool("membership"), id, FieldSet::empty()).await.unwrap();
+            vault
+                .get(&tool("membership"), id, FieldSet::empty())
+                .await
+                .unwrap();
             // A purpose the client may not use: refused, and logged as a denial.
-            assert!(vault.get(&tool("newsletter"), id, FieldSet::empty()).await.is_err());
+            assert!(
+                vault
+                    .get(&tool("newsletter"), id, FieldSet::empty())
+                    .await
+                    .is_err()
+            );
         }
         let auditor = Caller {
             client_id: "cnil-auditor".into(),
