@@ -10,6 +10,9 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// This crate is assertions: an `expect` that fails is a property that broke, reported by the
+// fuzzer or the test like any other failed assert.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod audit_verify;
 pub mod csv_import;
