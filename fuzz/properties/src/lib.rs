@@ -19,9 +19,12 @@ pub mod csv_import;
 pub mod envelope_open;
 pub mod normalize;
 
+/// The properties of one fuzz target: panics on an input that breaks one.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name: the directory names under `fuzz/corpus/` and the binaries
 /// of `fuzz/fuzz_targets/`.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Check); 4] = [
     ("audit_verify", audit_verify::check),
     ("csv_import", csv_import::check),
     ("envelope_open", envelope_open::check),
