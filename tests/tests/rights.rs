@@ -536,6 +536,48 @@ async fn restriction_and_objection_hold_and_survive_restart() {
             .await
             .is_empty()
     );
+    // Each refusal is in the access log, naming the person and why.
+    let auditor = d.create_client("auditor", "auditor", &[]).await;
+    let denied = |subject: &str, actor: &str| {
+        let (subject, actor) = (subject.to_owned(), actor.to_owned());
+        let d = &d;
+        let auditor = &auditor;
+        async move {
+            d.audit_entries(
+                auditor,
+                pb::QueryRequest {
+                    subject_id: subject,
+                    actor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .into_iter()
+            .filter(|e| e.outcome == "denied")
+            .map(|e| (e.action, e.reason))
+            .collect::<Vec<_>>()
+        }
+    };
+    for creds in [&news, &sms] {
+        let refusals = denied(&a, &creds.client_id).await;
+        assert!(
+            refusals.contains(&("Supporters.Get".to_owned(), "restricted".to_owned())),
+            "{refusals:?}"
+        );
+    }
+    let refusals = denied(&b, &news.client_id).await;
+    assert!(
+        refusals
+            .iter()
+            .any(|(action, _)| action == "Supporters.Get"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|(action, reason)| action == "Consent.Grant" && reason.contains("objected")),
+        "{refusals:?}"
+    );
     // Lifting the restriction gives access back.
     d.rights()
         .await
