@@ -119,6 +119,9 @@ enum Flow {
 pub struct AuditLog {
     core: Arc<Core>,
     jobs: mpsc::UnboundedSender<Job>,
+    /// The writer task, awaited by [`AuditLog::close`]: the task holds the store until it
+    /// has ended, not merely answered the stop.
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::ops::Deref for AuditLog {
@@ -208,8 +211,12 @@ impl AuditLog {
         *core.head.lock().unwrap_or_else(|p| p.into_inner()) = head.clone();
         let core = Arc::new(core);
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(Arc::clone(&core), head, rx));
-        Ok(Self { core, jobs })
+        let writer = tokio::spawn(writer(Arc::clone(&core), head, rx));
+        Ok(Self {
+            core,
+            jobs,
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
     }
 }
 
@@ -766,7 +773,14 @@ impl AuditLog {
     /// Finishes the queued work and stops the writer task, so the store can be released
     /// (reopening the same embedded store in one process needs it). Later appends fail.
     pub async fn close(&self) -> Result<()> {
-        self.submit(|reply| Job::Stop { reply }).await
+        let flushed = self.submit(|reply| Job::Stop { reply }).await;
+        // The writer answers the stop, then returns and drops its handle on the store. Wait
+        // for that too, so a caller that reopens the store at once finds it released.
+        let task = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        flushed
     }
 
     /// Signs and stores a checkpoint at the current size, unless one exists there already.
