@@ -1212,6 +1212,34 @@ fn bytecount_lines(bytes: &[u8]) -> usize {
 }
 
 /// `vaultctl rights ...` (dpo role).
+/// Places (`restrict`) or lifts a restriction of processing: the same request either way.
+async fn restriction(
+    client: &mut RightsClient<Channel>,
+    a: RestrictArgs,
+    restrict: bool,
+    token: &str,
+    p: Option<&str>,
+    json: bool,
+) -> Result<String, String> {
+    let request = with_token(
+        pb::RestrictRequest {
+            subject_id: a.id,
+            request_ref: a.request_ref,
+        },
+        token,
+        p,
+    )?;
+    let reply = if restrict {
+        client.restrict(request).await
+    } else {
+        client.unrestrict(request).await
+    };
+    Ok(ctl::subject_state(
+        &reply.map_err(status_line)?.into_inner(),
+        json,
+    ))
+}
+
 async fn rights(
     mut client: RightsClient<Channel>,
     command: RightsCommand,
@@ -1282,36 +1310,8 @@ async fn rights(
                 .into_inner();
             Ok(ctl::receipt(&r, json))
         }
-        RightsCommand::Restrict(a) => {
-            let r = client
-                .restrict(with_token(
-                    pb::RestrictRequest {
-                        subject_id: a.id,
-                        request_ref: a.request_ref,
-                    },
-                    token,
-                    p,
-                )?)
-                .await
-                .map_err(status_line)?
-                .into_inner();
-            Ok(ctl::subject_state(&r, json))
-        }
-        RightsCommand::Unrestrict(a) => {
-            let r = client
-                .unrestrict(with_token(
-                    pb::RestrictRequest {
-                        subject_id: a.id,
-                        request_ref: a.request_ref,
-                    },
-                    token,
-                    p,
-                )?)
-                .await
-                .map_err(status_line)?
-                .into_inner();
-            Ok(ctl::subject_state(&r, json))
-        }
+        RightsCommand::Restrict(a) => restriction(&mut client, a, true, token, p, json).await,
+        RightsCommand::Unrestrict(a) => restriction(&mut client, a, false, token, p, json).await,
         RightsCommand::Object {
             id,
             channels,

@@ -22,6 +22,22 @@ impl RightsService {
     pub fn new(vault: Arc<Vault>) -> Self {
         Self { vault }
     }
+
+    /// Places (`restrict`) or lifts a restriction: one request type, two calls.
+    async fn restriction(
+        &self,
+        request: Request<pb::RestrictRequest>,
+        restrict: bool,
+        rpc: &'static str,
+    ) -> Result<Response<pb::SubjectState>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = self
+            .vault
+            .restrict(&caller, &req.subject_id, &req.request_ref, restrict)
+            .await;
+        finish(&caller, rpc, result).map(|s| Response::new(state_to_pb(s)))
+    }
 }
 
 fn receipt_to_pb(r: ErasureReceipt) -> pb::ErasureReceipt {
@@ -91,26 +107,14 @@ impl Rights for RightsService {
         &self,
         request: Request<pb::RestrictRequest>,
     ) -> Result<Response<pb::SubjectState>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let result = self
-            .vault
-            .restrict(&caller, &req.subject_id, &req.request_ref, true)
-            .await;
-        finish(&caller, "Rights.Restrict", result).map(|s| Response::new(state_to_pb(s)))
+        self.restriction(request, true, "Rights.Restrict").await
     }
 
     async fn unrestrict(
         &self,
         request: Request<pb::RestrictRequest>,
     ) -> Result<Response<pb::SubjectState>, Status> {
-        let caller = caller(&request)?;
-        let req = request.into_inner();
-        let result = self
-            .vault
-            .restrict(&caller, &req.subject_id, &req.request_ref, false)
-            .await;
-        finish(&caller, "Rights.Unrestrict", result).map(|s| Response::new(state_to_pb(s)))
+        self.restriction(request, false, "Rights.Unrestrict").await
     }
 
     async fn object(
