@@ -42,6 +42,17 @@ pub enum IntegrityObject {
     ConsentEvent(String, u64),
     /// Store metadata.
     Metadata(&'static str),
+    /// The access log as a whole: behind its high-water mark, a changed signing key, a tail
+    /// that does not hash to its leaves. The text says what was found.
+    AccessLog(String),
+    /// A row of an authenticated table (clients, purposes, token index, key-epoch dates,
+    /// access-log leaves...) that does not carry its tag.
+    Row {
+        /// The table.
+        table: &'static str,
+        /// The row's key, printable (an id, a metadata name, or the first bytes in hex).
+        key: String,
+    },
 }
 
 impl fmt::Display for IntegrityObject {
@@ -52,6 +63,8 @@ impl fmt::Display for IntegrityObject {
             Self::Record(id) => write!(f, "record of supporter {id}"),
             Self::ConsentEvent(id, seq) => write!(f, "consent event {seq} of supporter {id}"),
             Self::Metadata(what) => write!(f, "store metadata ({what})"),
+            Self::AccessLog(what) => write!(f, "access log ({what})"),
+            Self::Row { table, key } => write!(f, "row {key} of table {table}"),
         }
     }
 }
@@ -108,7 +121,7 @@ pub enum Error {
 
     /// The storage engine failed.
     #[error("storage error: {0}")]
-    Storage(#[from] crate::storage::StoreError),
+    Storage(crate::storage::StoreError),
 
     /// Concurrent writers kept changing the same rows; the operation gave up after retrying.
     #[error("too much contention on {0}; retry the call")]
@@ -121,6 +134,20 @@ pub enum Error {
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
+}
+
+impl From<crate::storage::StoreError> for Error {
+    /// A row that failed its authentication is an integrity failure like a ciphertext that
+    /// does not open (`DATA_LOSS` on the wire); every other store failure stays a storage
+    /// error.
+    fn from(e: crate::storage::StoreError) -> Self {
+        match e {
+            crate::storage::StoreError::Tampered { table, key } => {
+                Error::Integrity(IntegrityObject::Row { table, key })
+            }
+            other => Error::Storage(other),
+        }
+    }
 }
 
 /// Result with the library's error.

@@ -41,6 +41,50 @@ pub struct SubjectState {
     /// not rest on consent, for retention).
     #[serde(default)]
     pub collected_for: BTreeSet<String>,
+    /// What the rest of the person's rows looked like when this state was written, so that
+    /// a row deleted or put back from an older copy is detected on load (see [`Pins`]).
+    /// Absent in states written before pins existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pins: Option<Pins>,
+}
+
+/// The person's other rows as of this state: the record's ciphertext and the consent
+/// ledger's length. Every write of a person re-seals the record (a fresh nonce, so a new
+/// ciphertext) and writes the state with the new pins, so:
+///
+/// - a truncated ledger (the last withdrawal deleted) no longer has `consent_len` events;
+/// - a record put back from an older copy no longer hashes to `record_sha256`;
+/// - a state put back from an older copy (a restriction lifted) pins a record ciphertext
+///   that has been replaced since.
+///
+/// What the pins cannot see: all of one person's rows put back together from one older
+/// copy of the store (SECURITY.md, the store attacker).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pins {
+    /// SHA-256 (hex) of the record row's stored bytes.
+    pub record_sha256: String,
+    /// Number of consent events in the ledger.
+    pub consent_len: u64,
+}
+
+impl Pins {
+    /// The pins of a record ciphertext and a ledger length.
+    pub fn of(sealed_record: &[u8], consent_len: u64) -> Self {
+        Self {
+            record_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, sealed_record)),
+            consent_len,
+        }
+    }
+}
+
+impl SubjectState {
+    /// The state without its pins: what a write compares to decide whether it changed.
+    pub fn unpinned(&self) -> SubjectState {
+        SubjectState {
+            pins: None,
+            ..self.clone()
+        }
+    }
 }
 
 fn aad(subject: &str) -> Aad {
@@ -74,6 +118,7 @@ mod tests {
             suppressed: false,
             last_contact_us: 7,
             collected_for: ["canvassing".to_owned()].into_iter().collect(),
+            pins: Some(Pins::of(b"record", 2)),
         };
         let sealed = seal(&dek, "a", &s)?;
         assert_eq!(open(&dek, "a", &sealed)?, s);

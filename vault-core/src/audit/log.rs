@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey};
 use super::entry::{AuditEntry, ENTRY_VERSION, entry_hash, zero_hash};
 use super::file::{self, Start};
+use super::mark::{Mark, MarkFile};
 use super::merkle::{self, Frontier, Hash};
 use crate::access_log::{AccessEntry, Outcome};
 use crate::crypto::root_key::RootKey;
@@ -80,6 +81,8 @@ pub struct Core {
     /// The head as of the last applied batch, for readers; only the writer changes it.
     head: std::sync::Mutex<Head>,
     options: AuditOptions,
+    /// The high-water mark outside the store, moved after every durable checkpoint.
+    outside: Option<Arc<MarkFile>>,
 }
 
 /// Work for the writer task.
@@ -165,6 +168,26 @@ fn parse_seq(key: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// What the access log checks against at open, kept outside the store (see [`mark`]).
+///
+/// [`mark`]: super::mark
+#[derive(Debug, Clone)]
+pub struct Outside {
+    /// The mark file beside the root key file.
+    pub file: Arc<MarkFile>,
+    /// What it said when the vault opened (`None`: no file yet).
+    pub mark: Option<Mark>,
+}
+
+fn rolled_back(what: String) -> Error {
+    Error::Integrity(IntegrityObject::AccessLog(what))
+}
+
+/// SHA-256 (hex) of a public key: what the mark file records of the signing key.
+pub fn key_fingerprint(public_key: &[u8; 32]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, public_key))
+}
+
 impl AuditLog {
     /// Opens the log in `store`, creating its signing key on first use, and restores the
     /// head (frontier, last hash) from the latest checkpoint and the leaves after it.
@@ -173,9 +196,42 @@ impl AuditLog {
         root: &RootKey,
         options: AuditOptions,
     ) -> Result<Self> {
+        Self::open_checked(store, root, options, None).await
+    }
+
+    /// As [`AuditLog::open`], and checks the store against the high-water mark kept outside
+    /// it: a log behind the mark, a different root at the mark's size, a signing key that
+    /// changed or went missing stop the open with an error that says what was found. Then
+    /// moves the mark to the newest checkpoint.
+    pub async fn open_checked(
+        store: Arc<dyn Store>,
+        root: &RootKey,
+        options: AuditOptions,
+        outside: Option<Outside>,
+    ) -> Result<Self> {
+        let mark = outside.as_ref().and_then(|o| o.mark.clone());
         let key = match store.get(Table::Meta, META_SIGNING_KEY).await? {
             Some(wrapped) => SigningKey::unwrap(root, &wrapped)?,
             None => {
+                // A new key only for a log that never had one: a store writer who deletes
+                // the key (and the checkpoints) must not get everything re-signed.
+                if let Some(fp) = mark.as_ref().and_then(|m| m.signing_key_sha256.as_deref()) {
+                    return Err(rolled_back(format!(
+                        "the signing key is missing from the store, but the high-water mark \
+                         beside the root key file records key {fp}: the store was altered or \
+                         replaced; investigate before starting (compare with a backup and with \
+                         the checkpoints auditors hold)"
+                    )));
+                }
+                let has_log = store.last(Table::AuditLeaves).await?.is_some()
+                    || store.last(Table::AuditCheckpoints).await?.is_some();
+                if has_log {
+                    return Err(rolled_back(
+                        "the store holds access-log entries but no signing key: the key was \
+                         deleted; investigate before starting"
+                            .into(),
+                    ));
+                }
                 let (key, wrapped) = SigningKey::generate(root)?;
                 let mut b = Batch::new();
                 b.check(Table::Meta, META_SIGNING_KEY, None).put(
@@ -197,6 +253,16 @@ impl AuditLog {
                 }
             }
         };
+        let fingerprint = key_fingerprint(&key.public_key());
+        if let Some(expected) = mark.as_ref().and_then(|m| m.signing_key_sha256.as_deref())
+            && expected != fingerprint
+        {
+            return Err(rolled_back(format!(
+                "the store's signing key {fingerprint} is not the key {expected} the high-water \
+                 mark beside the root key file records: the key was replaced; investigate \
+                 before starting"
+            )));
+        }
         let core = Core {
             store,
             key,
@@ -206,8 +272,24 @@ impl AuditLog {
                 last_checkpoint: None,
             }),
             options,
+            outside: outside.as_ref().map(|o| Arc::clone(&o.file)),
         };
         let head = core.restore_head().await?;
+        if let Some(m) = &mark {
+            core.check_against_mark(&head, m).await?;
+        }
+        if let Some(o) = &outside {
+            let newest = head.last_checkpoint;
+            let mut next = mark.clone().unwrap_or_default();
+            next.rows_authenticated = true;
+            next.signing_key_sha256 = Some(fingerprint);
+            if let Some(cp) = newest.filter(|c| c.size >= next.size) {
+                next.size = cp.size;
+                next.root = hex::encode(cp.root);
+            }
+            next.at_us = now_us();
+            o.file.write(&next)?;
+        }
         *core.head.lock().unwrap_or_else(|p| p.into_inner()) = head.clone();
         let core = Arc::new(core);
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -246,6 +328,16 @@ impl Core {
                     return Err(corrupt("audit leaves (gap in the log)"));
                 }
                 let leaf: Hash = v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?;
+                // No checkpoint covers these entries yet: re-hash each against its leaf
+                // (leaves carry row tags, so a rewritten entry cannot bring its own).
+                let entry = self.store.get(Table::AuditEntries, &k).await?;
+                if entry.as_deref().map(entry_hash) != Some(leaf) {
+                    return Err(rolled_back(format!(
+                        "entry {seq}, after the last checkpoint, is missing or does not hash to \
+                         its leaf: it was rewritten in the store; investigate before starting \
+                         (export the log with the daemon stopped: vaultctl audit verify)"
+                    )));
+                }
                 frontier.push(leaf).map_err(|_| corrupt("audit log size"))?;
                 prev = leaf;
                 next += 1;
@@ -256,6 +348,81 @@ impl Core {
             prev,
             last_checkpoint,
         })
+    }
+
+    /// Refuses a log behind `mark` or with another root at its size.
+    async fn check_against_mark(&self, head: &Head, mark: &Mark) -> Result<()> {
+        if mark.size == 0 {
+            return Ok(());
+        }
+        let newest = head.last_checkpoint.map_or(0, |c| c.size);
+        if newest < mark.size {
+            return Err(rolled_back(format!(
+                "its newest checkpoint is at size {newest}, but a checkpoint at size {} was \
+                 made durable before (the high-water mark beside the root key file, written \
+                 {}): checkpoints or entries were deleted from the store, or an older copy \
+                 of it was put in place; investigate before starting. After a deliberate \
+                 restore, vaultctl restore resets the mark",
+                mark.size, mark.at_us
+            )));
+        }
+        let at_mark = match self
+            .store
+            .get(Table::AuditCheckpoints, &seq_key(mark.size))
+            .await?
+        {
+            Some(raw) => self.parse_stored(&raw)?.0.root,
+            // Pruned since: the leaves are kept, recompute the root at that size.
+            None => {
+                let mut frontier = Frontier::new();
+                let mut next = 0u64;
+                while next < mark.size {
+                    let rows = self
+                        .store
+                        .scan_range(
+                            Table::AuditLeaves,
+                            &seq_key(next),
+                            Some(&seq_key(mark.size)),
+                            SCAN_CHUNK,
+                        )
+                        .await?;
+                    if rows.is_empty() {
+                        return Err(rolled_back(format!(
+                            "leaf {next} below the high-water mark's size {} is missing",
+                            mark.size
+                        )));
+                    }
+                    for (k, v) in rows {
+                        if parse_seq(&k)? != next {
+                            return Err(corrupt("audit leaves (gap in the log)"));
+                        }
+                        let leaf: Hash =
+                            v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?;
+                        frontier.push(leaf).map_err(|_| corrupt("audit log size"))?;
+                        next += 1;
+                    }
+                }
+                frontier.root()
+            }
+        };
+        if hex::encode(at_mark) != mark.root {
+            return Err(rolled_back(format!(
+                "its root at size {} is not the one the high-water mark beside the root key \
+                 file records: the log was rewritten; investigate before starting",
+                mark.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Moves the mark file to the newest checkpoint once it is durable, off the writer task
+    /// (two fsyncs; the writer must not wait for them).
+    fn note_durable(&self, head: &Head) {
+        let (Some(file), Some(cp)) = (&self.outside, head.last_checkpoint) else {
+            return;
+        };
+        let file = Arc::clone(file);
+        tokio::task::spawn_blocking(move || advance_mark(&file, &cp));
     }
 
     /// Parses and checks a stored checkpoint: signature, and frontier against the root.
@@ -480,6 +647,12 @@ impl Core {
     }
 }
 
+fn advance_mark(file: &MarkFile, cp: &Checkpoint) {
+    if let Err(e) = file.advance(cp.size, &cp.root, cp.at_us) {
+        tracing::warn!(target: "vault::audit", error = %e, "cannot move the access log's high-water mark");
+    }
+}
+
 fn store_err(e: &StoreError) -> Error {
     Error::Storage(e.clone())
 }
@@ -613,6 +786,9 @@ async fn run_group(core: &Core, head: &mut Head, jobs: Vec<Job>) -> Flow {
     }
     flush_lone(core, head, &mut lone, &mut done).await;
     let synced = core.store.sync().await;
+    if synced.is_ok() {
+        core.note_durable(head);
+    }
     for (reply, seq) in done {
         let _ = reply.send(synced.as_ref().map(|()| seq).map_err(store_err));
     }
@@ -674,6 +850,9 @@ async fn apply_together(
     *head = next;
     core.publish(head);
     let synced = core.store.sync().await;
+    if synced.is_ok() {
+        core.note_durable(head);
+    }
     for (job, seq) in jobs.into_iter().zip(seqs) {
         if let Job::Append { reply, .. } = job {
             let _ = reply.send(synced.as_ref().map(|()| seq).map_err(store_err));
@@ -779,6 +958,12 @@ impl AuditLog {
         let task = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
+        }
+        // The last checkpoint into the mark before the store is let go, here and now.
+        if let (Ok(()), Some(file), Some(cp)) =
+            (&flushed, &self.outside, self.head().last_checkpoint)
+        {
+            advance_mark(file, &cp);
         }
         flushed
     }

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod file;
 pub mod log;
+pub mod mark;
 pub mod merkle;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};

@@ -8,6 +8,7 @@ pub mod blind_index;
 pub mod envelope;
 pub mod keyring;
 pub mod root_key;
+pub mod row_mac;
 pub mod secret;
 
 pub use blind_index::{BlindIndexKey, IndexKind};

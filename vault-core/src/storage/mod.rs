@@ -11,6 +11,7 @@
 //! survives `kill -9` and power loss as far as the OS and disk honour fsync); when it
 //! returns an error, none of it is visible.
 
+pub mod authenticated;
 pub mod copy;
 mod group_commit;
 pub mod postgres;
@@ -18,6 +19,7 @@ pub mod sled_store;
 
 use async_trait::async_trait;
 
+pub use authenticated::AuthenticatedStore;
 pub use postgres::{DatabaseUrl, PostgresOptions, PostgresStore};
 pub use sled_store::SledStore;
 
@@ -226,6 +228,19 @@ pub enum StoreError {
     /// acknowledge writes it cannot make durable. Restart the daemon.
     #[error("the store could not make writes durable ({0}) and stopped accepting writes")]
     NotDurable(String),
+    /// A row of an authenticated table (see [`Table::is_authenticated`]) does not carry the
+    /// tag the vault's root key gives it: it was written, altered or moved behind the
+    /// vault's back. The row is not used.
+    #[error(
+        "the row {key} of table {table} failed authentication: it was written, altered or \
+         moved outside the vault"
+    )]
+    Tampered {
+        /// The table.
+        table: &'static str,
+        /// The row's key, as [`authenticated::describe_key`] prints it.
+        key: String,
+    },
 }
 
 /// What the vault needs from a storage engine. See the module documentation for the

@@ -10,8 +10,13 @@ use crate::crypto::Key256;
 use crate::crypto::envelope::{self, Aad};
 use crate::error::{Error, IntegrityObject, Result};
 
-/// Record format version written by this build.
-pub const RECORD_VERSION: u32 = 1;
+/// Record format version written by this build. Version 2 is version 1's format written
+/// by a build that pins every record from the person's state row
+/// ([`crate::subject_state::Pins`]): a version-2 record is only accepted with a state that
+/// pins it, so a state row put back from before pins existed is refused.
+pub const RECORD_VERSION: u32 = 2;
+/// The oldest record format this build opens.
+const OLDEST_VERSION: u32 = 1;
 const KIND: &str = "record/supporter";
 
 #[derive(Serialize, Deserialize)]
@@ -43,10 +48,15 @@ pub fn seal(dek: &Key256, supporter: &Supporter) -> Result<Vec<u8>> {
 
 /// Opens `subject`'s sealed record.
 pub fn open(dek: &Key256, subject: &str, sealed: &[u8]) -> Result<Supporter> {
+    open_versioned(dek, subject, sealed).map(|(s, _)| s)
+}
+
+/// Opens `subject`'s sealed record, and says which format version it was written in.
+pub fn open_versioned(dek: &Key256, subject: &str, sealed: &[u8]) -> Result<(Supporter, u32)> {
     let bad = || Error::Integrity(IntegrityObject::Record(subject.to_owned()));
     let (version, env) = sealed.split_at_checked(4).ok_or_else(bad)?;
     let version = u32::from_be_bytes(version.try_into().map_err(|_| bad())?);
-    if version != RECORD_VERSION {
+    if !(OLDEST_VERSION..=RECORD_VERSION).contains(&version) {
         return Err(bad());
     }
     let plain = envelope::open(dek, &aad(subject, version), env).map_err(|_| bad())?;
@@ -54,7 +64,7 @@ pub fn open(dek: &Key256, subject: &str, sealed: &[u8]) -> Result<Supporter> {
     if record.v != version || record.supporter.id != subject {
         return Err(bad());
     }
-    Ok(record.supporter)
+    Ok((record.supporter, version))
 }
 
 #[cfg(test)]

@@ -47,12 +47,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Caller, Rpc};
+use crate::audit::mark::MarkFile;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::root_key::RootKey;
+use crate::crypto::row_mac::RowKey;
 use crate::error::{Error, InvalidInput, Result};
 use crate::storage::copy::{self, CopyError, CopyReport, DEFAULT_BATCH_ROWS, MIGRATION_MARKER};
 use crate::storage::sled_store::SledOptions;
-use crate::storage::{PostgresStore, SledStore, Store, StoreError, Table};
+use crate::storage::{AuthenticatedStore, PostgresStore, SledStore, Store, StoreError, Table};
 
 use super::{META_FORMAT, StorageChoice, Vault, VaultOptions, now_us, read_epochs, restrict_dir};
 
@@ -451,7 +453,9 @@ impl Vault {
     }
 
     async fn snapshot_into(&self, dir: &Path) -> Result<BackupManifest> {
-        let source = Arc::clone(&self.store);
+        // Byte for byte, tags included: the restored rows verify under the same root key.
+        let source = Arc::clone(&self.raw);
+        let row_key = RowKey::derive(&self.root);
         let store_dir = dir.join(BACKUP_STORE_DIR);
         let snap = self
             .audit
@@ -468,6 +472,7 @@ impl Vault {
                 )
                 .await
                 .map_err(copy_failed)?;
+                let dest = AuthenticatedStore::new(Arc::new(dest), row_key);
                 let epochs = read_epochs(&dest).await?.into_keys().collect();
                 let format_version = parse_format(dest.get(Table::Meta, META_FORMAT).await?);
                 drop(dest);
@@ -588,7 +593,14 @@ impl Vault {
             }
             tables.insert(table.name().to_owned(), rows);
         }
-        Keyring::unwrap(root, &read_epochs(&staged).await?).map_err(|e| {
+        // The backup's rows as the vault reads them: tags verified under this root key.
+        let staged = AuthenticatedStore::new(Arc::new(staged), RowKey::derive(root));
+        // A row tag that does not verify says the same as an epoch that does not unwrap.
+        let epochs = match read_epochs(&staged).await {
+            Ok(epochs) => Keyring::unwrap(root, &epochs).map(|_| ()),
+            Err(e) => Err(e),
+        };
+        epochs.map_err(|e| {
             Error::FailedPrecondition(format!(
                 "the root key file {} did not make this backup ({e}); nothing was changed: \
                  restore with the root key file of the vault that made it (--root-key)",
@@ -673,7 +685,10 @@ impl Vault {
             }
         };
 
-        // 5. Replay the journal on the restored store.
+        // 5. Replay the journal on the restored store. Its access log is older than the one
+        // the high-water mark beside the root key file has seen: that is the point of a
+        // restore, so the mark starts again from the restored log.
+        MarkFile::beside(key_path, root).forget()?;
         let (vault, _) = Vault::open(options).await?;
         let journal_rows = journal.len() as u64;
         let replayed = vault.replay_erasures(journal).await;

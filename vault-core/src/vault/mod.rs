@@ -35,21 +35,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access::{self, Caller, Decision, Rpc, Subject};
 use crate::access_log::AccessRecord;
+use crate::audit::log::Outside;
+use crate::audit::mark::{Mark, MarkFile};
 use crate::audit::{AuditLog, AuditOptions};
 use crate::consent::ConsentState;
 use crate::consent::ledger::{self as consent_ledger, ConsentEvent};
 use crate::crypto::keyring::{self, Keyring};
 use crate::crypto::root_key::{Origin, RootKey};
+use crate::crypto::row_mac::RowKey;
 use crate::crypto::{BlindIndexKey, IndexKind, Key256};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::postings;
 use crate::purpose::{Channel, Purpose, Registry};
+use crate::storage::authenticated::{
+    ROW_AUTH_MARKER, authenticate_existing_rows, describe_key, unverified_security_rows,
+};
 use crate::storage::copy::MIGRATION_MARKER;
 use crate::storage::sled_store::SledOptions;
 use crate::storage::{
-    Batch, DatabaseUrl, PostgresOptions, PostgresStore, SledStore, Store, StoreError, Table,
+    AuthenticatedStore, Batch, DatabaseUrl, PostgresOptions, PostgresStore, SledStore, Store,
+    StoreError, Table,
 };
-use crate::subject_state::{self, SubjectState};
+use crate::subject_state::{self, Pins, SubjectState};
 use crate::supporter::{Supporter, record};
 
 /// How often an operation re-reads and retries after a concurrent writer changed its rows.
@@ -159,7 +166,13 @@ impl Loaded {
 
 /// The vault.
 pub struct Vault {
+    /// The store as the vault reads it: security rows authenticated
+    /// ([`AuthenticatedStore`]).
     store: Arc<dyn Store>,
+    /// The engine itself, for byte-for-byte copies (backups), which keep the tags.
+    raw: Arc<dyn Store>,
+    /// Security rows that failed authentication at open, (table, key).
+    integrity_problems: Vec<(&'static str, String)>,
     /// Swapped whole when key epochs change (rotation here or on another replica).
     keyring: std::sync::RwLock<Arc<Keyring>>,
     root: RootKey,
@@ -277,7 +290,8 @@ impl Vault {
             let _ = std::fs::remove_file(&key_path);
             return Err(missing_key(&key_path));
         }
-        let vault = Self::with_store(store, &root, options.audit.clone())
+        let mark = MarkFile::beside(&key_path, &root);
+        let vault = Self::open_with(store, &root, options.audit.clone(), Some(mark))
             .await?
             .with_key_options(options.keys.clone());
         Ok((
@@ -291,10 +305,67 @@ impl Vault {
     }
 
     /// Opens the vault on any store with the given root key (first use initializes it).
+    /// No high-water mark is kept outside the store ([`Vault::open`] keeps one beside the
+    /// root key file).
     pub async fn with_store(
         store: Arc<dyn Store>,
         root: &RootKey,
         audit: AuditOptions,
+    ) -> Result<Self> {
+        Self::open_with(store, root, audit, None).await
+    }
+
+    /// Makes sure every security row of `raw` carries its tag: a new store gets the
+    /// authentication marker; a store written before tags existed is tagged once, as it is
+    /// (unless the mark outside the store says it was authenticated already: then the
+    /// marker was deleted, and nothing is trusted).
+    async fn authenticate_rows(
+        raw: &dyn Store,
+        row_key: &RowKey,
+        mark: Option<&Mark>,
+        mark_path: Option<&Path>,
+    ) -> Result<()> {
+        let marker = raw.get(Table::Meta, ROW_AUTH_MARKER).await?;
+        if let Some(v) = marker {
+            if row_key
+                .open(Table::Meta.name(), ROW_AUTH_MARKER, &v)
+                .is_some()
+            {
+                return Ok(());
+            }
+            return Err(StoreError::Tampered {
+                table: Table::Meta.name(),
+                key: describe_key(ROW_AUTH_MARKER),
+            }
+            .into());
+        }
+        if mark.is_some_and(|m| m.rows_authenticated) {
+            return Err(Error::Integrity(IntegrityObject::AccessLog(format!(
+                "the store's row-authentication marker is missing, but the high-water mark {} \
+                 says this store's rows were authenticated: the store was altered or replaced \
+                 by an older copy; investigate before starting",
+                mark_path
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))));
+        }
+        let report = authenticate_existing_rows(raw, row_key).await?;
+        if report.tagged > 0 {
+            tracing::warn!(
+                target: "vault::store",
+                rows = report.tagged,
+                "tagged the security rows of a store written before rows were authenticated, \
+                 trusting them as they are this once"
+            );
+        }
+        Ok(())
+    }
+
+    async fn open_with(
+        store: Arc<dyn Store>,
+        root: &RootKey,
+        audit: AuditOptions,
+        mark_file: Option<MarkFile>,
     ) -> Result<Self> {
         if store.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
             return Err(Error::FailedPrecondition(
@@ -305,6 +376,30 @@ impl Vault {
                     .into(),
             ));
         }
+        let mark = match &mark_file {
+            Some(f) => f.read()?,
+            None => None,
+        };
+        let row_key = RowKey::derive(root);
+        Self::authenticate_rows(
+            store.as_ref(),
+            &row_key,
+            mark.as_ref(),
+            mark_file.as_ref().map(MarkFile::path),
+        )
+        .await?;
+        let integrity_problems = unverified_security_rows(store.as_ref(), &row_key).await?;
+        for (table, key) in &integrity_problems {
+            tracing::error!(
+                target: "vault::store",
+                table,
+                key = %key,
+                "a security row failed authentication (written, altered or moved outside the \
+                 vault); calls that need it are refused"
+            );
+        }
+        let raw = store;
+        let store: Arc<dyn Store> = Arc::new(AuthenticatedStore::new(Arc::clone(&raw), row_key));
         match store.get(Table::Meta, META_FORMAT).await? {
             None => {
                 let mut b = Batch::new();
@@ -326,9 +421,15 @@ impl Vault {
             }
         }
         let keyring = load_keyring(store.as_ref(), root).await?;
-        let audit = AuditLog::open(Arc::clone(&store), root, audit).await?;
+        let outside = mark_file.map(|file| Outside {
+            file: Arc::new(file),
+            mark,
+        });
+        let audit = AuditLog::open_checked(Arc::clone(&store), root, audit, outside).await?;
         Ok(Self {
             store,
+            raw,
+            integrity_problems,
             keyring: std::sync::RwLock::new(Arc::new(keyring)),
             root: RootKey::from_key(Key256::from_bytes(root.key().expose())),
             blind: BlindIndexKey::derive(root),
@@ -336,6 +437,12 @@ impl Vault {
             key_options: KeyOptions::default(),
             key_ops: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Security rows that failed authentication when the vault opened, as (table, key):
+    /// the daemon names them at start. Calls that need them are refused.
+    pub fn integrity_problems(&self) -> &[(&'static str, String)] {
+        &self.integrity_problems
     }
 
     /// Signs a final checkpoint and makes everything written so far durable (shutdown).
@@ -463,7 +570,7 @@ impl Vault {
             .await?
             .ok_or_else(|| Error::Integrity(IntegrityObject::Record(id.to_owned())))?;
         let dek = self.unwrap_subject_key(id, &wrapped).await?;
-        let supporter = record::open(&dek, id, &sealed)?;
+        let (supporter, record_version) = record::open_versioned(&dek, id, &sealed)?;
         let state_sealed = self.store.get(Table::SubjectState, id.as_bytes()).await?;
         let state = match &state_sealed {
             Some(bytes) => subject_state::open(&dek, id, bytes)?,
@@ -478,6 +585,7 @@ impl Vault {
             // Events are numbered from 0 without gaps; a missing or moved one is tampering.
             consent.push(consent_ledger::open(&dek, id, i as u64, sealed_event)?);
         }
+        check_pins(id, &state, record_version, &sealed, consent.len() as u64)?;
         Ok(Some(Loaded {
             supporter,
             dek,
@@ -505,6 +613,38 @@ impl Vault {
             );
         }
         Ok(())
+    }
+}
+
+/// Refuses a person whose rows do not agree with the pins of their state row: a ledger
+/// cut short, or a record or state put back from an older copy (see
+/// [`subject_state::Pins`]). Records written before pins existed (version 1, with a state
+/// that has none) are accepted as they are.
+fn check_pins(
+    id: &str,
+    state: &SubjectState,
+    record_version: u32,
+    sealed_record: &[u8],
+    consent_len: u64,
+) -> Result<()> {
+    match &state.pins {
+        Some(pins) => {
+            let found = Pins::of(sealed_record, consent_len);
+            if found.record_sha256 != pins.record_sha256 {
+                return Err(Error::Integrity(IntegrityObject::Record(id.to_owned())));
+            }
+            if found.consent_len != pins.consent_len {
+                return Err(Error::Integrity(IntegrityObject::ConsentEvent(
+                    id.to_owned(),
+                    consent_len.min(pins.consent_len),
+                )));
+            }
+            Ok(())
+        }
+        None if record_version >= 2 => {
+            Err(Error::Integrity(IntegrityObject::Record(id.to_owned())))
+        }
+        None => Ok(()),
     }
 }
 

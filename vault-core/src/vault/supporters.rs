@@ -13,7 +13,7 @@ use crate::error::{Error, InvalidInput, Result};
 use crate::postings;
 use crate::purpose::{Purpose, Registry};
 use crate::storage::{Batch, Table};
-use crate::subject_state::{self, SubjectState};
+use crate::subject_state::{self, Pins, SubjectState};
 use crate::supporter::normalize;
 use crate::supporter::record;
 use crate::supporter::{Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
@@ -275,9 +275,11 @@ impl Vault {
         let mut b = Batch::new();
         // Pins the epoch: a rotation meanwhile fails this batch, and the retry wraps anew.
         let wrapped = self.wrap_new_subject_key(&mut b, &id, &dek).await?;
+        let sealed = record::seal(&dek, &s)?;
+        let pins = Pins::of(&sealed, events.len() as u64);
         b.check(Table::SubjectKeys, id.as_bytes(), None)
             .put(Table::SubjectKeys, id.as_bytes(), wrapped)
-            .put(Table::Records, id.as_bytes(), record::seal(&dek, &s)?);
+            .put(Table::Records, id.as_bytes(), sealed);
         for (table, hash) in [(Table::EmailIndex, email_h), (Table::PhoneIndex, phone_h)] {
             if let Some(h) = hash {
                 // Pinning the suppression's absence too: an erasure with suppression that
@@ -291,6 +293,7 @@ impl Vault {
         let subject_state = SubjectState {
             last_contact_us: now,
             collected_for: caller.purpose.iter().cloned().collect(),
+            pins: Some(pins),
             ..SubjectState::default()
         };
         b.check(Table::SubjectState, id.as_bytes(), None).put(
@@ -620,7 +623,7 @@ impl Vault {
     ) -> Result<(Supporter, bool)> {
         let old = &loaded.supporter;
         let record_changed = next != *old;
-        let state_changed = *state != loaded.state;
+        let state_changed = state.unpinned() != loaded.state.unpinned();
         if !record_changed && !state_changed && events.is_empty() && b.ops.is_empty() {
             return Ok((next, false));
         }
@@ -634,15 +637,21 @@ impl Vault {
         );
         if record_changed {
             next.updated_at_us = now_us().max(old.updated_at_us);
-            b.put(Table::Records, id, record::seal(&loaded.dek, &next)?);
         }
-        if state_changed {
-            b.put(
-                Table::SubjectState,
-                id,
-                subject_state::seal(&loaded.dek, &old.id, state)?,
-            );
-        }
+        // Every write re-seals the record (a fresh ciphertext) and pins it, with the
+        // ledger's new length, from the state: a row of this person put back from an older
+        // copy, or a ledger cut short, then no longer matches (`subject_state::Pins`).
+        let sealed = record::seal(&loaded.dek, &next)?;
+        let consent_len = (loaded.consent.len() + events.len()) as u64;
+        let pinned = SubjectState {
+            pins: Some(Pins::of(&sealed, consent_len)),
+            ..state.clone()
+        };
+        b.put(Table::Records, id, sealed).put(
+            Table::SubjectState,
+            id,
+            subject_state::seal(&loaded.dek, &old.id, &pinned)?,
+        );
         for (kind, before, after) in [
             (IndexKind::Email, &old.email, &next.email),
             (IndexKind::Phone, &old.phone, &next.phone),
