@@ -237,6 +237,46 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// Starts a daemon on `data_dir` that must refuse to start: waits for it to exit (at
+    /// most 60 s) and returns its log. Panics if it starts listening or keeps running.
+    pub fn start_refused(data_dir: &Path) -> String {
+        let mut child = Self::command(data_dir)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("VAULT_LOG", VAULT_LOG)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vault-server");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut out);
+            out
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the daemon did not refuse to start: {}",
+                    reader.join().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = reader.join().unwrap();
+        assert!(!status.success(), "the daemon exited successfully: {log}");
+        assert!(!log.contains("listening on"), "the daemon served: {log}");
+        log
+    }
+
     /// Whether the daemon process is still running (it has not exited or crashed).
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -720,6 +760,52 @@ impl PgSchema {
         })
     }
 
+    /// Inserts or overwrites a row with plain SQL, behind the vault's back.
+    pub fn put(&self, table: &str, key: &[u8], value: &[u8]) {
+        let sql = format!(
+            "INSERT INTO {} (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            self.qualified(&format!("vault_{table}"))
+        );
+        let (url, key, value) = (self.url.clone(), key.to_vec(), value.to_vec());
+        block(async move {
+            pg_connect(&url)
+                .await
+                .execute(&sql, &[&key, &value])
+                .await
+                .unwrap()
+        });
+    }
+
+    /// Deletes a row with plain SQL, behind the vault's back.
+    pub fn delete(&self, table: &str, key: &[u8]) {
+        let sql = format!(
+            "DELETE FROM {} WHERE key = $1",
+            self.qualified(&format!("vault_{table}"))
+        );
+        let (url, key) = (self.url.clone(), key.to_vec());
+        block(async move { pg_connect(&url).await.execute(&sql, &[&key]).await.unwrap() });
+    }
+
+    /// Every (key, value) of a vault table, in key order.
+    pub fn rows(&self, table: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let sql = format!(
+            "SELECT key, value FROM {} ORDER BY key",
+            self.qualified(&format!("vault_{table}"))
+        );
+        let url = self.url.clone();
+        block(async move {
+            pg_connect(&url)
+                .await
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        })
+    }
+
     /// Overwrites the value of an existing row with a plain SQL `UPDATE`, behind the
     /// vault's back (tampering tests).
     pub fn update(&self, table: &str, key: &[u8], value: &[u8]) {
@@ -795,6 +881,53 @@ impl RawStore {
         match self {
             RawStore::Embedded(s) => s.raw_tree(table).get(key).unwrap().unwrap().to_vec(),
             RawStore::Postgres(pg) => pg.get(table.name(), key).unwrap(),
+        }
+    }
+
+    /// The stored bytes of `key` in `table`, if the row exists.
+    pub fn try_get(&self, table: vault_core::storage::Table, key: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            RawStore::Embedded(s) => s.raw_tree(table).get(key).unwrap().map(|v| v.to_vec()),
+            RawStore::Postgres(pg) => pg.get(table.name(), key),
+        }
+    }
+
+    /// Inserts or overwrites the row `key` of `table`.
+    pub fn put(&self, table: vault_core::storage::Table, key: &[u8], value: &[u8]) {
+        match self {
+            RawStore::Embedded(s) => {
+                let tree = s.raw_tree(table);
+                tree.insert(key, value).unwrap();
+                tree.flush().unwrap();
+            }
+            RawStore::Postgres(pg) => pg.put(table.name(), key, value),
+        }
+    }
+
+    /// Deletes the row `key` of `table`.
+    pub fn delete(&self, table: vault_core::storage::Table, key: &[u8]) {
+        match self {
+            RawStore::Embedded(s) => {
+                let tree = s.raw_tree(table);
+                tree.remove(key).unwrap();
+                tree.flush().unwrap();
+            }
+            RawStore::Postgres(pg) => pg.delete(table.name(), key),
+        }
+    }
+
+    /// Every (key, value) of `table`, in key order.
+    pub fn rows(&self, table: vault_core::storage::Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self {
+            RawStore::Embedded(s) => s
+                .raw_tree(table)
+                .iter()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect(),
+            RawStore::Postgres(pg) => pg.rows(table.name()),
         }
     }
 

@@ -9,7 +9,8 @@
 //! not verify is never handed to the vault: the read fails with [`StoreError::Tampered`],
 //! naming the table and key. Preconditions ([`Check`]) compare stored bytes, and tags are
 //! deterministic, so the wrapper turns an expected value into its stored form and checks
-//! keep their meaning.
+//! keep their meaning. A scan leaves out (and reports) the rows that do not verify, as if
+//! they had been deleted; a point read or [`Store::last`] fails.
 //!
 //! Records, data keys and consent events need no tag: they are AEAD-sealed and bound to
 //! their row already. Posting lists and the change feed are not authenticated (see
@@ -100,15 +101,24 @@ impl AuthenticatedStore {
         }
     }
 
-    fn open_rows(
-        &self,
-        table: Table,
-        rows: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    /// The rows of a scan that verify. A row that does not is left out, as if it had been
+    /// deleted (which a store writer can always do, so every reader copes with it already),
+    /// and reported: a forged client or purpose is never used, and does not stop the
+    /// vault from serving everything else.
+    fn open_rows(&self, table: Table, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
         rows.into_iter()
-            .map(|(k, v)| {
-                let v = self.open_row(table, &k, v)?;
-                Ok((k, v))
+            .filter_map(|(k, v)| match self.open_row(table, &k, v) {
+                Ok(v) => Some((k, v)),
+                Err(_) => {
+                    tracing::error!(
+                        target: "vault::store",
+                        table = table.name(),
+                        key = %describe_key(&k),
+                        "a row failed authentication (written, altered or moved outside the \
+                         vault) and was left out"
+                    );
+                    None
+                }
             })
             .collect()
     }
@@ -161,7 +171,7 @@ impl Store for AuthenticatedStore {
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let rows = self.inner.scan_prefix(table, prefix).await?;
-        self.open_rows(table, rows)
+        Ok(self.open_rows(table, rows))
     }
 
     async fn scan_range(
@@ -172,7 +182,7 @@ impl Store for AuthenticatedStore {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let rows = self.inner.scan_range(table, start, end, limit).await?;
-        self.open_rows(table, rows)
+        Ok(self.open_rows(table, rows))
     }
 
     async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
@@ -350,13 +360,15 @@ mod tests {
                 "{refused:?}"
             );
         }
-        assert!(auth.scan_prefix(Table::Clients, b"").await.is_err());
+        // Scans leave them out; the last row is refused.
+        let listed = auth.scan_prefix(Table::Clients, b"").await.unwrap();
+        assert_eq!(listed, vec![(b"a".to_vec(), b"admin".to_vec())]);
+        let ranged = auth
+            .scan_range(Table::Clients, b"", None, 10)
+            .await
+            .unwrap();
+        assert_eq!(ranged, listed);
         assert!(auth.last(Table::Clients).await.is_err());
-        assert!(
-            auth.scan_range(Table::Clients, b"", None, 10)
-                .await
-                .is_err()
-        );
         let bad = unverified_security_rows(raw.as_ref(), &row_key())
             .await
             .unwrap();
