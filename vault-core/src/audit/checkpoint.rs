@@ -97,6 +97,50 @@ impl SignedCheckpoint {
     }
 }
 
+/// A retention cut: the log's own signed statement that entries below `size` were removed
+/// because they were older than the retention, and when. An exported file that starts after
+/// entry 0 carries it (format version 2), so the offline verifier can tell a pruned prefix
+/// from one cut off by someone else: the anchor must be the cut's size, and the cut's
+/// arithmetic must hold (the anchor checkpoint is older than `cut_at_us - retention_us`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCut {
+    /// Entries `0..size` were removed; the anchor checkpoint is at `size`.
+    pub size: u64,
+    /// Merkle root at `size` (the anchor checkpoint's), hex.
+    pub root: String,
+    /// When the cut was made, microseconds since the Unix epoch.
+    pub cut_at_us: i64,
+    /// The retention in force then, microseconds.
+    pub retention_us: i64,
+    /// Ed25519 signature of [`SignedCut::message`], hex.
+    pub signature: String,
+}
+
+impl SignedCut {
+    /// The exact bytes that are signed (domain-separated from checkpoints).
+    pub fn message(size: u64, root: &Hash, cut_at_us: i64, retention_us: i64) -> Vec<u8> {
+        format!(
+            "vault-audit-cut/v1\nsize {size}\nroot {}\ncut_at_us {cut_at_us}\nretention_us {retention_us}\n",
+            hex::encode(root)
+        )
+        .into_bytes()
+    }
+
+    /// Verifies the signature with `public_key`; returns the root.
+    pub fn verify(&self, public_key: &[u8]) -> Option<Hash> {
+        let root = hash_from_hex(&self.root)?;
+        let sig = lower_hex(&self.signature)?;
+        UnparsedPublicKey::new(&ED25519, public_key)
+            .verify(
+                &Self::message(self.size, &root, self.cut_at_us, self.retention_us),
+                &sig,
+            )
+            .ok()?;
+        Some(root)
+    }
+}
+
 /// The log's Ed25519 key pair.
 pub struct SigningKey(Ed25519KeyPair);
 
@@ -139,6 +183,18 @@ impl SigningKey {
         let mut out = [0u8; 32];
         out.copy_from_slice(self.0.public_key().as_ref());
         out
+    }
+
+    /// Signs a retention cut at `anchor`.
+    pub fn sign_cut(&self, anchor: &Checkpoint, cut_at_us: i64, retention_us: i64) -> SignedCut {
+        let message = SignedCut::message(anchor.size, &anchor.root, cut_at_us, retention_us);
+        SignedCut {
+            size: anchor.size,
+            root: hex::encode(anchor.root),
+            cut_at_us,
+            retention_us,
+            signature: hex::encode(self.0.sign(&message)),
+        }
     }
 
     /// Signs `cp`.

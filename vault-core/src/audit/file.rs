@@ -19,14 +19,17 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{Checkpoint, SignedCheckpoint};
+use super::checkpoint::{Checkpoint, SignedCheckpoint, SignedCut};
 use super::entry::{AuditEntry, entry_hash, zero_hash};
 use super::merkle::{Frontier, Hash};
 
 /// The `format` of the header.
 pub const FORMAT: &str = "vault-audit-log";
-/// The file format version written by this build.
-pub const VERSION: u32 = 1;
+/// The file format version written by this build. Version 2 adds the retention cut to the
+/// start (`start.cut`); version 1 files, which have none, verify as they always did.
+pub const VERSION: u32 = 2;
+/// The oldest version the verifier reads.
+const OLDEST_VERSION: u32 = 1;
 
 /// Where an exported log starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,20 @@ pub struct Start {
     /// The Merkle frontier at that size (hex of `Frontier::to_bytes`), checked against the
     /// checkpoint's signed root.
     pub frontier: Option<String>,
+    /// The log's signed statement of its retention cut, when retention has removed a prefix
+    /// (version 2). The file starts at or after the cut; at the cut exactly for a file that
+    /// holds the whole retained log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<SignedCut>,
+}
+
+/// What the verifier requires beyond a file that is internally sound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// The file holds the whole retained log: it starts at entry 0, or exactly at the
+    /// log's signed retention cut. Refuses a file whose prefix was dropped (or a range
+    /// export).
+    pub whole: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,6 +174,8 @@ pub struct Verified {
     pub checkpoints: usize,
     /// The signed end: size and root an auditor can compare with later checkpoints.
     pub end: Checkpoint,
+    /// The log's signed retention cut, if the file carries one (its signature verified).
+    pub cut: Option<SignedCut>,
 }
 
 enum Item {
@@ -186,6 +205,15 @@ fn parse_hash(s: &str) -> Option<Hash> {
 
 /// Verifies an exported log with the log's Ed25519 public key (32 raw bytes).
 pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
+    verify_with(file, public_key, Requirements::default())
+}
+
+/// [`verify`], and the file meets `required` (see [`Requirements`]).
+pub fn verify_with(
+    file: &[u8],
+    public_key: &[u8],
+    required: Requirements,
+) -> Result<Verified, VerifyError> {
     let ends_clean = file.last() == Some(&b'\n');
     let body = if ends_clean {
         &file[..file.len() - 1]
@@ -223,15 +251,24 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
             ));
         }
     };
-    if header.format != FORMAT || header.version != VERSION {
+    if header.format != FORMAT || !(OLDEST_VERSION..=VERSION).contains(&header.version) {
         return Err(err(
             1,
             None,
             Problem::Malformed,
             format!(
-                "not a {FORMAT} version {VERSION} file (format {:?}, version {})",
+                "not a {FORMAT} file of version {OLDEST_VERSION} to {VERSION} (format {:?}, \
+                 version {})",
                 header.format, header.version
             ),
+        ));
+    }
+    if header.version < 2 && header.start.cut.is_some() {
+        return Err(err(
+            1,
+            None,
+            Problem::Malformed,
+            "a version 1 file has no retention cut",
         ));
     }
     let end = header.end.verify(public_key).ok_or_else(|| {
@@ -283,6 +320,7 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
         }
     };
     let first_seq = frontier.size();
+    check_cut(&header.start, first_seq, public_key, required)?;
 
     // Lines.
     let mut items = Vec::with_capacity(lines.len());
@@ -479,7 +517,59 @@ pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
         entries: frontier.size() - first_seq,
         checkpoints,
         end,
+        cut: header.start.cut,
     })
+}
+
+/// The retention cut's checks: signed; the file starts at or after it, on the same root when
+/// exactly at it; made after the anchor it names, with a retention; and, when the whole
+/// retained log is required, the file starts at entry 0 or at the cut.
+fn check_cut(
+    start: &Start,
+    first_seq: u64,
+    public_key: &[u8],
+    required: Requirements,
+) -> Result<(), VerifyError> {
+    let bad = |detail: &str| Err(err(1, None, Problem::Edited, detail));
+    if let Some(cut) = &start.cut {
+        let Some(root) = cut.verify(public_key) else {
+            return Err(err(
+                1,
+                None,
+                Problem::BadSignature,
+                "the signature of the retention cut does not verify",
+            ));
+        };
+        if cut.size == 0 || cut.retention_us <= 0 {
+            return bad("the retention cut removes nothing or names no retention");
+        }
+        if first_seq < cut.size {
+            return bad("the file starts before the log's retention cut: entries the cut removed");
+        }
+        if first_seq == cut.size {
+            let anchor = start
+                .checkpoint
+                .as_ref()
+                .and_then(SignedCheckpoint::checkpoint);
+            match anchor {
+                Some(a) if a.root == root && a.at_us <= cut.cut_at_us => {}
+                _ => return bad("the start anchor is not the checkpoint the retention cut names"),
+            }
+        }
+    }
+    if required.whole && first_seq > 0 && start.cut.as_ref().map(|c| c.size) != Some(first_seq) {
+        return Err(err(
+            1,
+            Some(first_seq),
+            Problem::Missing,
+            format!(
+                "the file starts at entry {first_seq}, which is neither the beginning of the log \
+                 nor its signed retention cut: entries before it are missing (or this is the \
+                 export of a range)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_against(

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{Checkpoint, SignedCheckpoint, SigningKey};
+use super::checkpoint::{Checkpoint, SignedCheckpoint, SignedCut, SigningKey};
 use super::entry::{AuditEntry, ENTRY_VERSION, entry_hash, zero_hash};
 use super::file::{self, Start};
 use super::mark::{Mark, MarkFile};
@@ -28,6 +28,8 @@ use crate::storage::{Batch, Store, StoreError, Table};
 
 const META_SIGNING_KEY: &[u8] = b"audit_signing_key";
 const META_ANCHOR: &[u8] = b"audit_anchor";
+/// The signed retention cut that goes with the anchor ([`SignedCut`]).
+const META_CUT: &[u8] = b"audit_cut";
 const SCAN_CHUNK: usize = 4096;
 
 /// When checkpoints are made and how long entries are kept.
@@ -441,6 +443,18 @@ impl Core {
             return Err(corrupt("audit checkpoint frontier"));
         }
         Ok((cp, frontier))
+    }
+
+    /// The signed retention cut, if retention ever removed entries (and the anchor it names
+    /// is the one stored).
+    async fn cut(&self) -> Result<Option<SignedCut>> {
+        let Some(raw) = self.store.get(Table::Meta, META_CUT).await? else {
+            return Ok(None);
+        };
+        let cut: SignedCut = serde_json::from_slice(&raw).map_err(|_| corrupt("audit cut"))?;
+        cut.verify(&self.key.public_key())
+            .ok_or(corrupt("audit cut signature"))?;
+        Ok(Some(cut))
     }
 
     async fn anchor(&self) -> Result<Option<(Checkpoint, Frontier)>> {
@@ -1132,6 +1146,7 @@ impl AuditLog {
                 Start {
                     checkpoint: Some(signed.clone()),
                     frontier: Some(hex::encode(frontier.to_bytes())),
+                    cut: self.cut().await?,
                 }
             }
             _ if anchor_size > 0 => {
@@ -1222,9 +1237,17 @@ impl AuditLog {
                 anchor_size,
             });
         };
-        // The anchor first: a crash mid-way leaves entries before it, which exports skip.
+        // The anchor first, with the signed statement of the cut: a crash mid-way leaves
+        // entries before it, which exports skip.
+        let (anchor, _) = self.parse_stored(&raw)?;
+        let retention_us = i64::try_from(self.options.retention.as_micros()).unwrap_or(i64::MAX);
+        let cut = self.key.sign_cut(&anchor, now_us(), retention_us.max(1));
         let mut b = Batch::new();
-        b.put(Table::Meta, META_ANCHOR, raw);
+        b.put(Table::Meta, META_ANCHOR, raw).put(
+            Table::Meta,
+            META_CUT,
+            serde_json::to_vec(&cut).map_err(|e| Error::Codec(e.to_string()))?,
+        );
         self.store.commit(b).await?;
         let mut removed = 0;
         let mut next = anchor_size;
