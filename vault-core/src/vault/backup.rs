@@ -29,10 +29,17 @@
 //! that do not go through this daemon's log are not held: with replicas sharing PostgreSQL,
 //! stop the other replicas' traffic (or back the database up with its own tools).
 //!
+//! Key rotation and epoch destruction commit outside that writer, so the backup also holds
+//! the vault's key-operations lock from before the copy until its manifest is written: the
+//! keyring, the subject keys and the epoch metadata are copied as of one key state. (A copy
+//! of the keyring before a rotation with metadata after it restores into a vault where every
+//! new supporter is refused and rotation never succeeds again.)
+//!
 //! # Restore
 //!
 //! [`Vault::restore`] runs offline (no daemon on the target): it checks that the root key
-//! file opens the backup's key epochs before touching anything, reads the target's erasure
+//! file opens the backup's key epochs, and that those epochs fit together, before touching
+//! anything, reads the target's erasure
 //! journal (and saves it to a file), replaces the target store with the backup (the old
 //! embedded store is moved aside, a PostgreSQL schema is emptied in one transaction), then
 //! replays the journal, so a person erased after the backup was taken stays erased.
@@ -54,7 +61,9 @@ use crate::storage::copy::{self, CopyError, CopyReport, DEFAULT_BATCH_ROWS, MIGR
 use crate::storage::sled_store::SledOptions;
 use crate::storage::{PostgresStore, SledStore, Store, StoreError, Table};
 
-use super::{META_FORMAT, StorageChoice, Vault, VaultOptions, now_us, read_epochs, restrict_dir};
+use super::{
+    META_FORMAT, StorageChoice, Vault, VaultOptions, keys, now_us, read_epochs, restrict_dir,
+};
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -434,9 +443,11 @@ impl Vault {
         let result = async {
             let registry = self.registry().await?;
             self.decide(&mut log, caller, Rpc::AdminBackup, &registry, None, None)?;
-            // KEY-OPS-LOCK: hold `self.key_ops` from here until the manifest is written, so
-            // that a key rotation neither re-wraps subject keys during the copy nor
+            // Held from here until the manifest is written, so that a key rotation neither
+            // creates an epoch or re-wraps subject keys during the copy (rotation commits
+            // outside the access-log writer, so holding writes does not stop it) nor
             // destroys an epoch the snapshot still lists.
+            let _key_ops = self.key_ops.lock().await;
             let dir = BackupDir::claim(path)?;
             match self.snapshot_into(&dir.path).await {
                 Ok(manifest) => Ok(manifest),
@@ -532,6 +543,7 @@ impl Vault {
         }
         let key_path = options.root_key_path();
         let root = RootKey::load(&key_path)?;
+        let created_data_dir = !options.data_dir.exists();
         fs::create_dir_all(&options.data_dir)
             .map_err(|e| io_error("cannot create", &options.data_dir, &e))?;
         restrict_dir(&options.data_dir)?;
@@ -553,6 +565,11 @@ impl Vault {
         if staging.exists() {
             let _ = fs::remove_dir_all(&staging);
         }
+        if outcome.is_err() && created_data_dir {
+            // Refused before anything was written there: leave no empty directory behind
+            // (`remove_dir` removes only an empty one).
+            let _ = fs::remove_dir(&options.data_dir);
+        }
         outcome
     }
 
@@ -566,7 +583,8 @@ impl Vault {
         when: &str,
         extra_journal: Journal,
     ) -> Result<RestoreReport> {
-        // 2. Check the backup: complete, as the manifest says, and opened by this root key.
+        // 2. Check the backup: complete, as the manifest says, opened by this root key, and
+        //    with key epochs that fit together.
         let staged = SledStore::open(staging, &SledOptions::default())?;
         if staged.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
             return Err(Error::FailedPrecondition(
@@ -595,6 +613,14 @@ impl Vault {
                 key_path.display()
             ))
         })?;
+        if let Some(why) = keys::epoch_inconsistency(&staged).await? {
+            return Err(Error::FailedPrecondition(format!(
+                "the backup is inconsistent: {why}. Restored, it would give a vault that \
+                 refuses every new supporter and can never rotate its keys again (a backup \
+                 taken during a key rotation by a build that did not hold the key lock); \
+                 nothing was changed: restore another backup"
+            )));
+        }
         let rows_restored = tables.values().sum();
 
         // 3. The target's erasure journal, read before anything is replaced.
@@ -704,6 +730,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::access::Role;
+    use crate::storage::Batch;
     use crate::supporter::{FieldSet, Supporter};
 
     fn caller(role: Role, purpose: Option<&str>) -> Caller {
@@ -933,5 +960,232 @@ mod tests {
         );
         fs::write(&path, b"{\"kind\":\"other\",\"rows\":[]}").unwrap();
         assert!(read_journal_file(&path).is_err());
+    }
+
+    /// A store that can stop one full scan of a table until told to go on: it holds a
+    /// backup's copy at a chosen table, with the writer held, for as long as a test needs.
+    struct PausingStore {
+        inner: SledStore,
+        pause: std::sync::Mutex<Option<Pause>>,
+    }
+
+    struct Pause {
+        table: Table,
+        reached: tokio::sync::oneshot::Sender<()>,
+        resume: tokio::sync::oneshot::Receiver<()>,
+    }
+
+    impl PausingStore {
+        /// Stops the next full scan of `table`: the first receiver fires when it starts,
+        /// and it goes on once the sender is used (or dropped).
+        fn pause_next_scan(
+            &self,
+            table: Table,
+        ) -> (
+            tokio::sync::oneshot::Receiver<()>,
+            tokio::sync::oneshot::Sender<()>,
+        ) {
+            let (reached, on_reached) = tokio::sync::oneshot::channel();
+            let (resume_tx, resume) = tokio::sync::oneshot::channel();
+            *self.pause.lock().unwrap() = Some(Pause {
+                table,
+                reached,
+                resume,
+            });
+            (on_reached, resume_tx)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for PausingStore {
+        async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(table, key).await
+        }
+        async fn scan_prefix(
+            &self,
+            table: Table,
+            prefix: &[u8],
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            let pause = {
+                let mut p = self.pause.lock().unwrap();
+                if p.as_ref().is_some_and(|p| p.table == table) && prefix.is_empty() {
+                    p.take()
+                } else {
+                    None
+                }
+            };
+            if let Some(p) = pause {
+                let _ = p.reached.send(());
+                let _ = p.resume.await;
+            }
+            self.inner.scan_prefix(table, prefix).await
+        }
+        async fn scan_range(
+            &self,
+            table: Table,
+            start: &[u8],
+            end: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.inner.scan_range(table, start, end, limit).await
+        }
+        async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+            self.inner.last(table).await
+        }
+        async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.apply(batch).await
+        }
+        async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+            self.inner.apply_all(batches).await
+        }
+        async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.commit(batch).await
+        }
+        async fn sync(&self) -> Result<(), StoreError> {
+            self.inner.sync().await
+        }
+    }
+
+    /// Issue 14: a backup copies the keyring before the metadata. A rotation committing
+    /// between the two (rotation commits outside the access-log writer that the copy holds)
+    /// gave a backup with epoch 1 only in its keyring and epoch 2 active in its metadata: it
+    /// restored, then refused every new supporter and never rotated again. The copy is
+    /// stopped here just before the metadata, and a rotation is made to run then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_during_a_key_rotation_restores_a_vault_that_takes_supporters_and_rotates() {
+        let base = tempfile::tempdir().unwrap();
+        let a = base.path().join("a");
+        fs::create_dir_all(&a).unwrap();
+        let key = a.join("root.key");
+        let (root, _) = RootKey::load_or_create(&key).unwrap();
+        let store = Arc::new(PausingStore {
+            inner: SledStore::open(&a.join("store"), &SledOptions::default()).unwrap(),
+            pause: std::sync::Mutex::new(None),
+        });
+        let vault = Vault::with_store(
+            Arc::clone(&store) as Arc<dyn Store>,
+            &root,
+            crate::audit::AuditOptions::default(),
+        )
+        .await
+        .unwrap();
+        vault.install_purposes(None).await.unwrap();
+        let vault = Arc::new(vault);
+        let tool = caller(Role::CampaignTool, Some("membership"));
+        let admin = caller(Role::Admin, None);
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(vault.upsert(&tool, &person(i), &[]).await.unwrap().id);
+        }
+
+        let (reached, resume) = store.pause_next_scan(Table::Meta);
+        let path = base.path().join("backups").join("during-rotation");
+        let backup = {
+            let (vault, admin, path) = (Arc::clone(&vault), admin.clone(), path.clone());
+            tokio::spawn(async move { vault.backup(&admin, &path).await })
+        };
+        // The copy has taken the keyring and the subject keys, holds the writer, and waits
+        // before the metadata.
+        reached.await.unwrap();
+        let rotation = match vault.key_ops.try_lock() {
+            // Nothing stops a rotation now (the build before the fix): its whole key work
+            // runs, as `rotate_keys` would run it, while the copy waits.
+            Ok(_ops) => {
+                vault.rotate_locked(None).await.unwrap();
+                None
+            }
+            // The backup holds the key lock: a rotation waits for the backup to end.
+            Err(_) => {
+                let (vault, admin) = (Arc::clone(&vault), admin.clone());
+                Some(tokio::spawn(async move { vault.rotate_keys(&admin).await }))
+            }
+        };
+        resume.send(()).unwrap();
+        let manifest = backup.await.unwrap().unwrap();
+        if let Some(rotation) = rotation {
+            assert_eq!(rotation.await.unwrap().unwrap().epoch, 2);
+        }
+        assert_eq!(manifest.epochs, vec![1], "taken before the rotation");
+        // The live vault rotated and still works.
+        assert_eq!(vault.keyring().active_epoch(), 2);
+        vault.upsert(&tool, &person(100), &[]).await.unwrap();
+        vault.audit.close().await.unwrap();
+        drop(vault);
+
+        let c = base.path().join("c");
+        let report = Vault::restore(&options(&c, &key), &path, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(report.backup, manifest);
+        let (restored, _) = Vault::open(&options(&c, &key)).await.unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let s = restored.get(&tool, id, FieldSet::all()).await.unwrap();
+            assert_eq!(s.email, person(i as u64).email);
+        }
+        // New supporters are taken, and keys rotate again, twice.
+        let new = restored.upsert(&tool, &person(200), &[]).await.unwrap().id;
+        let r = restored.rotate_keys(&admin).await.unwrap();
+        assert_eq!((r.epoch, r.rewrapped), (2, 21));
+        assert_eq!(restored.rotate_keys(&admin).await.unwrap().epoch, 3);
+        restored.upsert(&tool, &person(201), &[]).await.unwrap();
+        let s = restored.get(&tool, &new, FieldSet::all()).await.unwrap();
+        assert_eq!(s.email, person(200).email);
+        restored.audit.close().await.unwrap();
+    }
+
+    /// A backup whose keyring lacks an epoch its subject keys and metadata name (a row
+    /// deleted by hand, the manifest's counts adjusted to match) is refused before anything
+    /// is touched.
+    #[tokio::test]
+    async fn a_backup_whose_key_epochs_do_not_fit_together_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let a = base.path().join("a");
+        let key = a.join("root.key");
+        let (vault, _) = Vault::open(&VaultOptions::new(&a)).await.unwrap();
+        vault.install_purposes(None).await.unwrap();
+        let tool = caller(Role::CampaignTool, Some("membership"));
+        let admin = caller(Role::Admin, None);
+        for i in 0..3 {
+            vault.upsert(&tool, &person(i), &[]).await.unwrap();
+        }
+        vault.rotate_keys(&admin).await.unwrap();
+        let path = base.path().join("b");
+        let manifest = vault.backup(&admin, &path).await.unwrap();
+        assert_eq!(manifest.epochs, vec![1, 2]);
+        vault.audit.close().await.unwrap();
+        drop(vault);
+
+        // The intact backup passes the check; without keyring row 2 it does not.
+        let restorable = base.path().join("restorable");
+        Vault::restore(&options(&restorable, &key), &path, Vec::new())
+            .await
+            .unwrap();
+        {
+            let staged =
+                SledStore::open(&path.join(BACKUP_STORE_DIR), &SledOptions::default()).unwrap();
+            let mut b = Batch::new();
+            b.delete(Table::Keyring, &2u32.to_be_bytes());
+            staged.commit(b).await.unwrap();
+        }
+        let mut edited = manifest.clone();
+        *edited.tables.get_mut("keyring").unwrap() -= 1;
+        fs::write(
+            path.join(MANIFEST_FILE),
+            serde_json::to_vec_pretty(&edited).unwrap(),
+        )
+        .unwrap();
+        let c = base.path().join("c");
+        let e = Vault::restore(&options(&c, &key), &path, Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("the backup is inconsistent")
+                && msg.contains("key epoch 2")
+                && msg.contains("nothing was changed"),
+            "{msg}"
+        );
+        assert!(!c.exists(), "nothing was created");
     }
 }
