@@ -1,7 +1,9 @@
 //! Backups while serving (`Admin.Backup`, `vaultctl backup`) and offline restore
 //! (`vaultctl restore`): a backup taken under write load restores every acknowledged write
 //! and a log that verifies; a restore needs the root key that made the backup; restoring
-//! over a data directory brings back the backup's state.
+//! over a data directory brings back the backup's state; after the store is lost, a restore
+//! needs an erasure journal exported after the backup (`vaultctl erasures export`), or an
+//! explicit acceptance that people erased since come back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,8 +19,8 @@ use common::{Creds, Daemon, TestStore, VAULTCTL, authed, store_for, supporter};
 use vault_proto::v1 as pb;
 
 /// `vaultctl restore` of `backup` into `data_dir`'s store (embedded, or its PostgreSQL
-/// schema when the suite runs on PostgreSQL), with `root_key`.
-fn restore(data_dir: &Path, backup: &Path, root_key: &Path) -> Output {
+/// schema when the suite runs on PostgreSQL), with `root_key` and the `extra` flags.
+fn restore(data_dir: &Path, backup: &Path, root_key: &Path, extra: &[&str]) -> Output {
     let mut cmd = Command::new(VAULTCTL);
     cmd.arg("restore")
         .arg("--backup")
@@ -27,6 +29,7 @@ fn restore(data_dir: &Path, backup: &Path, root_key: &Path) -> Output {
         .arg(data_dir)
         .arg("--root-key")
         .arg(root_key)
+        .args(extra)
         .env_remove("VAULT_DATA_DIR")
         .env_remove("VAULT_ROOT_KEY_FILE");
     match store_for(data_dir) {
@@ -199,11 +202,18 @@ async fn a_backup_taken_under_write_load_restores_every_acknowledged_write() {
     let mut daemon = Arc::into_inner(daemon).unwrap();
     assert!(daemon.terminate().success());
 
-    // Restore into a new data directory, with the original root key file.
+    // Restore into a new data directory, with the original root key file (no erasure since
+    // the backup, so nobody can come back; the restore cannot know it without a journal).
     let restored_dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("root.key");
-    let summary = json(&restore(restored_dir.path(), &path, &key));
+    let summary = json(&restore(
+        restored_dir.path(),
+        &path,
+        &key,
+        &["--accept-erased-people-may-return"],
+    ));
     assert_eq!(summary["erasures_replayed"], 0);
+    assert_eq!(summary["erased_people_may_return"], true);
     assert!(summary["rows_restored"].as_u64().unwrap() > manifest.audit_size);
     assert_eq!(summary["backup"]["audit_size"], manifest.audit_size);
     let key_flag = key.display().to_string();
@@ -285,7 +295,7 @@ async fn vaultctl_backup_then_restore_over_the_data_dir() {
     let key = dir.path().join("root.key");
     if matches!(store_for(dir.path()), TestStore::Embedded) {
         // A running daemon holds the embedded store: refused, nothing changed.
-        let out = restore(dir.path(), &path, &key);
+        let out = restore(dir.path(), &path, &key, &[]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("stop the daemon first"), "{err}");
@@ -296,13 +306,15 @@ async fn vaultctl_backup_then_restore_over_the_data_dir() {
     let other_dir = tempfile::tempdir().unwrap();
     let other_key = other_dir.path().join("other.key");
     vault_core::crypto::root_key::RootKey::load_or_create(&other_key).unwrap();
-    let out = restore(dir.path(), &path, &other_key);
+    let out = restore(dir.path(), &path, &other_key, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did not make this backup"), "{err}");
 
-    let summary = json(&restore(dir.path(), &path, &key));
+    // The target store is live: its own journal is as new as the backup.
+    let summary = json(&restore(dir.path(), &path, &key, &[]));
     assert_eq!(summary["erasures_replayed"], 1, "{summary}");
+    assert_eq!(summary["erased_people_may_return"], false, "{summary}");
     if matches!(store_for(dir.path()), TestStore::Embedded) {
         let aside = PathBuf::from(summary["previous_store"].as_str().unwrap());
         assert!(aside.is_dir() && aside.starts_with(dir.path()), "{summary}");
@@ -335,5 +347,149 @@ async fn vaultctl_backup_then_restore_over_the_data_dir() {
         e.code(),
         tonic::Code::FailedPrecondition,
         "suppression replayed: {e:?}"
+    );
+}
+
+/// `vaultctl erasures export FILE` against `daemon`, with its admin token file.
+fn export_erasures(daemon: &Daemon, data_dir: &Path, file: &Path) -> Output {
+    Command::new(VAULTCTL)
+        .args(["erasures", "export"])
+        .arg(file)
+        .env("VAULT_ADDR", format!("http://{}", daemon.addr))
+        .env("VAULT_DATA_DIR", data_dir)
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// Issue 14: the store is lost with its erasure journal. Without a journal exported after
+/// the backup, a restore refuses (nothing changed); with one, the person erased after the
+/// backup stays erased; with the flag, it runs and warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_after_the_store_is_lost_needs_a_journal_as_new_as_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let admin = daemon.admin_token();
+    let tool = daemon.tool("membership").await;
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let kept = upsert(&daemon, &tool, 1).await;
+    let erased = upsert(&daemon, &tool, 2).await;
+    let backups = tempfile::tempdir().unwrap();
+    let path = backups.path().join("before-the-fire");
+    let manifest = backup(&daemon, &admin, &path).await.unwrap();
+
+    let dpo = daemon.dpo().await;
+    daemon
+        .rights()
+        .await
+        .erase(authed(
+            pb::EraseRequest {
+                subject_id: erased.clone(),
+                request_ref: "REQ-14".into(),
+                suppress: false,
+            },
+            &dpo,
+        ))
+        .await
+        .unwrap();
+
+    // Exported while serving, to a file kept elsewhere (here: beside the backups).
+    let journal = backups.path().join("erasures.json");
+    let summary = json(&export_erasures(&daemon, dir.path(), &journal));
+    assert_eq!(summary["erasures"], 1, "{summary}");
+    let taken_us = manifest.taken_at.as_ref().unwrap().seconds * 1_000_000;
+    assert!(
+        summary["as_of_us"].as_i64().unwrap() >= taken_us,
+        "{summary}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&journal).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // No personal data in it: ids, times and request references.
+    let text = std::fs::read(&journal).unwrap();
+    for needle in [email(2).as_str(), "Camille", "Sauvegarde"] {
+        let n = needle.as_bytes();
+        assert!(!text.windows(n.len()).any(|w| w == n), "{needle:?} in it");
+    }
+    // Admin only, and logged like every admin call.
+    let e = daemon
+        .admin()
+        .await
+        .export_erasure_journal(authed(pb::ExportErasureJournalRequest {}, &tool))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let exports: Vec<(String, String)> = daemon
+        .audit_entries(
+            &auditor,
+            pb::QueryRequest {
+                action: "Admin.ExportErasureJournal".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .into_iter()
+        .map(|e| (e.role, e.outcome))
+        .collect();
+    assert_eq!(
+        exports,
+        [
+            ("admin".to_owned(), "allowed".to_owned()),
+            ("campaign-tool".to_owned(), "denied".to_owned())
+        ]
+    );
+    assert!(daemon.terminate().success());
+    let key = dir.path().join("root.key");
+
+    // The store is lost: a new data directory (or an empty PostgreSQL schema).
+    let lost = tempfile::tempdir().unwrap();
+    let out = restore(lost.path(), &path, &key, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "no erasure journal at least as new as the backup",
+        "Nothing was changed",
+        "--journal FILE",
+        "vaultctl erasures export",
+        "--accept-erased-people-may-return",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert_eq!(std::fs::read_dir(lost.path()).unwrap().count(), 0);
+
+    // With the export: the person erased after the backup stays erased.
+    let journal_flag = journal.display().to_string();
+    let summary = json(&restore(
+        lost.path(),
+        &path,
+        &key,
+        &["--journal", &journal_flag],
+    ));
+    assert_eq!(summary["erasures_replayed"], 1, "{summary}");
+    assert_eq!(summary["erased_people_may_return"], false, "{summary}");
+    let key_flag = key.display().to_string();
+    let mut restored = Daemon::start_with(lost.path(), &["--root-key", &key_flag]);
+    assert_eq!(get(&restored, &tool, &kept).await.unwrap().email, email(1));
+    let e = get(&restored, &tool, &erased).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(restored.terminate().success());
+
+    // With the flag instead: it runs, says so, and the person is back.
+    let other = tempfile::tempdir().unwrap();
+    let out = restore(
+        other.path(),
+        &path,
+        &key,
+        &["--accept-erased-people-may-return"],
+    );
+    let summary = json(&out);
+    assert_eq!(summary["erased_people_may_return"], true, "{summary}");
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(warning.contains("WARNING"), "{warning}");
+    let restored = Daemon::start_with(other.path(), &["--root-key", &key_flag]);
+    assert_eq!(
+        get(&restored, &tool, &erased).await.unwrap().email,
+        email(2)
     );
 }

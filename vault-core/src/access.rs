@@ -142,11 +142,13 @@ pub enum Rpc {
     AdminBackup,
     /// `Admin.RetentionSweep`
     AdminRetentionSweep,
+    /// `Admin.ExportErasureJournal`
+    AdminExportErasureJournal,
 }
 
 impl Rpc {
     /// Every rpc.
-    pub const ALL: [Rpc; 37] = [
+    pub const ALL: [Rpc; 38] = [
         Rpc::SupportersUpsert,
         Rpc::SupportersGet,
         Rpc::SupportersLookup,
@@ -184,6 +186,7 @@ impl Rpc {
         Rpc::AdminRotateKeys,
         Rpc::AdminBackup,
         Rpc::AdminRetentionSweep,
+        Rpc::AdminExportErasureJournal,
     ];
 
     /// The gRPC name, `Service.Method`.
@@ -226,6 +229,7 @@ impl Rpc {
             Rpc::AdminRotateKeys => "Admin.RotateKeys",
             Rpc::AdminBackup => "Admin.Backup",
             Rpc::AdminRetentionSweep => "Admin.RetentionSweep",
+            Rpc::AdminExportErasureJournal => "Admin.ExportErasureJournal",
         }
     }
 
@@ -253,6 +257,7 @@ impl Rpc {
                 | Rpc::AdminRotateKeys
                 | Rpc::AdminBackup
                 | Rpc::AdminRetentionSweep
+                | Rpc::AdminExportErasureJournal
         )
     }
 
@@ -305,7 +310,9 @@ impl Rpc {
             | Rpc::RightsOpenRequest
             | Rpc::RightsListRequests
             | Rpc::RightsCloseRequest => &[Dpo],
-            Rpc::AdminRotateKeys | Rpc::AdminBackup => &[Admin],
+            // The erasure journal holds ids, times and request references, no personal
+            // data: it is the backups' companion, kept by whoever keeps the backups.
+            Rpc::AdminRotateKeys | Rpc::AdminBackup | Rpc::AdminExportErasureJournal => &[Admin],
             // The sweep erases by rule and reports ids only: the operator may schedule it,
             // the DPO answers for it.
             Rpc::AdminRetentionSweep => &[Admin, Dpo],

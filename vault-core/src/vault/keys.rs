@@ -47,7 +47,7 @@
 //! adopt each other's new epoch, and a row re-wrapped (or erased) by someone else meanwhile
 //! is re-read, never overwritten: an erased subject's key is never re-created.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ use crate::access::{Caller, Role, Rpc};
 use crate::crypto::Key256;
 use crate::crypto::keyring::{self, Keyring};
 use crate::error::{Error, IntegrityObject, Result};
-use crate::storage::{Batch, StoreError, Table};
+use crate::storage::{Batch, Store, StoreError, Table};
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Prefix of the epoch metadata keys in [`Table::Meta`].
@@ -148,6 +148,90 @@ fn wrapped_epoch(wrapped: &[u8]) -> Option<u32> {
         .get(..4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
+}
+
+/// Why the key epochs of `store` do not fit together, if they do not: a subject key under
+/// an epoch the keyring lacks, epoch metadata for an epoch the keyring lacks, metadata that
+/// does not parse, or metadata that does not make the newest epoch the one active epoch.
+/// A store in that state opens, but every write creating a subject key fails (its pinned
+/// epoch reads retired) and rotation never succeeds again (the next epoch's metadata is
+/// already there). It is what a copy of the tables taken while keys rotated can hold, so
+/// a restore checks its backup with this before touching anything.
+///
+/// An epoch without metadata is not a fault: stores from before epochs carried it have
+/// none, and the vault dates such an epoch when it first needs to.
+pub(super) async fn epoch_inconsistency(store: &dyn Store) -> Result<Option<String>> {
+    let epochs = read_epochs(store).await?;
+    let Some(&newest) = epochs.keys().next_back() else {
+        return Ok(Some("it holds no key epoch".to_owned()));
+    };
+    let mut unknown: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut malformed = 0u64;
+    for (_, wrapped) in store.scan_prefix(Table::SubjectKeys, b"").await? {
+        match wrapped_epoch(&wrapped) {
+            Some(e) if epochs.contains_key(&e) => {}
+            Some(e) => *unknown.entry(e).or_default() += 1,
+            None => malformed += 1,
+        }
+    }
+    if let Some((epoch, n)) = unknown.iter().next_back() {
+        return Ok(Some(format!(
+            "{n} supporter keys are wrapped under key epoch {epoch}, which its keyring \
+             (epochs {:?}) does not hold",
+            epochs.keys().collect::<Vec<_>>()
+        )));
+    }
+    if malformed > 0 {
+        return Ok(Some(format!(
+            "{malformed} supporter keys are too short to name their key epoch"
+        )));
+    }
+    let mut active = Vec::new();
+    for (key, raw) in store
+        .scan_prefix(Table::Meta, EPOCH_META_PREFIX.as_bytes())
+        .await?
+    {
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let epoch = name
+            .strip_prefix(EPOCH_META_PREFIX)
+            .and_then(|n| n.parse::<u32>().ok());
+        let Some(epoch) = epoch.filter(|e| meta_key(*e) == key) else {
+            return Ok(Some(format!(
+                "its metadata row {name:?} names no key epoch"
+            )));
+        };
+        if !epochs.contains_key(&epoch) {
+            return Ok(Some(format!(
+                "its metadata describes key epoch {epoch}, which its keyring (epochs {:?}) \
+                 does not hold",
+                epochs.keys().collect::<Vec<_>>()
+            )));
+        }
+        let Ok(meta) = parse_meta(&raw) else {
+            return Ok(Some(format!(
+                "the metadata of key epoch {epoch} does not parse"
+            )));
+        };
+        if meta.retired_at_us.is_none() {
+            active.push(epoch);
+        }
+    }
+    if active.iter().any(|e| *e != newest) {
+        return Ok(Some(format!(
+            "its metadata marks key epochs {active:?} active, where only the newest, {newest}, \
+             may be"
+        )));
+    }
+    let newest_retired = match store.get(Table::Meta, &meta_key(newest)).await? {
+        Some(raw) => parse_meta(&raw)?.retired_at_us.is_some(),
+        None => false,
+    };
+    if newest_retired {
+        return Ok(Some(format!(
+            "its metadata marks its newest key epoch, {newest}, retired, so no epoch is active"
+        )));
+    }
+    Ok(None)
 }
 
 /// What re-wrapping one stored subject key under a keyring's active epoch gives.
@@ -388,7 +472,7 @@ impl Vault {
 
     /// The rotation proper (under `key_ops`). `seen`: the active epoch the caller decided
     /// to rotate away from; if a replica rotated since, its epoch is adopted.
-    async fn rotate_locked(&self, seen: Option<u32>) -> Result<RotationReport> {
+    pub(super) async fn rotate_locked(&self, seen: Option<u32>) -> Result<RotationReport> {
         let epoch = self.open_next_epoch(seen).await?;
         self.reload_keyring().await?;
         let rewrapped = self.rewrap_all().await?;
@@ -1111,5 +1195,71 @@ mod tests {
         }
         x.access_log().close().await.unwrap();
         y.access_log().close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn epoch_metadata_and_subject_keys_must_fit_the_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = open(dir.path(), KeyOptions::default()).await;
+        let store = Arc::clone(&vault.store);
+        let check = || {
+            let store = Arc::clone(&store);
+            async move { epoch_inconsistency(store.as_ref()).await.unwrap() }
+        };
+        add(&vault, "a@example.fr").await;
+        assert_eq!(check().await, None);
+        vault.rotate_keys(&admin()).await.unwrap();
+        assert_eq!(check().await, None, "epochs 1 (retired) and 2 (active)");
+        let retired = meta(&vault, 1).await.unwrap();
+        let active = meta(&vault, 2).await.unwrap();
+
+        // An epoch without metadata (a store from before it was kept) is no fault.
+        let mut b = Batch::new();
+        b.delete(Table::Meta, &meta_key(1));
+        vault.store.commit(b).await.unwrap();
+        assert_eq!(check().await, None);
+
+        let cases: [(u32, EpochMeta, &str); 3] = [
+            (
+                2,
+                EpochMeta {
+                    retired_at_us: Some(now_us()),
+                    ..active
+                },
+                "newest key epoch, 2, retired",
+            ),
+            (1, active, "marks key epochs [1, 2] active"),
+            (
+                3,
+                active,
+                "describes key epoch 3, which its keyring (epochs [1, 2])",
+            ),
+        ];
+        for (epoch, m, why) in cases {
+            set_meta(&vault, epoch, m).await;
+            let found = check().await.unwrap_or_default();
+            assert!(found.contains(why), "{found}");
+            // Put back.
+            let mut b = Batch::new();
+            match epoch {
+                2 => b.put(Table::Meta, &meta_key(2), meta_json(&active).unwrap()),
+                1 => b.put(Table::Meta, &meta_key(1), meta_json(&retired).unwrap()),
+                _ => b.delete(Table::Meta, &meta_key(epoch)),
+            };
+            vault.store.commit(b).await.unwrap();
+            assert_eq!(check().await, None);
+        }
+
+        // A subject key under an epoch the keyring lacks.
+        let mut b = Batch::new();
+        b.delete(Table::Keyring, &2u32.to_be_bytes())
+            .delete(Table::Meta, &meta_key(2));
+        vault.store.commit(b).await.unwrap();
+        let found = check().await.unwrap_or_default();
+        assert!(
+            found.contains("1 supporter keys are wrapped under key epoch 2"),
+            "{found}"
+        );
+        vault.access_log().close().await.unwrap();
     }
 }

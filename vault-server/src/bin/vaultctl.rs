@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use tonic::transport::Channel;
+use vault_core::backup::{ErasureJournal, RestoreOptions};
 use vault_core::storage::copy::{DEFAULT_BATCH_ROWS, copy_store};
 use vault_core::storage::sled_store::SledOptions;
 use vault_core::storage::{DatabaseUrl, PostgresOptions, PostgresStore, SledStore};
@@ -91,8 +92,13 @@ enum Command {
     },
     /// Restore a backup into --data-dir (or the PostgreSQL database of --database-url),
     /// offline: stop the daemon (every replica) first. Needs no daemon and no token, but the
-    /// root key file that made the backup. Erasures made since the backup are replayed.
+    /// root key file that made the backup. Erasures made since the backup are replayed from
+    /// the target store's journal and the --journal files; without a journal at least as new
+    /// as the backup (the store is lost), it refuses unless told the risk is accepted.
     Restore(RestoreArgs),
+    /// The erasure journal (admin): ids, times and request references, no personal data.
+    #[command(subcommand)]
+    Erasures(ErasuresCommand),
     /// Data-subject rights (dpo role): export, erasure, restriction, objection, tickets.
     /// Calls on personal data declare the purpose data-subject-rights unless --purpose says
     /// otherwise.
@@ -212,6 +218,17 @@ enum RequestsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ErasuresCommand {
+    /// Write the erasure journal as of now to FILE (0600, replaced atomically), for
+    /// `vaultctl restore --journal FILE` after the store is lost. Run it often (cron) and
+    /// copy FILE to another machine: it holds no personal data.
+    Export {
+        /// Where to write the journal.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Start a new key epoch, re-wrap every supporter key under it, destroy epochs retired
     /// for longer than the backup window.
@@ -292,10 +309,16 @@ struct RestoreArgs {
     /// PostgreSQL schema of the vault's tables.
     #[arg(long, env = "VAULT_DATABASE_SCHEMA", default_value = "public")]
     database_schema: String,
-    /// An erasure journal saved by an earlier, interrupted restore
-    /// (erasure-journal.before-restore-*.json), replayed too.
+    /// An erasure journal to replay too (repeatable): one exported after the backup was
+    /// taken (`vaultctl erasures export`), or one saved by an earlier, interrupted restore
+    /// (erasure-journal.before-restore-*.json).
+    #[arg(long = "journal")]
+    journals: Vec<PathBuf>,
+    /// Restore even without an erasure journal at least as new as the backup (the target
+    /// store is lost and no recent export is at hand): people erased after the backup was
+    /// taken come back, and must be erased again.
     #[arg(long)]
-    journal: Option<PathBuf>,
+    accept_erased_people_may_return: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -632,6 +655,9 @@ async fn run(cli: Cli) -> Result<String, String> {
             let purpose = purpose.unwrap_or(ctl::RIGHTS_PURPOSE);
             return rights(RightsClient::new(channel), c, &token, purpose, json).await;
         }
+        Command::Erasures(ErasuresCommand::Export { file }) => {
+            return export_erasures(AdminClient::new(channel), &token, &file).await;
+        }
         Command::Keys(KeysCommand::Rotate) => {
             let r = AdminClient::new(channel)
                 .rotate_keys(with_token(pb::RotateKeysRequest {}, &token, None)?)
@@ -910,13 +936,28 @@ async fn restore(data_dir: &Path, args: &RestoreArgs) -> Result<String, String> 
         storage,
         ..VaultOptions::new(data_dir)
     };
-    let extra = match &args.journal {
-        Some(path) => vault_core::backup::read_journal_file(path).map_err(|e| e.to_string())?,
-        None => Vec::new(),
+    let journals = args
+        .journals
+        .iter()
+        .map(|path| ErasureJournal::read_file(path).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, String>>()?;
+    let restore = RestoreOptions {
+        journals,
+        accept_erased_people_may_return: args.accept_erased_people_may_return,
     };
-    let report = Vault::restore(&options, &args.backup, extra)
+    let report = Vault::restore(&options, &args.backup, restore)
         .await
         .map_err(|e| format!("restore failed: {e}"))?;
+    if report.erased_people_may_return {
+        eprintln!(
+            "vaultctl: WARNING: restored without an erasure journal as new as the backup: \
+             people erased after {} may be back; erase them again",
+            ctl::time(Some(&prost_types::Timestamp {
+                seconds: report.backup.taken_at_us.div_euclid(1_000_000),
+                nanos: 0,
+            }))
+        );
+    }
     let mut json = serde_json::to_value(&report).map_err(|e| e.to_string())?;
     if let Some(obj) = json.as_object_mut() {
         obj.insert(
@@ -928,6 +969,33 @@ async fn restore(data_dir: &Path, args: &RestoreArgs) -> Result<String, String> 
         );
     }
     Ok(json.to_string())
+}
+
+/// `vaultctl erasures export FILE`: the daemon's erasure journal as of now, written to FILE
+/// through a temporary file (a failed export never replaces a good one).
+async fn export_erasures(
+    mut client: AdminClient<Channel>,
+    token: &str,
+    file: &Path,
+) -> Result<String, String> {
+    let mut stream = client
+        .export_erasure_journal(with_token(pb::ExportErasureJournalRequest {}, token, None)?)
+        .await
+        .map_err(status_line)?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await.map_err(status_line)? {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let journal = ErasureJournal::from_file_bytes(&bytes)
+        .map_err(|e| format!("the daemon sent something other than an erasure journal: {e}"))?;
+    journal.write_file(file).map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({
+        "file": file.display().to_string(),
+        "erasures": journal.rows.len(),
+        "as_of_us": journal.as_of_us,
+    })
+    .to_string())
 }
 
 fn event_json(e: &pb::ConsentEvent) -> serde_json::Value {

@@ -1,8 +1,11 @@
-//! The `vault.v1.Admin` service: clients, purposes, key rotation, backups, the retention
-//! sweep and the record of processing activities.
+//! The `vault.v1.Admin` service: clients, purposes, key rotation, backups and the erasure
+//! journal exported for their restore, the retention sweep and the record of processing
+//! activities.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use vault_core::report::Controller;
 use vault_core::{InvalidInput, Role, Vault};
@@ -25,6 +28,12 @@ fn manifest_to_pb(m: vault_core::backup::BackupManifest) -> pb::BackupManifest {
         erasures: m.erasures,
     }
 }
+
+/// Chunk size of `ExportErasureJournal` replies.
+const JOURNAL_CHUNK: usize = 64 * 1024;
+
+type JournalStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ErasureJournalChunk, Status>> + Send + 'static>>;
 
 /// The Admin service over a vault.
 pub struct AdminService {
@@ -201,5 +210,27 @@ impl Admin for AdminService {
                 examined: r.examined,
             })
         })
+    }
+
+    type ExportErasureJournalStream = JournalStream;
+
+    async fn export_erasure_journal(
+        &self,
+        request: Request<pb::ExportErasureJournalRequest>,
+    ) -> Result<Response<Self::ExportErasureJournalStream>, Status> {
+        let caller = caller(&request)?;
+        let result = async {
+            self.vault
+                .export_erasure_journal(&caller)
+                .await?
+                .to_file_bytes()
+        }
+        .await;
+        let bytes = finish(&caller, "Admin.ExportErasureJournal", result)?;
+        let chunks: Vec<Result<pb::ErasureJournalChunk, Status>> = bytes
+            .chunks(JOURNAL_CHUNK)
+            .map(|c| Ok(pb::ErasureJournalChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 }
