@@ -80,9 +80,10 @@ async fn keyring_of(store: &dyn Store, root_key: &Path) -> Keyring {
         .unwrap()
         .into_iter()
         .map(|(k, v)| {
+            // Stored with the vault's row tag (32 bytes) after the wrapped epoch.
             (
                 u32::from_be_bytes(<[u8; 4]>::try_from(k.as_slice()).unwrap()),
-                v,
+                v[..v.len() - 32].to_vec(),
             )
         })
         .collect();

@@ -1560,6 +1560,39 @@ mod tests {
         let exported = log.export(None, None).await.unwrap();
         let v = file::verify(&exported, &log.public_key()).unwrap();
         assert_eq!((v.first_seq, v.entries), (8, 6));
+        // The cut is the log's signed statement: the file is the whole retained log.
+        let cut = v.cut.clone().unwrap();
+        assert_eq!(cut.size, 8);
+        assert_eq!(
+            cut.retention_us,
+            AuditOptions::default().retention.as_micros() as i64
+        );
+        let whole = file::Requirements { whole: true };
+        assert!(file::verify_with(&exported, &log.public_key(), whole).is_ok());
+        // A range export that starts later is sound, but not the whole log.
+        let range = log.export(Some(12), None).await.unwrap();
+        assert_eq!(
+            file::verify(&range, &log.public_key()).unwrap().first_seq,
+            12
+        );
+        let e = file::verify_with(&range, &log.public_key(), whole).unwrap_err();
+        assert_eq!((e.problem, e.seq), (Problem::Missing, Some(12)));
+        // The cut moved to a later size (re-signed by nobody): refused.
+        let text = String::from_utf8(exported.clone()).unwrap();
+        let moved = text.replacen("\"cut\":{\"size\":8,", "\"cut\":{\"size\":12,", 1);
+        assert_ne!(moved, text);
+        let e = file::verify(moved.as_bytes(), &log.public_key()).unwrap_err();
+        assert_eq!(e.problem, Problem::BadSignature, "{e}");
+        // The cut dropped from the file (a version 1 header): sound, but not the whole log.
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        header["version"] = 1.into();
+        header["start"].as_object_mut().unwrap().remove("cut");
+        lines[0] = header.to_string();
+        let v1 = lines.join("\n") + "\n";
+        assert!(file::verify(v1.as_bytes(), &log.public_key()).is_ok());
+        let e = file::verify_with(v1.as_bytes(), &log.public_key(), whole).unwrap_err();
+        assert_eq!(e.problem, Problem::Missing);
         // Tampering after the anchor is still caught.
         let text = String::from_utf8(exported)
             .unwrap()

@@ -960,12 +960,14 @@ impl Target {
                 false,
                 "the target store is another vault's (this root key does not open it)",
             )
-        } else if store.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
+        } else if raw.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
             (
                 false,
                 "the target store is the unfinished result of an interrupted copy",
             )
-        } else if store.get(Table::Meta, RESTORE_PENDING).await?.is_some() {
+        // Presence is enough, tag or not: a marker only ever makes the store count as not
+        // live, the cautious side.
+        } else if raw.get(Table::Meta, RESTORE_PENDING).await?.is_some() {
             (
                 false,
                 "the target store is the unfinished result of an interrupted restore",

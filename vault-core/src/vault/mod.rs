@@ -333,6 +333,15 @@ impl Vault {
             {
                 return Ok(());
             }
+            // Another root key's tags, everywhere: say so rather than "tampered".
+            let epochs = raw.scan_prefix(Table::Keyring, b"").await?;
+            let foreign = epochs
+                .iter()
+                .all(|(k, v)| row_key.open(Table::Keyring.name(), k, v).is_none());
+            if let (true, Some((k, _))) = (foreign, epochs.first()) {
+                let epoch = <[u8; 4]>::try_from(k.as_slice()).map_or(0, u32::from_be_bytes);
+                return Err(Error::WrongRootKey(epoch));
+            }
             return Err(StoreError::Tampered {
                 table: Table::Meta.name(),
                 key: describe_key(ROW_AUTH_MARKER),
@@ -560,7 +569,40 @@ impl Vault {
         }
     }
 
+    /// Reads a supporter and checks that their rows agree ([`check_pins`]).
+    ///
+    /// The rows are read one after the other, so a write that commits in between can show
+    /// a new record with an old state: the rows then disagree for a moment. A disagreement
+    /// is only tampering if it holds still: the rows are read again, and only the same
+    /// bytes twice over are refused.
     async fn load(&self, id: &str) -> Result<Option<Loaded>> {
+        let mut attempt = 0;
+        loop {
+            let Some((loaded, pinned)) = self.load_once(id).await? else {
+                return Ok(None);
+            };
+            let Err(mismatch) = pinned else {
+                return Ok(Some(loaded));
+            };
+            let same = match self.load_once(id).await? {
+                Some((again, _)) => {
+                    again.sealed == loaded.sealed
+                        && again.state_sealed == loaded.state_sealed
+                        && again.consent.len() == loaded.consent.len()
+                        && again.wrapped == loaded.wrapped
+                }
+                None => false,
+            };
+            attempt += 1;
+            if same || attempt >= MAX_ATTEMPTS {
+                return Err(mismatch);
+            }
+            retry_pause(attempt).await;
+        }
+    }
+
+    /// One read of a supporter's rows, and whether they agree.
+    async fn load_once(&self, id: &str) -> Result<Option<(Loaded, Result<()>)>> {
         let Some(wrapped) = self.store.get(Table::SubjectKeys, id.as_bytes()).await? else {
             return Ok(None);
         };
@@ -585,16 +627,19 @@ impl Vault {
             // Events are numbered from 0 without gaps; a missing or moved one is tampering.
             consent.push(consent_ledger::open(&dek, id, i as u64, sealed_event)?);
         }
-        check_pins(id, &state, record_version, &sealed, consent.len() as u64)?;
-        Ok(Some(Loaded {
-            supporter,
-            dek,
-            wrapped,
-            sealed,
-            consent,
-            state,
-            state_sealed,
-        }))
+        let pinned = check_pins(id, &state, record_version, &sealed, consent.len() as u64);
+        Ok(Some((
+            Loaded {
+                supporter,
+                dek,
+                wrapped,
+                sealed,
+                consent,
+                state,
+                state_sealed,
+            },
+            pinned,
+        )))
     }
 
     /// Adds `events` (numbered after `loaded`'s) to `batch`, each claiming its slot.

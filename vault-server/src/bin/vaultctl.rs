@@ -354,6 +354,26 @@ enum AuditCommand {
         /// The public key file: 32 raw bytes, or hex, or base64.
         #[arg(long)]
         public_key: PathBuf,
+        /// Require the whole retained log: the file starts at entry 0 or exactly at the
+        /// log's signed retention cut (a dropped prefix, or a range export, is refused).
+        #[arg(long)]
+        whole: bool,
+    },
+    /// Save the newest signed checkpoint to a file, to check later that the log still
+    /// extends it (`audit verify-since`).
+    Pin {
+        /// Where to write it (JSON; holds no personal data).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check that the daemon's current log extends a pinned checkpoint: both signatures
+    /// with the public key you hold, and the RFC 9162 consistency proof between them.
+    VerifySince {
+        /// A checkpoint saved by `audit pin`.
+        pinned: PathBuf,
+        /// The public key file: 32 raw bytes, or hex, or base64.
+        #[arg(long)]
+        public_key: PathBuf,
     },
     /// List signed checkpoints.
     Checkpoints {
@@ -635,8 +655,13 @@ async fn run(cli: Cli) -> Result<String, String> {
     if let Command::Migrate(args) = &cli.command {
         return migrate(&cli.data_dir, args).await;
     }
-    if let Command::Audit(AuditCommand::Verify { file, public_key }) = &cli.command {
-        return verify_offline(file, public_key);
+    if let Command::Audit(AuditCommand::Verify {
+        file,
+        public_key,
+        whole,
+    }) = &cli.command
+    {
+        return verify_offline(file, public_key, *whole);
     }
     if let Command::Restore(args) = &cli.command {
         return restore(&cli.data_dir, args).await;
@@ -1169,10 +1194,15 @@ fn read_public_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn verify_offline(file: &std::path::Path, public_key: &std::path::Path) -> Result<String, String> {
+fn verify_offline(
+    file: &std::path::Path,
+    public_key: &std::path::Path,
+    whole: bool,
+) -> Result<String, String> {
     let key = read_public_key(public_key)?;
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    match vault_core::audit::file::verify(&bytes, &key) {
+    let required = vault_core::audit::file::Requirements { whole };
+    match vault_core::audit::file::verify_with(&bytes, &key, required) {
         Ok(v) => Ok(serde_json::json!({
             "ok": true,
             "first_seq": v.first_seq,
@@ -1180,6 +1210,9 @@ fn verify_offline(file: &std::path::Path, public_key: &std::path::Path) -> Resul
             "checkpoints": v.checkpoints,
             "tree_size": v.end.size,
             "root": hex::encode(v.end.root),
+            "retention_cut": v.cut.map(|c| serde_json::json!({
+                "size": c.size, "cut_at_us": c.cut_at_us, "retention_us": c.retention_us,
+            })),
         })
         .to_string()),
         Err(e) => Err(format!("verification failed: {e}")),
@@ -1193,6 +1226,78 @@ async fn audit(
 ) -> Result<String, String> {
     match command {
         AuditCommand::Verify { .. } => Err("verify runs offline".into()),
+        AuditCommand::Pin { out } => {
+            let newest = newest_checkpoint(&mut client, token).await?;
+            let json = serde_json::to_vec_pretty(&newest).map_err(|e| e.to_string())?;
+            std::fs::write(&out, &json)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            Ok(serde_json::json!({
+                "out": out.display().to_string(), "size": newest.size, "root": newest.root,
+            })
+            .to_string())
+        }
+        AuditCommand::VerifySince { pinned, public_key } => {
+            let key = read_public_key(&public_key)?;
+            let text = std::fs::read(&pinned)
+                .map_err(|e| format!("cannot read {}: {e}", pinned.display()))?;
+            let pinned_signed: vault_core::audit::SignedCheckpoint = serde_json::from_slice(&text)
+                .map_err(|e| {
+                    format!(
+                        "{}: not a checkpoint saved by `audit pin`: {e}",
+                        pinned.display()
+                    )
+                })?;
+            let old = pinned_signed.verify(&key).ok_or_else(|| {
+                format!(
+                    "{}: the pinned checkpoint's signature does not verify with this public key",
+                    pinned.display()
+                )
+            })?;
+            let newest_signed = newest_checkpoint(&mut client, token).await?;
+            let new = newest_signed.verify(&key).ok_or(
+                "verification failed: the daemon's newest checkpoint is not signed by this public key",
+            )?;
+            if new.size < old.size {
+                return Err(format!(
+                    "verification failed: the log is shorter ({}) than the pinned checkpoint ({}): \
+                     it was cut or replaced",
+                    new.size, old.size
+                ));
+            }
+            let r = client
+                .consistency_proof(with_token(
+                    pb::ConsistencyProofRequest {
+                        from_size: old.size,
+                        to_size: new.size,
+                    },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            let proof: Vec<[u8; 32]> = r
+                .hashes
+                .iter()
+                .map(|h| <[u8; 32]>::try_from(h.as_slice()))
+                .collect::<Result<_, _>>()
+                .map_err(|_| "verification failed: the proof holds a hash that is not 32 bytes")?;
+            vault_core::audit::merkle::verify_consistency(
+                old.size, new.size, &old.root, &new.root, &proof,
+            )
+            .map_err(|e| {
+                format!(
+                    "verification failed: the current log (size {}) does not extend the pinned \
+                     checkpoint (size {}): {e}",
+                    new.size, old.size
+                )
+            })?;
+            Ok(serde_json::json!({
+                "ok": true, "pinned_size": old.size, "size": new.size,
+                "root": hex::encode(new.root),
+            })
+            .to_string())
+        }
         AuditCommand::PublicKey => {
             let r = client
                 .public_key(with_token(pb::PublicKeyRequest {}, token, None)?)
@@ -1273,6 +1378,33 @@ async fn audit(
             Ok(out.join("\n"))
         }
     }
+}
+
+/// The daemon's newest signed checkpoint, in the form auditors keep.
+async fn newest_checkpoint(
+    client: &mut AuditClient<Channel>,
+    token: &str,
+) -> Result<vault_core::audit::SignedCheckpoint, String> {
+    let r = client
+        .checkpoints(with_token(
+            pb::CheckpointsRequest { since_seq: 0 },
+            token,
+            None,
+        )?)
+        .await
+        .map_err(status_line)?
+        .into_inner();
+    let c = r
+        .checkpoints
+        .last()
+        .ok_or("the log has no signed checkpoint yet")?;
+    Ok(vault_core::audit::SignedCheckpoint {
+        size: c.size,
+        root: hex::encode(&c.root),
+        last_leaf: hex::encode(&c.last_leaf),
+        at_us: c.at_us,
+        signature: hex::encode(&c.signature),
+    })
 }
 
 fn bytecount_lines(bytes: &[u8]) -> usize {
