@@ -427,3 +427,209 @@ async fn consistency_proofs_hold_across_a_restart() {
         );
     }
 }
+
+/// An auditor pins a checkpoint; later, `vaultctl audit verify-since` checks through the
+/// consistency proof that the log still extends it. A log rewritten from an older copy (a
+/// backup restored, then other writes past the pinned size) is caught, and `verify --whole`
+/// refuses an export whose prefix was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_checkpoint_catches_a_rewritten_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let tool = daemon.tool("membership").await;
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let upsert = |name: String| {
+        let daemon = &daemon;
+        let tool = &tool;
+        async move {
+            daemon
+                .supporters()
+                .await
+                .upsert(authed(
+                    pb::UpsertRequest {
+                        supporter: Some(supporter(&name, "Pin", &format!("{name}@pin.fr"), "")),
+                        consents: vec![],
+                    },
+                    tool,
+                ))
+                .await
+                .unwrap();
+        }
+    };
+    upsert("avant".into()).await;
+    // A backup now: the older copy a rewrite starts from.
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("b");
+    let out = Command::new(VAULTCTL)
+        .args(["backup", "--out"])
+        .arg(&backup)
+        .env("VAULT_ADDR", format!("http://{}", daemon.addr))
+        .env("VAULT_DATA_DIR", dir.path())
+        .env_remove("VAULT_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..3 {
+        upsert(format!("apres{i}")).await;
+    }
+    let key = vaultctl(&daemon, &auditor.token, &["audit", "public-key"]);
+    let key_path = dir.path().join("key.pub");
+    std::fs::write(&key_path, &key.stdout).unwrap();
+    let pin = dir.path().join("pin.json");
+    let pinned = vaultctl(
+        &daemon,
+        &auditor.token,
+        &["audit", "pin", "--out", pin.to_str().unwrap()],
+    );
+    assert!(
+        pinned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    let verify_since = |daemon: &Daemon| {
+        vaultctl(
+            daemon,
+            &auditor.token,
+            &[
+                "audit",
+                "verify-since",
+                pin.to_str().unwrap(),
+                "--public-key",
+                key_path.to_str().unwrap(),
+            ],
+        )
+    };
+    // The honest log extends the pin, now and after more writes.
+    upsert("encore".into()).await;
+    let ok = verify_since(&daemon);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+
+    // A whole export verifies with --whole; the same file with its first entries dropped
+    // (started at a later checkpoint, with the frontier recomputed) is sound as a range, but
+    // not the whole log.
+    let export = dir.path().join("log.jsonl");
+    let exported = vaultctl(
+        &daemon,
+        &auditor.token,
+        &["audit", "export", "--out", export.to_str().unwrap()],
+    );
+    assert!(exported.status.success());
+    let offline = |file: &std::path::Path, whole: bool| {
+        let mut args = vec![
+            "audit",
+            "verify",
+            file.to_str().unwrap(),
+            "--public-key",
+            key_path.to_str().unwrap(),
+        ];
+        if whole {
+            args.push("--whole");
+        }
+        Command::new(VAULTCTL)
+            .args(&args)
+            .env("VAULT_ADDR", "http://127.0.0.1:1")
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .unwrap()
+    };
+    assert!(offline(&export, true).status.success());
+    let text = std::fs::read_to_string(&export).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut_at = lines
+        .iter()
+        .position(|l| l.starts_with("{\"checkpoint\":"))
+        .unwrap();
+    let checkpoint: serde_json::Value = serde_json::from_str(lines[cut_at]).unwrap();
+    let mut frontier = merkle::Frontier::new();
+    for entry in &lines[1..cut_at] {
+        frontier
+            .push(vault_core::audit::entry::entry_hash(entry.as_bytes()))
+            .unwrap();
+    }
+    let mut header: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    header["start"] = serde_json::json!({
+        "checkpoint": checkpoint["checkpoint"],
+        "frontier": hex::encode(frontier.to_bytes()),
+    });
+    let mut dropped = vec![header.to_string()];
+    dropped.extend(lines[cut_at + 1..].iter().map(|l| (*l).to_owned()));
+    let dropped_path = dir.path().join("dropped.jsonl");
+    std::fs::write(&dropped_path, dropped.join("\n") + "\n").unwrap();
+    assert!(
+        offline(&dropped_path, false).status.success(),
+        "a sound range"
+    );
+    let refused = offline(&dropped_path, true);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("missing"));
+
+    // The log rewritten from the older copy: the backup restored, other writes past the
+    // pinned size. Signed with the same key, but no longer an extension of the pin.
+    assert!(daemon.terminate().success());
+    let mut restore = Command::new(VAULTCTL);
+    restore
+        .arg("restore")
+        .arg("--backup")
+        .arg(&backup)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("VAULT_DATA_DIR");
+    match common::store_for(dir.path()) {
+        common::TestStore::Embedded => {
+            restore
+                .env_remove("VAULT_DATABASE_URL")
+                .env_remove("VAULT_DATABASE_SCHEMA");
+        }
+        common::TestStore::Postgres(pg) => {
+            restore
+                .env("VAULT_DATABASE_URL", &pg.url)
+                .env("VAULT_DATABASE_SCHEMA", &pg.schema);
+        }
+    }
+    let restored = restore.output().unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    let daemon = Daemon::start(dir.path());
+    for i in 0..6 {
+        upsert_on(&daemon, &tool, &format!("autre{i}")).await;
+    }
+    let forked = verify_since(&daemon);
+    assert!(
+        !forked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forked.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&forked.stderr).contains("does not extend the pinned checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&forked.stderr)
+    );
+}
+
+async fn upsert_on(daemon: &Daemon, tool: &common::Creds, name: &str) {
+    daemon
+        .supporters()
+        .await
+        .upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(supporter(name, "Pin", &format!("{name}@pin.fr"), "")),
+                consents: vec![],
+            },
+            tool,
+        ))
+        .await
+        .unwrap();
+}

@@ -72,17 +72,18 @@ impl Vault {
         .await
     }
 
-    /// Signed checkpoints with size at least `since_size`.
+    /// Signed checkpoints with size at least `since_size`, the head's included: the head
+    /// gets a checkpoint first (one signature), so an auditor can pin what was logged up to
+    /// this call.
     pub async fn audit_checkpoints(
         &self,
         caller: &Caller,
         since_size: u64,
     ) -> Result<Vec<SignedCheckpoint>> {
-        self.audit_call(
-            caller,
-            Rpc::AuditCheckpoints,
-            self.audit.checkpoints(since_size),
-        )
+        self.audit_call(caller, Rpc::AuditCheckpoints, async {
+            self.audit.checkpoint().await?;
+            self.audit.checkpoints(since_size).await
+        })
         .await
     }
 
