@@ -26,9 +26,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
 }
 
-/// A stored security row's JSON, without the vault's tag.
+/// A stored security row's JSON, without the vault's tag (rows written before tags, as the
+/// attack was first run against, have none).
 fn json_of(stored: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(&stored[..stored.len() - TAG]).unwrap()
+    serde_json::from_slice(stored)
+        .or_else(|_| serde_json::from_slice(&stored[..stored.len() - TAG]))
+        .unwrap()
 }
 
 async fn sign_up(daemon: &Daemon, tool: &Creds, name: &str) -> String {
