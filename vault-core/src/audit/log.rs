@@ -85,6 +85,8 @@ pub struct Core {
     options: AuditOptions,
     /// The high-water mark outside the store, moved after every durable checkpoint.
     outside: Option<Arc<MarkFile>>,
+    /// The newest checkpoint size handed to the mark file.
+    marked: std::sync::atomic::AtomicU64,
 }
 
 /// Work for the writer task.
@@ -275,6 +277,7 @@ impl AuditLog {
             }),
             options,
             outside: outside.as_ref().map(|o| Arc::clone(&o.file)),
+            marked: std::sync::atomic::AtomicU64::new(0),
         };
         let head = core.restore_head().await?;
         if let Some(m) = &mark {
@@ -423,6 +426,14 @@ impl Core {
         let (Some(file), Some(cp)) = (&self.outside, head.last_checkpoint) else {
             return;
         };
+        // Most groups bring no new checkpoint: nothing to hand off.
+        if self
+            .marked
+            .fetch_max(cp.size, std::sync::atomic::Ordering::Relaxed)
+            >= cp.size
+        {
+            return;
+        }
         let file = Arc::clone(file);
         tokio::task::spawn_blocking(move || advance_mark(&file, &cp));
     }

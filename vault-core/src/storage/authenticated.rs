@@ -123,6 +123,27 @@ impl AuthenticatedStore {
             .collect()
     }
 
+    /// `batch` as stored, in place: values of untagged tables are moved, not copied.
+    fn seal_owned(&self, mut batch: Batch) -> Batch {
+        for c in &mut batch.checks {
+            if let Some(v) = &mut c.expect
+                && tagged(c.table, &c.key)
+            {
+                let tag = self.key.tag(c.table.name(), &c.key, v);
+                v.extend_from_slice(&tag);
+            }
+        }
+        for op in &mut batch.ops {
+            if let Op::Put { table, key, value } = op
+                && tagged(*table, key)
+            {
+                let tag = self.key.tag(table.name(), key, value);
+                value.extend_from_slice(&tag);
+            }
+        }
+        batch
+    }
+
     /// `batch` as stored: tags on every authenticated value written or expected.
     fn seal_batch(&self, batch: &Batch) -> Batch {
         let checks = batch
@@ -196,7 +217,7 @@ impl Store for AuthenticatedStore {
     }
 
     async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        self.inner.apply(self.seal_batch(&batch)).await
+        self.inner.apply(self.seal_owned(batch)).await
     }
 
     async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
@@ -206,7 +227,7 @@ impl Store for AuthenticatedStore {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        self.inner.commit(self.seal_batch(&batch)).await
+        self.inner.commit(self.seal_owned(batch)).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
