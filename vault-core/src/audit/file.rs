@@ -201,8 +201,8 @@ pub struct Verified {
     pub checkpoints: usize,
     /// The signed end: size and root an auditor can compare with later checkpoints.
     pub end: Checkpoint,
-    /// The given witnesses whose cosignature of the signed end verified (key names, in file
-    /// order); empty when no witness was given.
+    /// The given witnesses whose cosignature of the signed end verified (key names,
+    /// sorted); empty when no witness was given.
     pub witnessed_by: Vec<String>,
 }
 
@@ -674,7 +674,9 @@ fn check_witnessed(
             }
         }
     }
-    Ok(by.into_iter().map(|(name, _)| name).collect())
+    let mut names: Vec<String> = by.into_iter().map(|(name, _)| name).collect();
+    names.sort();
+    Ok(names)
 }
 
 fn check_against(

@@ -321,9 +321,18 @@ enum AuditCommand {
         /// Last entry wanted (0: up to the head).
         #[arg(long, default_value_t = 0)]
         to_seq: u64,
+        /// End the file at the newest checkpoint that at least this many witnesses
+        /// cosigned, with their cosignatures (0: end at the head).
+        #[arg(long, default_value_t = 0)]
+        min_cosignatures: u32,
     },
-    /// Print the log's Ed25519 public key (hex).
-    PublicKey,
+    /// Print the log's Ed25519 public key (hex), or with --vkey its C2SP verifier key.
+    PublicKey {
+        /// Print the signed-note verifier key `<origin>+<key id>+<base64>` instead, to
+        /// configure witnesses and auditors with.
+        #[arg(long)]
+        vkey: bool,
+    },
     /// Verify an exported file offline: no daemon, no token.
     Verify {
         /// The exported file.
@@ -331,6 +340,14 @@ enum AuditCommand {
         /// The public key file: 32 raw bytes, or hex, or base64.
         #[arg(long)]
         public_key: PathBuf,
+        /// A witness's cosigning key (vkey `<name>+<key id>+<base64(0x04 ‖ key)>`, or a file
+        /// holding one); repeat for several.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Fail unless the file's signed end carries valid cosignatures from at least this
+        /// many of the --witness keys (0: cosignatures are not required).
+        #[arg(long, default_value_t = 0)]
+        require_witnesses: usize,
     },
     /// List signed checkpoints.
     Checkpoints {
@@ -612,8 +629,14 @@ async fn run(cli: Cli) -> Result<String, String> {
     if let Command::Migrate(args) = &cli.command {
         return migrate(&cli.data_dir, args).await;
     }
-    if let Command::Audit(AuditCommand::Verify { file, public_key }) = &cli.command {
-        return verify_offline(file, public_key);
+    if let Command::Audit(AuditCommand::Verify {
+        file,
+        public_key,
+        witnesses,
+        require_witnesses,
+    }) = &cli.command
+    {
+        return verify_offline(file, public_key, witnesses, *require_witnesses);
     }
     if let Command::Restore(args) = &cli.command {
         return restore(&cli.data_dir, args).await;
@@ -1101,10 +1124,37 @@ fn read_public_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn verify_offline(file: &std::path::Path, public_key: &std::path::Path) -> Result<String, String> {
+/// A witness key given on the command line: the vkey itself, or a file holding it.
+fn read_witness(arg: &str) -> Result<vault_core::audit::witness::Cosigner, String> {
+    let path = std::path::Path::new(arg);
+    let text = if !arg.contains('+') && path.exists() {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {arg}: {e}"))?
+    } else {
+        arg.to_owned()
+    };
+    vault_core::audit::witness::Cosigner::from_vkey(text.trim())
+        .map_err(|e| format!("--witness {arg}: {e}"))
+}
+
+fn verify_offline(
+    file: &std::path::Path,
+    public_key: &std::path::Path,
+    witnesses: &[String],
+    required: usize,
+) -> Result<String, String> {
     let key = read_public_key(public_key)?;
+    let witnesses = witnesses
+        .iter()
+        .map(|w| read_witness(w))
+        .collect::<Result<Vec<_>, _>>()?;
+    if required > witnesses.len() {
+        return Err(format!(
+            "--require-witnesses {required} needs at least {required} --witness keys, {} given",
+            witnesses.len()
+        ));
+    }
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    match vault_core::audit::file::verify(&bytes, &key) {
+    match vault_core::audit::file::verify_witnessed(&bytes, &key, &witnesses, required) {
         Ok(v) => Ok(serde_json::json!({
             "ok": true,
             "first_seq": v.first_seq,
@@ -1112,6 +1162,7 @@ fn verify_offline(file: &std::path::Path, public_key: &std::path::Path) -> Resul
             "checkpoints": v.checkpoints,
             "tree_size": v.end.size,
             "root": hex::encode(v.end.root),
+            "witnessed_by": v.witnessed_by,
         })
         .to_string()),
         Err(e) => Err(format!("verification failed: {e}")),
@@ -1125,22 +1176,33 @@ async fn audit(
 ) -> Result<String, String> {
     match command {
         AuditCommand::Verify { .. } => Err("verify runs offline".into()),
-        AuditCommand::PublicKey => {
+        AuditCommand::PublicKey { vkey } => {
             let r = client
                 .public_key(with_token(pb::PublicKeyRequest {}, token, None)?)
                 .await
                 .map_err(status_line)?
                 .into_inner();
+            if vkey {
+                if r.vkey.is_empty() {
+                    return Err("the daemon does not give a vkey (an older version)".into());
+                }
+                return Ok(r.vkey);
+            }
             Ok(hex::encode(r.public_key))
         }
         AuditCommand::Export {
             out,
             from_seq,
             to_seq,
+            min_cosignatures,
         } => {
             let mut stream = client
                 .export_log(with_token(
-                    pb::ExportLogRequest { from_seq, to_seq },
+                    pb::ExportLogRequest {
+                        from_seq,
+                        to_seq,
+                        min_cosignatures,
+                    },
                     token,
                     None,
                 )?)
