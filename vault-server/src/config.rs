@@ -97,6 +97,12 @@ pub struct FileConfig {
     /// A signed checkpoint when entries were added and the last one is this many seconds
     /// old (default 10).
     pub audit_checkpoint_seconds: Option<u64>,
+    /// The origin line of the access log's C2SP checkpoints, and the name of its key in
+    /// their signed notes (default `vault.local/<first 16 hex digits of the signing key's
+    /// SHA-256>`). Witnesses know the log by it: change it and they see a new log.
+    pub audit_origin: Option<String>,
+    /// Witnesses that cosign the access log's checkpoints (`[[audit_witnesses]]` tables).
+    pub audit_witnesses: Option<Vec<WitnessEntry>>,
     /// Hours between retention sweeps (default 24; 0 turns the scheduled sweep off). The
     /// sweep erases supporters no purpose may keep any longer.
     pub retention_sweep_hours: Option<u64>,
@@ -104,6 +110,45 @@ pub struct FileConfig {
     pub keys: Option<KeysConfig>,
     /// Message sizes, rates, calls in flight and deadlines (`[limits]`).
     pub limits: Option<LimitsConfig>,
+}
+
+/// One `[[audit_witnesses]]` table: a C2SP tlog-witness and its cosigning key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEntry {
+    /// The witness's submission prefix: `add-checkpoint` is POSTed to `<url>/add-checkpoint`
+    /// (`http://` only: checkpoints and cosignatures are public, signed data).
+    pub url: String,
+    /// The witness's cosigning key as a vkey, `<name>+<key id>+<base64(0x04 ‖ key)>`.
+    pub vkey: String,
+}
+
+/// A witness, resolved.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    /// Where to POST `add-checkpoint`.
+    pub url: http::Uri,
+    /// Its cosigning key.
+    pub cosigner: vault_core::audit::witness::Cosigner,
+}
+
+impl WitnessEntry {
+    fn resolve(&self, n: usize) -> Result<WitnessConfig, ConfigError> {
+        let bad = |why: String| ConfigError::Invalid(format!("[[audit_witnesses]] #{n}: {why}"));
+        let cosigner = vault_core::audit::witness::Cosigner::from_vkey(&self.vkey)
+            .map_err(|e| bad(e.to_string()))?;
+        let base = self.url.trim().trim_end_matches('/');
+        let url: http::Uri = format!("{base}/add-checkpoint")
+            .parse()
+            .map_err(|e| bad(format!("url {:?} is not a URL: {e}", self.url)))?;
+        if url.scheme_str() != Some("http") || url.host().is_none() {
+            return Err(bad(format!(
+                "url {:?} must be http://host[:port][/prefix]",
+                self.url
+            )));
+        }
+        Ok(WitnessConfig { url, cosigner })
+    }
 }
 
 /// The `[limits]` section: what one client, one connection and the whole daemon may ask at
@@ -292,6 +337,10 @@ pub struct Config {
     pub purposes: Option<Vec<vault_core::Purpose>>,
     /// Access-log checkpoints and retention.
     pub audit: vault_core::audit::AuditOptions,
+    /// See [`FileConfig::audit_origin`]; `None`: the default, known once the key is.
+    pub audit_origin: Option<String>,
+    /// See [`FileConfig::audit_witnesses`].
+    pub audit_witnesses: Vec<WitnessConfig>,
     /// See [`FileConfig::controller`].
     pub controller: Option<vault_core::report::Controller>,
     /// See [`FileConfig::retention_sweep_hours`]; `None` when off.
@@ -389,6 +438,17 @@ impl Config {
                 .map(|d| std::time::Duration::from_secs(u64::from(d) * 24 * 3600))
                 .unwrap_or(defaults.retention),
         };
+        if let Some(origin) = &file.audit_origin {
+            vault_core::audit::witness::check_origin(origin)
+                .map_err(|e| ConfigError::Invalid(format!("audit_origin: {e}")))?;
+        }
+        let audit_witnesses = file
+            .audit_witnesses
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.resolve(i + 1))
+            .collect::<Result<Vec<_>, _>>()?;
         let keys = file.keys.unwrap_or_default().options()?;
         let limits = file.limits.unwrap_or_default().limits()?;
         Ok(Self {
@@ -411,6 +471,8 @@ impl Config {
                 h => Some(std::time::Duration::from_secs(h.saturating_mul(3600))),
             },
             audit,
+            audit_origin: file.audit_origin,
+            audit_witnesses,
             controller: file.controller,
             keys,
             limits,
@@ -695,6 +757,39 @@ mod tests {
         assert!(refused("[limits]\nrequest_burst = 0\n").contains("at least 1"));
         assert!(refused("[limits]\ncalls_in_flight = 0\n").contains("at least 1"));
         assert!(refused("[limits]\nunary_timeout_seconds = 99999999\n").contains("a week"));
+        Ok(())
+    }
+
+    #[test]
+    fn witness_settings() -> Result<(), ConfigError> {
+        let c = Config::resolve(args(&[]))?;
+        assert!(c.audit_origin.is_none() && c.audit_witnesses.is_empty());
+        let vkey = vault_core::audit::witness::Cosigner::new("w.example", [5; 32])
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            .vkey();
+        let c = resolve_with_file(
+            &format!(
+                "audit_origin = \"vault.example.fr/audit\"\n[[audit_witnesses]]\nurl = \
+                 \"http://127.0.0.1:7000/w/\"\nvkey = \"{vkey}\"\n"
+            ),
+            &[],
+        )?;
+        assert_eq!(c.audit_origin.as_deref(), Some("vault.example.fr/audit"));
+        assert_eq!(
+            c.audit_witnesses[0].url.to_string(),
+            "http://127.0.0.1:7000/w/add-checkpoint"
+        );
+        assert_eq!(c.audit_witnesses[0].cosigner.vkey(), vkey);
+        let refused = |toml: &str| -> String {
+            resolve_with_file(toml, &[])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refused("audit_origin = \"a b\"\n").contains("audit_origin"));
+        assert!(
+            refused("[[audit_witnesses]]\nurl = \"http://h\"\nvkey = \"nope\"\n").contains("#1")
+        );
         Ok(())
     }
 

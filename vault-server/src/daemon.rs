@@ -52,6 +52,9 @@ pub async fn run(
     }
     vault.install_purposes(config.purposes.as_deref()).await?;
     let vault = Arc::new(vault);
+    let origin = config.audit_origin.clone().unwrap_or_else(|| {
+        vault_core::audit::witness::default_origin(&vault.access_log().public_key())
+    });
     let token_path = config.admin_token_path();
     let wrote_token = AtomicBool::new(false);
     if vault
@@ -128,6 +131,10 @@ pub async fn run(
         config.retention_sweep_every,
     ));
     let key_housekeeping = tokio::spawn(key_housekeeping(Arc::clone(&vault)));
+    let witnesses = crate::witness::spawn(&vault, &origin, &config.audit_witnesses);
+    if !witnesses.is_empty() {
+        tracing::info!(%origin, witnesses = witnesses.len(), "submitting access-log checkpoints to witnesses");
+    }
     tracing::info!("listening on {addr}");
     // Outermost first: daemon-wide limits see every call, authentication then identifies
     // the caller, and the per-client limits key on it.
@@ -171,7 +178,7 @@ pub async fn run(
             .max_encoding_message_size(max_out),
         )
         .add_service(
-            AuditServer::new(AuditService::new(Arc::clone(&vault)))
+            AuditServer::new(AuditService::new(Arc::clone(&vault)).with_origin(origin))
                 .max_decoding_message_size(max_in)
                 .max_encoding_message_size(max_out),
         )
@@ -186,6 +193,9 @@ pub async fn run(
 
     housekeeping.abort();
     key_housekeeping.abort();
+    for w in &witnesses {
+        w.abort();
+    }
     vault.sync().await?;
     vault.access_log().close().await?;
     tracing::info!(

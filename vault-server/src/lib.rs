@@ -15,3 +15,4 @@ pub mod daemon;
 pub mod limits;
 pub mod services;
 pub mod status;
+pub mod witness;

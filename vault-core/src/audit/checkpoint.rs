@@ -197,6 +197,15 @@ impl SigningKey {
         }
     }
 
+    /// Signs `message` as it is: only for the C2SP note of a checkpoint
+    /// (`audit::witness`), whose text cannot be mistaken for [`Checkpoint::message`] (its
+    /// second line is a bare number, never `size …`).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.0.sign(message).as_ref());
+        out
+    }
+
     /// Signs `cp`.
     pub fn sign(&self, cp: &Checkpoint) -> SignedCheckpoint {
         SignedCheckpoint {

@@ -8,12 +8,17 @@
 //!    (after retention pruned older entries);
 //! 2. the entries, in sequence order, each line being the entry's stored bytes verbatim;
 //! 3. interleaved with them, `{"checkpoint":{..}}` lines, each right after the entry that
-//!    brings the log to the checkpoint's size.
+//!    brings the log to the checkpoint's size;
+//! 4. only when witnesses cosigned the end checkpoint, after the last entry,
+//!    `{"witnessed":{"size":..,"note":".."}}` lines: the end checkpoint as a C2SP signed note
+//!    (see [`super::witness`]) with the log's signature and the witnesses' cosignatures. A file
+//!    without cosignatures has no such line and is byte for byte what earlier builds wrote.
 //!
 //! [`verify`] needs only the file and the Ed25519 public key. It reports the first problem
 //! with its line and sequence number: an edited entry (located by the hash chain and the
-//! signed roots), missing or reordered entries, a truncated file, a bad signature. See
-//! `docs/audit-log-format.md`.
+//! signed roots), missing or reordered entries, a truncated file, a bad signature.
+//! [`verify_witnessed`] also requires the signed end to carry valid cosignatures from at
+//! least k of the witnesses given. See `docs/audit-log-format.md`.
 
 use std::fmt;
 
@@ -22,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{Checkpoint, SignedCheckpoint, SignedCut};
 use super::entry::{AuditEntry, entry_hash, zero_hash};
 use super::merkle::{Frontier, Hash};
+use super::witness::{Cosigner, NoteProblem, open_note};
 
 /// The `format` of the header.
 pub const FORMAT: &str = "vault-audit-log";
@@ -74,6 +80,41 @@ struct CheckpointLine {
 
 const CHECKPOINT_PREFIX: &[u8] = b"{\"checkpoint\":";
 
+/// The end checkpoint as a C2SP note with cosignatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Witnessed {
+    /// Tree size of the checkpoint (the file's signed end).
+    pub size: u64,
+    /// The signed note: checkpoint body, blank line, the log's signature line, then one
+    /// cosignature line per witness.
+    pub note: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessedLine {
+    witnessed: Witnessed,
+}
+
+const WITNESSED_PREFIX: &[u8] = b"{\"witnessed\":";
+
+/// A witnessed line.
+pub fn witnessed_line(witnessed: &Witnessed) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&WitnessedLine {
+        witnessed: witnessed.clone(),
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The signed end named by a file's header, without verifying anything.
+pub fn signed_end(file: &[u8]) -> Option<SignedCheckpoint> {
+    let first = file.split(|b| *b == b'\n').next()?;
+    serde_json::from_slice::<Header>(first).ok().map(|h| h.end)
+}
+
 /// The header line.
 pub fn header_line(start: &Start, end: &SignedCheckpoint) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Header {
@@ -120,6 +161,8 @@ pub enum Problem {
     Reordered,
     /// The file ends before its signed end.
     Truncated,
+    /// The signed end lacks the cosignatures required.
+    Unwitnessed,
 }
 
 impl fmt::Display for Problem {
@@ -131,6 +174,7 @@ impl fmt::Display for Problem {
             Problem::Missing => "missing",
             Problem::Reordered => "reordered",
             Problem::Truncated => "truncated",
+            Problem::Unwitnessed => "not witnessed",
         })
     }
 }
@@ -176,6 +220,9 @@ pub struct Verified {
     pub end: Checkpoint,
     /// The log's signed retention cut, if the file carries one (its signature verified).
     pub cut: Option<SignedCut>,
+    /// The given witnesses whose cosignature of the signed end verified (key names,
+    /// sorted); empty when no witness was given.
+    pub witnessed_by: Vec<String>,
 }
 
 enum Item {
@@ -205,7 +252,7 @@ fn parse_hash(s: &str) -> Option<Hash> {
 
 /// Verifies an exported log with the log's Ed25519 public key (32 raw bytes).
 pub fn verify(file: &[u8], public_key: &[u8]) -> Result<Verified, VerifyError> {
-    verify_with(file, public_key, Requirements::default())
+    verify_full(file, public_key, Requirements::default(), &[], 0)
 }
 
 /// [`verify`], and the file meets `required` (see [`Requirements`]).
@@ -213,6 +260,40 @@ pub fn verify_with(
     file: &[u8],
     public_key: &[u8],
     required: Requirements,
+) -> Result<Verified, VerifyError> {
+    verify_full(file, public_key, required, &[], 0)
+}
+
+/// As [`verify`], and requires the file's signed end to carry valid cosignatures from at
+/// least `required` distinct witnesses among `witnesses`. The end is the checkpoint that
+/// covers every entry of the file, so all of them are then vouched for by witnesses that
+/// saw this log grow consistently. Witnessed lines are checked whatever `required` is: each
+/// must be the signed end, signed by the log under the origin it names; a cosignature by one
+/// of `witnesses` that does not verify is an error (it was altered), those of other keys
+/// are ignored.
+pub fn verify_witnessed(
+    file: &[u8],
+    public_key: &[u8],
+    witnesses: &[Cosigner],
+    required: usize,
+) -> Result<Verified, VerifyError> {
+    verify_full(
+        file,
+        public_key,
+        Requirements::default(),
+        witnesses,
+        required,
+    )
+}
+
+/// Every check at once: [`verify_with`]'s `requirements` and [`verify_witnessed`]'s
+/// `required` cosignatures among `witnesses`.
+pub fn verify_full(
+    file: &[u8],
+    public_key: &[u8],
+    requirements: Requirements,
+    witnesses: &[Cosigner],
+    required: usize,
 ) -> Result<Verified, VerifyError> {
     let ends_clean = file.last() == Some(&b'\n');
     let body = if ends_clean {
@@ -320,13 +401,46 @@ pub fn verify_with(
         }
     };
     let first_seq = frontier.size();
-    check_cut(&header.start, first_seq, public_key, required)?;
+    check_cut(&header.start, first_seq, public_key, requirements)?;
 
     // Lines.
     let mut items = Vec::with_capacity(lines.len());
     let mut entries_seen = 0u64;
+    let mut witnessed: Vec<(usize, Witnessed)> = Vec::new();
     for (i, bytes) in lines.iter().enumerate().skip(1) {
         let line = i + 1;
+        if bytes.starts_with(WITNESSED_PREFIX) {
+            match serde_json::from_slice::<WitnessedLine>(bytes) {
+                Ok(w) => witnessed.push((line, w.witnessed)),
+                Err(_) if partial(line) => {
+                    return Err(err(
+                        line,
+                        None,
+                        Problem::Truncated,
+                        "the file ends inside a witnessed line",
+                    ));
+                }
+                Err(_) => {
+                    return Err(err(
+                        line,
+                        None,
+                        Problem::Malformed,
+                        "a witnessed line is not valid",
+                    ));
+                }
+            }
+            continue;
+        }
+        if let Some((wline, _)) = witnessed.first() {
+            return Err(err(
+                line,
+                None,
+                Problem::Malformed,
+                format!(
+                    "witnessed lines come last, but line {line} follows the one on line {wline}"
+                ),
+            ));
+        }
         if bytes.starts_with(CHECKPOINT_PREFIX) {
             match serde_json::from_slice::<CheckpointLine>(bytes) {
                 Ok(c) => items.push(Item::Checkpoint {
@@ -512,12 +626,43 @@ pub fn verify_with(
         ));
     }
     check_against(&end, &frontier, prev, last_entry, after, "signed end")?;
+    let witnessed_by = check_witnessed(&witnessed, &end, public_key, witnesses)?;
+    if witnessed_by.len() < required {
+        let given = if witnesses.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} of the {} given: {})",
+                witnessed_by.len(),
+                witnesses.len(),
+                if witnessed_by.is_empty() {
+                    "none".to_owned()
+                } else {
+                    witnessed_by.join(", ")
+                }
+            )
+        };
+        return Err(err(
+            after,
+            None,
+            Problem::Unwitnessed,
+            format!(
+                "the signed end (size {}) carries valid cosignatures from {} witnesses{given}, \
+                 {required} required; export the log up to a cosigned checkpoint (vaultctl \
+                 audit export --min-cosignatures {required}), or wait until the witnesses have \
+                 cosigned",
+                end.size,
+                witnessed_by.len()
+            ),
+        ));
+    }
     Ok(Verified {
         first_seq,
         entries: frontier.size() - first_seq,
         checkpoints,
         end,
         cut: header.start.cut,
+        witnessed_by,
     })
 }
 
@@ -570,6 +715,76 @@ fn check_cut(
         ));
     }
     Ok(())
+}
+
+/// Checks the witnessed lines against the verified signed `end`; returns the names of the
+/// `witnesses` whose cosignature of it verified, each once.
+fn check_witnessed(
+    witnessed: &[(usize, Witnessed)],
+    end: &Checkpoint,
+    public_key: &[u8],
+    witnesses: &[Cosigner],
+) -> Result<Vec<String>, VerifyError> {
+    let mut by: Vec<(String, u32)> = Vec::new();
+    if witnessed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key: [u8; 32] = public_key.try_into().map_err(|_| {
+        err(
+            1,
+            None,
+            Problem::BadSignature,
+            "the public key is not 32 bytes",
+        )
+    })?;
+    for (line, w) in witnessed {
+        let line = *line;
+        if w.size != end.size {
+            return Err(err(
+                line,
+                None,
+                Problem::Malformed,
+                format!(
+                    "a witnessed line for size {}, but the file's signed end is at size {}",
+                    w.size, end.size
+                ),
+            ));
+        }
+        let opened = open_note(w.note.as_bytes(), &key, witnesses).map_err(|e| match e {
+            NoteProblem::Malformed(_) | NoteProblem::NotCheckpoint => err(
+                line,
+                None,
+                Problem::Malformed,
+                format!("witnessed line: {e}"),
+            ),
+            NoteProblem::BadLogSignature | NoteProblem::BadCosignature(_) => err(
+                line,
+                None,
+                Problem::BadSignature,
+                format!("witnessed line: {e}"),
+            ),
+        })?;
+        if opened.size != end.size || opened.root != end.root {
+            return Err(err(
+                line,
+                None,
+                Problem::Edited,
+                format!(
+                    "the witnessed note is for size {}, root {}, not the signed end",
+                    opened.size,
+                    hex::encode(opened.root)
+                ),
+            ));
+        }
+        for c in opened.cosigned {
+            if !by.contains(&(c.name.clone(), c.key_id)) {
+                by.push((c.name, c.key_id));
+            }
+        }
+    }
+    let mut names: Vec<String> = by.into_iter().map(|(name, _)| name).collect();
+    names.sort();
+    Ok(names)
 }
 
 fn check_against(
@@ -637,6 +852,8 @@ mod tests {
         public: [u8; 32],
         /// (line, seq) of every entry.
         entry_lines: Vec<(usize, u64)>,
+        key: SigningKey,
+        end: SignedCheckpoint,
     }
 
     fn build(n: u64, every: u64, key_byte: u8) -> Log {
@@ -693,7 +910,102 @@ mod tests {
             file,
             public: key.public_key(),
             entry_lines,
+            key,
+            end,
         }
+    }
+
+    fn witness(name: &str) -> (ring::signature::Ed25519KeyPair, Cosigner) {
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+        (pair, Cosigner::new(name, public).unwrap())
+    }
+
+    /// `log`'s end as a note under `origin`, cosigned by `by`.
+    fn witnessed(
+        log: &Log,
+        origin: &str,
+        by: &[&(ring::signature::Ed25519KeyPair, Cosigner)],
+    ) -> Vec<u8> {
+        let cp = log.end.checkpoint().unwrap();
+        let mut note =
+            crate::audit::witness::sign_note(&log.key, origin, cp.size, &cp.root).unwrap();
+        let body = crate::audit::witness::checkpoint_body(origin, cp.size, &cp.root);
+        for (pair, c) in by {
+            let ts = 1_700_000_000u64;
+            let sig = pair.sign(&Cosigner::message(ts, body.as_bytes()));
+            let mut bytes = ts.to_be_bytes().to_vec();
+            bytes.extend_from_slice(sig.as_ref());
+            note.push_str(&crate::audit::witness::signature_line(
+                c.name(),
+                c.key_id(),
+                &bytes,
+            ));
+        }
+        witnessed_line(&Witnessed {
+            size: cp.size,
+            note,
+        })
+    }
+
+    #[test]
+    fn the_signed_end_must_carry_the_required_cosignatures() {
+        let log = build(9, 4, 7);
+        let (w1, w2, w3) = (
+            witness("w1.example"),
+            witness("w2.example"),
+            witness("w3.example"),
+        );
+        let given = [w1.1.clone(), w2.1.clone()];
+        // No witnessed line: verifies as before, fails once cosignatures are required.
+        let v = verify_witnessed(&log.file, &log.public, &given, 0).unwrap();
+        assert!(v.witnessed_by.is_empty());
+        let e = verify_witnessed(&log.file, &log.public, &given, 1).unwrap_err();
+        assert_eq!(e.problem, Problem::Unwitnessed, "{e}");
+        // Cosigned by w1 and w3 (w3 not given: ignored).
+        let mut file = log.file.clone();
+        file.extend(witnessed(&log, "o.example", &[&w1, &w3]));
+        assert_eq!(verify(&file, &log.public).unwrap().entries, 9);
+        let v = verify_witnessed(&file, &log.public, &given, 1).unwrap();
+        assert_eq!(v.witnessed_by, vec!["w1.example".to_owned()]);
+        let e = verify_witnessed(&file, &log.public, &given, 2).unwrap_err();
+        assert_eq!(e.problem, Problem::Unwitnessed, "{e}");
+        // A second line under another origin adds w2.
+        file.extend(witnessed(&log, "other.example", &[&w2, &w1]));
+        let v = verify_witnessed(&file, &log.public, &given, 2).unwrap();
+        assert_eq!(v.witnessed_by.len(), 2);
+        // An altered cosignature of a given witness is an error, not ignored.
+        let text = String::from_utf8(file.clone()).unwrap();
+        let last_line = text.lines().last().unwrap().to_owned();
+        let sig_at = last_line.rfind("w1.example ").unwrap() + "w1.example ".len() + 20;
+        let mut altered_line = last_line.clone().into_bytes();
+        altered_line[sig_at] = if altered_line[sig_at] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        let altered = text.replace(&last_line, &String::from_utf8(altered_line).unwrap());
+        let e = verify_witnessed(altered.as_bytes(), &log.public, &given, 1).unwrap_err();
+        assert_eq!(e.problem, Problem::BadSignature, "{e}");
+        // A note for another root, or by another log key, is refused.
+        let other = build(9, 4, 8);
+        let mut file = log.file.clone();
+        file.extend(witnessed(&other, "o.example", &[&w1]));
+        let e = verify_witnessed(&file, &log.public, &given, 1).unwrap_err();
+        assert_eq!(e.problem, Problem::BadSignature, "{e}");
+        // Witnessed lines come last.
+        let mut ls = lines(&log.file);
+        ls.insert(
+            3,
+            witnessed(&log, "o.example", &[&w1])
+                .trim_ascii_end()
+                .to_vec(),
+        );
+        let e = verify_witnessed(&join(&ls), &log.public, &given, 0).unwrap_err();
+        assert_eq!(e.problem, Problem::Malformed, "{e}");
     }
 
     fn lines(file: &[u8]) -> Vec<Vec<u8>> {

@@ -87,6 +87,10 @@ pub struct Core {
     outside: Option<Arc<MarkFile>>,
     /// The newest checkpoint size handed to the mark file.
     marked: std::sync::atomic::AtomicU64,
+    /// The newest checkpoint known durable, for whoever publishes checkpoints (witnesses):
+    /// one that was only applied could still vanish in a crash, and a witness that cosigned
+    /// it would then see this log fork.
+    durable: tokio::sync::watch::Sender<Option<SignedCheckpoint>>,
 }
 
 /// Work for the writer task.
@@ -278,8 +282,12 @@ impl AuditLog {
             options,
             outside: outside.as_ref().map(|o| Arc::clone(&o.file)),
             marked: std::sync::atomic::AtomicU64::new(0),
+            durable: tokio::sync::watch::Sender::new(None),
         };
         let head = core.restore_head().await?;
+        // What the store holds at open is durable.
+        core.durable
+            .send_replace(head.last_checkpoint.map(|cp| core.key.sign(&cp)));
         if let Some(m) = &mark {
             core.check_against_mark(&head, m).await?;
         }
@@ -423,6 +431,16 @@ impl Core {
     /// Moves the mark file to the newest checkpoint once it is durable, off the writer task
     /// (two fsyncs; the writer must not wait for them).
     fn note_durable(&self, head: &Head) {
+        if let Some(cp) = head.last_checkpoint {
+            // Signing is deterministic (Ed25519): this is the stored checkpoint's signature.
+            self.durable.send_if_modified(|known| {
+                let newer = known.as_ref().is_none_or(|k| k.size < cp.size);
+                if newer {
+                    *known = Some(self.key.sign(&cp));
+                }
+                newer
+            });
+        }
         let (Some(file), Some(cp)) = (&self.outside, head.last_checkpoint) else {
             return;
         };
@@ -478,6 +496,17 @@ impl Core {
     /// The Ed25519 public key, 32 raw bytes.
     pub fn public_key(&self) -> [u8; 32] {
         self.key.public_key()
+    }
+
+    /// The signing key, for the C2SP form of checkpoints (`audit::witness`).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// The newest checkpoint made durable by this process (or found in the store at open),
+    /// updated after every flush that made a newer one durable.
+    pub fn durable_checkpoints(&self) -> tokio::sync::watch::Receiver<Option<SignedCheckpoint>> {
+        self.durable.subscribe()
     }
 
     fn head(&self) -> Head {

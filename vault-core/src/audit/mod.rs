@@ -6,7 +6,8 @@
 //! the entry before it, so an edit is located at the entry that was changed. Signed
 //! [`checkpoint::Checkpoint`]s (Ed25519 over size, root, last leaf and time) are made every
 //! N entries or T seconds and at shutdown. [`file`] is the offline export format and its
-//! verifier, which needs nothing but the file and the public key.
+//! verifier, which needs nothing but the file and the public key. [`witness`] gives every
+//! checkpoint its C2SP form, so that independent witnesses can cosign it.
 
 pub mod checkpoint;
 pub mod entry;
@@ -14,6 +15,7 @@ pub mod file;
 pub mod log;
 pub mod mark;
 pub mod merkle;
+pub mod witness;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entry::AuditEntry;

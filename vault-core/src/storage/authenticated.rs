@@ -2,12 +2,12 @@
 //!
 //! [`AuthenticatedStore`] wraps an engine. For the tables [`Table::is_authenticated`] names
 //! (clients, the token index, purposes, store metadata with the key-epoch dates and the
-//! access log's anchor, the keyring, the access log's leaves and checkpoints, suppressions,
-//! the erasure journal, rights requests, the email and phone indexes), it appends a tag
-//! ([`RowKey`]: HMAC-SHA256 under a root-derived key over table, key and value) to every
-//! value it writes, and verifies and strips it from every value it reads. A row that does
-//! not verify is never handed to the vault: the read fails with [`StoreError::Tampered`],
-//! naming the table and key. Preconditions ([`Check`]) compare stored bytes, and tags are
+//! access log's anchor, the keyring, the access log's leaves, checkpoints and cosignatures,
+//! suppressions, the erasure journal, rights requests, the email and phone indexes), it
+//! appends a tag ([`RowKey`]: HMAC-SHA256 under a root-derived key over table, key and
+//! value) to every value it writes, and verifies and strips it from every value it reads.
+//! A row that does not verify is never handed to the vault: the read fails with
+//! [`StoreError::Tampered`], naming the table and key. Preconditions ([`Check`]) compare stored bytes, and tags are
 //! deterministic, so the wrapper turns an expected value into its stored form and checks
 //! keep their meaning. A scan leaves out (and reports) the rows that do not verify, as if
 //! they had been deleted; a point read or [`Store::last`] fails.
@@ -48,6 +48,7 @@ impl Table {
                 | Table::ClientTokens
                 | Table::AuditLeaves
                 | Table::AuditCheckpoints
+                | Table::AuditCosignatures
                 | Table::Suppressions
                 | Table::Erasures
                 | Table::RightsRequests

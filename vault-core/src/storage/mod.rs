@@ -68,11 +68,14 @@ pub enum Table {
     Erasures,
     /// Rights request tickets: ticket id -> JSON (kind, dates, subject id; no personal data).
     RightsRequests,
+    /// Witnesses' cosignatures of access-log checkpoints: tree size (u64 big-endian) ‖ 8
+    /// bytes naming origin and witness -> JSON (`audit::witness::StoredCosignature`).
+    AuditCosignatures,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 20] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
@@ -92,6 +95,7 @@ impl Table {
         Table::Suppressions,
         Table::Erasures,
         Table::RightsRequests,
+        Table::AuditCosignatures,
     ];
 
     /// The stable name of the table.
@@ -116,6 +120,7 @@ impl Table {
             Table::Suppressions => "suppressions",
             Table::Erasures => "erasures",
             Table::RightsRequests => "rights_requests",
+            Table::AuditCosignatures => "audit_cosignatures",
         }
     }
 

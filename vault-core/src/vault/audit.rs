@@ -37,7 +37,7 @@ impl AuditQuery {
 }
 
 impl Vault {
-    async fn audit_call<T>(
+    pub(super) async fn audit_call<T>(
         &self,
         caller: &Caller,
         rpc: Rpc,

@@ -501,7 +501,7 @@ fn in_snapshot(table: Table, key: &[u8], size: u64) -> bool {
     let seq = key.get(..8).unwrap_or(key);
     match table {
         Table::AuditEntries | Table::AuditLeaves | Table::Changes => seq < &size[..],
-        Table::AuditCheckpoints => seq <= &size[..],
+        Table::AuditCheckpoints | Table::AuditCosignatures => seq <= &size[..],
         _ => true,
     }
 }

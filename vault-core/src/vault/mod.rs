@@ -19,12 +19,14 @@ mod rights;
 mod search;
 mod supporters;
 mod tickets;
+mod witness;
 
 pub use audit::AuditQuery;
 pub use keys::{KeyOptions, RotationReport};
 pub use retention::SweepReport;
 pub use rights::{ErasureReceipt, ExportKey, RightsState};
 pub use search::{SearchPage, SearchQuery};
+pub use witness::WitnessedNote;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};

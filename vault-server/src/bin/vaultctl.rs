@@ -344,9 +344,18 @@ enum AuditCommand {
         /// Last entry wanted (0: up to the head).
         #[arg(long, default_value_t = 0)]
         to_seq: u64,
+        /// End the file at the newest checkpoint that at least this many witnesses
+        /// cosigned, with their cosignatures (0: end at the head).
+        #[arg(long, default_value_t = 0)]
+        min_cosignatures: u32,
     },
-    /// Print the log's Ed25519 public key (hex).
-    PublicKey,
+    /// Print the log's Ed25519 public key (hex), or with --vkey its C2SP verifier key.
+    PublicKey {
+        /// Print the signed-note verifier key `<origin>+<key id>+<base64>` instead, to
+        /// configure witnesses and auditors with.
+        #[arg(long)]
+        vkey: bool,
+    },
     /// Verify an exported file offline: no daemon, no token.
     Verify {
         /// The exported file.
@@ -358,6 +367,14 @@ enum AuditCommand {
         /// log's signed retention cut (a dropped prefix, or a range export, is refused).
         #[arg(long)]
         whole: bool,
+        /// A witness's cosigning key (vkey `<name>+<key id>+<base64(0x04 ‖ key)>`, or a file
+        /// holding one); repeat for several.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// Fail unless the file's signed end carries valid cosignatures from at least this
+        /// many of the --witness keys (0: cosignatures are not required).
+        #[arg(long, default_value_t = 0)]
+        require_witnesses: usize,
     },
     /// Save the newest signed checkpoint to a file, to check later that the log still
     /// extends it (`audit verify-since`).
@@ -659,9 +676,11 @@ async fn run(cli: Cli) -> Result<String, String> {
         file,
         public_key,
         whole,
+        witnesses,
+        require_witnesses,
     }) = &cli.command
     {
-        return verify_offline(file, public_key, *whole);
+        return verify_offline(file, public_key, *whole, witnesses, *require_witnesses);
     }
     if let Command::Restore(args) = &cli.command {
         return restore(&cli.data_dir, args).await;
@@ -1194,15 +1213,39 @@ fn read_public_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// A witness key given on the command line: the vkey itself, or a file holding it.
+fn read_witness(arg: &str) -> Result<vault_core::audit::witness::Cosigner, String> {
+    let path = std::path::Path::new(arg);
+    let text = if !arg.contains('+') && path.exists() {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {arg}: {e}"))?
+    } else {
+        arg.to_owned()
+    };
+    vault_core::audit::witness::Cosigner::from_vkey(text.trim())
+        .map_err(|e| format!("--witness {arg}: {e}"))
+}
+
 fn verify_offline(
     file: &std::path::Path,
     public_key: &std::path::Path,
     whole: bool,
+    witnesses: &[String],
+    required: usize,
 ) -> Result<String, String> {
     let key = read_public_key(public_key)?;
+    let witnesses = witnesses
+        .iter()
+        .map(|w| read_witness(w))
+        .collect::<Result<Vec<_>, _>>()?;
+    if required > witnesses.len() {
+        return Err(format!(
+            "--require-witnesses {required} needs at least {required} --witness keys, {} given",
+            witnesses.len()
+        ));
+    }
     let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let required = vault_core::audit::file::Requirements { whole };
-    match vault_core::audit::file::verify_with(&bytes, &key, required) {
+    let requirements = vault_core::audit::file::Requirements { whole };
+    match vault_core::audit::file::verify_full(&bytes, &key, requirements, &witnesses, required) {
         Ok(v) => Ok(serde_json::json!({
             "ok": true,
             "first_seq": v.first_seq,
@@ -1213,6 +1256,7 @@ fn verify_offline(
             "retention_cut": v.cut.map(|c| serde_json::json!({
                 "size": c.size, "cut_at_us": c.cut_at_us, "retention_us": c.retention_us,
             })),
+            "witnessed_by": v.witnessed_by,
         })
         .to_string()),
         Err(e) => Err(format!("verification failed: {e}")),
@@ -1298,22 +1342,33 @@ async fn audit(
             })
             .to_string())
         }
-        AuditCommand::PublicKey => {
+        AuditCommand::PublicKey { vkey } => {
             let r = client
                 .public_key(with_token(pb::PublicKeyRequest {}, token, None)?)
                 .await
                 .map_err(status_line)?
                 .into_inner();
+            if vkey {
+                if r.vkey.is_empty() {
+                    return Err("the daemon does not give a vkey (an older version)".into());
+                }
+                return Ok(r.vkey);
+            }
             Ok(hex::encode(r.public_key))
         }
         AuditCommand::Export {
             out,
             from_seq,
             to_seq,
+            min_cosignatures,
         } => {
             let mut stream = client
                 .export_log(with_token(
-                    pb::ExportLogRequest { from_seq, to_seq },
+                    pb::ExportLogRequest {
+                        from_seq,
+                        to_seq,
+                        min_cosignatures,
+                    },
                     token,
                     None,
                 )?)

@@ -22,12 +22,21 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>
 /// The Audit service over a vault.
 pub struct AuditService {
     vault: Arc<Vault>,
+    /// The origin of the log's C2SP checkpoints (the daemon's `audit_origin`).
+    origin: String,
 }
 
 impl AuditService {
-    /// The service for `vault`.
+    /// The service for `vault`, its checkpoints under the default origin.
     pub fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+        let origin = vault_core::audit::witness::default_origin(&vault.access_log().public_key());
+        Self { vault, origin }
+    }
+
+    /// The same, under `origin`.
+    pub fn with_origin(mut self, origin: String) -> Self {
+        self.origin = origin;
+        self
     }
 }
 
@@ -143,7 +152,10 @@ impl Audit for AuditService {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let (from, to) = range(r.from_seq, r.to_seq);
-        let result = self.vault.audit_export(&caller, from, to).await;
+        let result = self
+            .vault
+            .audit_export_witnessed(&caller, from, to, r.min_cosignatures)
+            .await;
         let bytes = finish(&caller, "Audit.ExportLog", result)?;
         let chunks: Vec<Result<pb::ExportChunk, Status>> = bytes
             .chunks(EXPORT_CHUNK)
@@ -161,6 +173,8 @@ impl Audit for AuditService {
         finish(&caller, "Audit.PublicKey", result).map(|k| {
             Response::new(pb::PublicKeyResponse {
                 public_key: k.to_vec(),
+                vkey: vault_core::audit::witness::log_vkey(&self.origin, &k),
+                origin: self.origin.clone(),
             })
         })
     }
