@@ -3,7 +3,7 @@
 //!
 //! Entries name the actor, role, call, purpose, subject ids, field names and outcome, and
 //! never a field value, email or name: the log must itself hold no personal data (CNIL). A
-//! write hands its entry to the log inside its own batch ([`AccessRecord::for_write`]), so
+//! write hands its entry to the log inside its own batch ([`AccessRecord::commit_write`]), so
 //! both commit together; every other outcome is appended when the call ends, durably,
 //! before the reply leaves the vault.
 

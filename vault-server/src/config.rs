@@ -41,7 +41,7 @@ pub struct Args {
     /// Address to listen on, for example 127.0.0.1:50051 (port 0 picks a free port).
     #[arg(long, env = "VAULT_LISTEN")]
     pub listen: Option<String>,
-    /// Root key file (default: <data-dir>/root.key).
+    /// Root key file (default: `<data-dir>/root.key`).
     #[arg(long, env = "VAULT_ROOT_KEY_FILE")]
     pub root_key: Option<PathBuf>,
     /// PostgreSQL connection URL: the store is then PostgreSQL, which several replicas may

@@ -8,7 +8,7 @@
 //!   included): a cap on calls in flight for the whole daemon, the default deadline of unary
 //!   calls, and the status of an oversized request.
 //! - [`ClientLimitLayer`], just inside authentication, sees the authenticated
-//!   [`Caller`](vault_core::Caller): a token bucket of calls per second and a cap on calls in
+//!   [`vault_core::Caller`]: a token bucket of calls per second and a cap on calls in
 //!   flight, both keyed by client id.
 //!
 //! A refused call gets `RESOURCE_EXHAUSTED` at once (it never queues), with a

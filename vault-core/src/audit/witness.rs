@@ -91,7 +91,7 @@ pub fn parse_checkpoint_body(text: &str) -> Option<(String, u64, Hash)> {
     Some((origin.to_owned(), n, hash))
 }
 
-/// The log key's signed-note key id: SHA-256(origin ‖ "\n" ‖ 0x01 ‖ public key)[:4].
+/// The log key's signed-note key id: SHA-256(origin ‖ "\n" ‖ 0x01 ‖ public key)\[:4\].
 pub fn log_key_id(origin: &str, public_key: &[u8; 32]) -> u32 {
     signed_note::key_id(origin, &typed_key(LOG_KEY_TYPE, public_key))
 }

@@ -1,7 +1,7 @@
 //! The embedded engine: sled 0.34.7, one tree per [`Table`], in the data directory.
 //!
 //! Batches run as sled transactions over every tree, so checks and writes are atomic.
-//! Durability comes from group commit ([`super::group_commit`]): sled's own periodic
+//! Durability comes from group commit (the `group_commit` module): sled's own periodic
 //! flusher is turned off and a single thread of ours calls `flush`, so no two flushes
 //! ever run concurrently.
 

@@ -375,7 +375,7 @@ impl Vault {
         log.finish(&self.audit, result).await
     }
 
-    /// The person's whole file as one JSON document (schema [`EXPORT_SCHEMA`]): every stored
+    /// The person's whole file as one JSON document (schema `EXPORT_SCHEMA`): every stored
     /// field, the consent history and state, the rights state, the purposes with their basis
     /// and retention, every access-log entry about the person (the recipients, art. 15(1)(c))
     /// and their rights requests. Returns the subject id and the document.

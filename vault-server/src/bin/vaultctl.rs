@@ -7,6 +7,9 @@
 //! failures print one line on stderr and exit non-zero.
 
 #![forbid(unsafe_code)]
+// Doc comments here are the command line's --help text, written for a terminal: `<file>`
+// and `[:<channel>]` are placeholders there, not HTML or intra-doc links.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
