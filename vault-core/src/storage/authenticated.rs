@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 use super::copy::MIGRATION_MARKER;
 use super::{Batch, Check, Op, Store, StoreError, Table};
-use crate::crypto::row_mac::RowKey;
+use crate::crypto::row_mac::{RowKey, TAG_LEN};
 
 /// The [`Table::Meta`] key whose presence says every authenticated row carries its tag.
 pub const ROW_AUTH_MARKER: &[u8] = b"rows_authenticated";
@@ -77,29 +77,80 @@ pub fn describe_key(key: &[u8]) -> String {
     }
 }
 
+/// Rows whose verified bytes are remembered, at most (the cache is emptied when full).
+const VERIFIED_CACHE_ROWS: usize = 4096;
+
+/// The small, hot tables whose verified rows are remembered.
+fn cached(table: Table) -> bool {
+    matches!(
+        table,
+        Table::Purposes | Table::Clients | Table::ClientTokens
+    )
+}
+
+/// Verified rows, by (table, key): the stored bytes, tag included.
+type VerifiedRows = std::collections::HashMap<(Table, Vec<u8>), Vec<u8>>;
+
 /// An engine whose security rows are authenticated; see the module documentation.
 pub struct AuthenticatedStore {
     inner: Arc<dyn Store>,
     key: RowKey,
+    verified: std::sync::RwLock<VerifiedRows>,
 }
 
 impl AuthenticatedStore {
     /// Wraps `inner`, tagging and verifying under `key`.
     pub fn new(inner: Arc<dyn Store>, key: RowKey) -> Self {
-        Self { inner, key }
+        Self {
+            inner,
+            key,
+            verified: std::sync::RwLock::new(VerifiedRows::new()),
+        }
     }
 
-    fn open_row(&self, table: Table, key: &[u8], stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    fn open_row(
+        &self,
+        table: Table,
+        key: &[u8],
+        mut stored: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
         if !tagged(table, key) {
             return Ok(stored);
         }
-        match self.key.open(table.name(), key, &stored) {
-            Some(value) => Ok(value.to_vec()),
-            None => Err(StoreError::Tampered {
-                table: table.name(),
-                key: describe_key(key),
-            }),
+        if !self.seen_before(table, key, &stored) {
+            if self.key.open(table.name(), key, &stored).is_none() {
+                return Err(StoreError::Tampered {
+                    table: table.name(),
+                    key: describe_key(key),
+                });
+            }
+            self.remember(table, key, &stored);
         }
+        stored.truncate(stored.len() - TAG_LEN);
+        Ok(stored)
+    }
+
+    /// Whether exactly these stored bytes verified at this row before. The small tables every
+    /// call reads (the purpose registry, clients, the token index) are read over and over
+    /// unchanged: comparing bytes is cheaper than an HMAC.
+    fn seen_before(&self, table: Table, key: &[u8], stored: &[u8]) -> bool {
+        if !cached(table) {
+            return false;
+        }
+        let seen = self.verified.read().unwrap_or_else(|p| p.into_inner());
+        seen.get(&(table, key.to_vec()))
+            .is_some_and(|known| known.as_slice() == stored)
+    }
+
+    fn remember(&self, table: Table, key: &[u8], stored: &[u8]) {
+        if !cached(table) {
+            return;
+        }
+        let mut seen = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= VERIFIED_CACHE_ROWS {
+            seen.clear();
+        }
+        seen.insert((table, key.to_vec()), stored.to_vec());
     }
 
     /// The rows of a scan that verify. A row that does not is left out, as if it had been
