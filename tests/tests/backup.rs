@@ -76,18 +76,7 @@ async fn upsert(daemon: &Daemon, tool: &Creds, i: u64) -> String {
 }
 
 async fn get(daemon: &Daemon, tool: &Creds, id: &str) -> Result<pb::Supporter, tonic::Status> {
-    daemon
-        .supporters()
-        .await
-        .get(authed(
-            pb::GetRequest {
-                id: id.to_owned(),
-                fields: None,
-            },
-            tool,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
+    daemon.get_supporter(tool, id).await
 }
 
 async fn backup(

@@ -72,17 +72,7 @@ fn pair(test: &str) -> Option<Pair> {
 }
 
 async fn get(d: &Daemon, id: &str, creds: &Creds) -> Result<pb::Supporter, tonic::Status> {
-    d.supporters()
-        .await
-        .get(authed(
-            pb::GetRequest {
-                id: id.to_owned(),
-                fields: None,
-            },
-            creds,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
+    d.get_supporter(creds, id).await
 }
 
 async fn upsert(d: &Daemon, s: pb::Supporter, creds: &Creds) -> pb::UpsertResponse {

@@ -62,18 +62,7 @@ async fn sign_up(daemon: &Daemon, tool: &Creds, name: &str) -> String {
 }
 
 async fn get(daemon: &Daemon, creds: &Creds, id: &str) -> Result<pb::Supporter, tonic::Status> {
-    daemon
-        .supporters()
-        .await
-        .get(authed(
-            pb::GetRequest {
-                id: id.to_owned(),
-                fields: None,
-            },
-            creds,
-        ))
-        .await
-        .map(tonic::Response::into_inner)
+    daemon.get_supporter(creds, id).await
 }
 
 async fn export(daemon: &Daemon, creds: &Creds, id: &str) -> Result<String, tonic::Status> {

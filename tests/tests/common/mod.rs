@@ -441,6 +441,25 @@ impl Daemon {
         }
     }
 
+    /// `Supporters.Get` of `id` with every field the caller's purpose allows.
+    pub async fn get_supporter(
+        &self,
+        creds: &Creds,
+        id: &str,
+    ) -> Result<pb::Supporter, tonic::Status> {
+        self.supporters()
+            .await
+            .get(authed(
+                pb::GetRequest {
+                    id: id.to_owned(),
+                    fields: None,
+                },
+                creds,
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// A campaign tool allowed `purpose`, declaring it on every call.
     pub async fn tool(&self, purpose: &str) -> Creds {
         self.create_client(&format!("tool-{purpose}"), "campaign-tool", &[purpose])
