@@ -960,6 +960,8 @@ async fn hostile_requests_get_precise_statuses_and_change_nothing() {
                 channel: "email".into(),
                 source: "form".into(),
                 notice_version: "v1".into(),
+                contact_email: "nobody@example.org".into(),
+                ..Default::default()
             }),
             code: Code::NotFound,
             message: "",
@@ -973,6 +975,7 @@ async fn hostile_requests_get_precise_statuses_and_change_nothing() {
                 channel: "email".into(),
                 source: "form".into(),
                 notice_version: "v1".into(),
+                ..Default::default()
             }),
             code: Code::PermissionDenied,
             message: "",

@@ -3,7 +3,9 @@
 //! [`decide`] rules on every call from (client, role, rpc, purpose, subject): the role may
 //! call the rpc; the client may use the declared purpose; the subject has a basis for it (a
 //! consent-based purpose needs the person's active consent, on the channel when the call
-//! targets one); and the reply may carry only the purpose's fields. Policy lives here, in
+//! targets one; any other purpose reaches the people collected for it), is not restricted
+//! and has not objected to it; and the reply may carry only the purpose's fields. A person
+//! outside the caller's basis is answered exactly as an absent one ([`no_supporter`]). Policy lives here, in
 //! the library, so an embedded user gets exactly the daemon's checks. Every decision, allow
 //! or deny, is handed to the access log by the caller of [`decide`] ([`crate::Vault`]).
 
@@ -261,17 +263,6 @@ impl Rpc {
         )
     }
 
-    /// Whether the purpose's consent is required to make the call. Consent calls
-    /// themselves are how consent is given, withdrawn and checked, so they need the
-    /// purpose but not an existing consent.
-    fn needs_basis(self) -> bool {
-        self.touches_personal_data()
-            && !matches!(
-                self,
-                Rpc::ConsentGrant | Rpc::ConsentWithdraw | Rpc::ConsentStatus | Rpc::ConsentHistory
-            )
-    }
-
     /// The roles that may make the call.
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
@@ -353,6 +344,38 @@ pub struct Subject<'a> {
     pub consent: &'a ConsentState,
     /// Processing of the subject's data is restricted (art. 18): only the DPO may act.
     pub restricted: bool,
+    /// Channels the person objected to (art. 21).
+    pub objected: &'a BTreeSet<Channel>,
+    /// Purposes the data was collected for: the basis of a purpose that does not rest on
+    /// consent.
+    pub collected_for: &'a BTreeSet<String>,
+}
+
+/// The answer for a supporter id that names no one the caller may see. A person outside
+/// the caller's basis gets exactly this answer, as an absent person does: being in the file
+/// reveals a political opinion, and "restricted" or "objected" would reveal a rights request.
+pub fn no_supporter(id: &str) -> Error {
+    Error::NotFound(format!("no supporter with id {id}"))
+}
+
+/// Whether `purpose` holds for `subject` for an ordinary call (not counting restriction and
+/// objection): a consent-based purpose needs an active consent (on `channel` when the call
+/// targets one); any other purpose reaches the people whose data was collected for it.
+pub fn has_basis(purpose: &Purpose, subject: &Subject<'_>, channel: Option<Channel>) -> bool {
+    if purpose.needs_consent() {
+        subject.consent.is_active(&purpose.id, channel)
+    } else {
+        subject.collected_for.contains(&purpose.id)
+    }
+}
+
+/// Whether the person objected to what a call under `purpose` would do: to the channel it
+/// targets, or to every channel the purpose contacts people through.
+pub fn objects_to(purpose: &Purpose, subject: &Subject<'_>, channel: Option<Channel>) -> bool {
+    match channel {
+        Some(c) => subject.objected.contains(&c),
+        None => purpose.channels.iter().all(|c| subject.objected.contains(c)),
+    }
 }
 
 /// What an allowed call may do.
@@ -368,7 +391,8 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct Denied {
     /// Stable reason code (`role`, `purpose-missing`, `purpose-unknown`,
-    /// `purpose-not-allowed`, `no-consent`).
+    /// `purpose-not-allowed`, and for a person: `restricted`, `objected`, `no-consent`,
+    /// `not-collected`, `no-basis`, `no-proof`).
     pub code: &'static str,
     /// The error returned to the caller.
     pub error: Error,
@@ -464,42 +488,57 @@ pub fn decide(
             )),
         ));
     }
-    // Restriction keeps the data but stops every use of it except the DPO's; withdrawing
-    // consent stays possible (it only reduces processing).
-    if let Some(subject) =
-        subject.filter(|s| s.restricted && caller.role != Role::Dpo && rpc != Rpc::ConsentWithdraw)
-    {
-        return Err(deny(
-            "restricted",
-            Error::FailedPrecondition(format!(
-                "processing of supporter {}'s data is restricted (GDPR art. 18) while a rights \
-                 request is examined; only the DPO may act on it",
-                subject.id
-            )),
-        ));
-    }
-    let lacks_consent = |s: &Subject<'_>| {
-        rpc.needs_basis() && purpose.needs_consent() && !s.consent.is_active(&purpose.id, channel)
-    };
-    if let Some(subject) = subject.filter(lacks_consent) {
-        {
-            let on = channel
-                .map(|c| format!(" on channel {c}"))
-                .unwrap_or_default();
-            return Err(deny(
-                "no-consent",
-                Error::PermissionDenied(format!(
-                    "supporter {} has no active consent for purpose {}{on}; it rests on consent, \
-                     so the data may not be used for it",
-                    subject.id, purpose.id
-                )),
-            ));
+    if let Some(subject) = subject.filter(|_| caller.role != Role::Dpo) {
+        if let Some(code) = subject_refusal(rpc, purpose, &subject, channel) {
+            return Err(deny(code, no_supporter(subject.id)));
         }
     }
     Ok(Decision {
         fields: purpose.fields,
         purpose: Some(purpose.clone()),
     })
+}
+
+/// Why a campaign tool may not act on `subject` under `purpose`, if it may not: the code
+/// for the access log (the caller gets [`no_supporter`] whatever the code).
+///
+/// - Restriction (art. 18) keeps the data but stops every use of it but the DPO's;
+///   withdrawing consent stays possible (it only reduces processing).
+/// - An objection (art. 21) to the channel the call targets, or to every channel of the
+///   purpose, stops the purpose (withdrawal excepted).
+/// - Ordinary calls need the basis ([`has_basis`]). Consent calls are how a basis is made
+///   or ended: Grant needs none (the operation asks for proof that the caller collected it:
+///   the contact point it came through); Withdraw, Status and History need the person to be
+///   known to the purpose: a basis now, or a consent event of the purpose on record.
+fn subject_refusal(
+    rpc: Rpc,
+    purpose: &Purpose,
+    subject: &Subject<'_>,
+    channel: Option<Channel>,
+) -> Option<&'static str> {
+    let withdrawal = rpc == Rpc::ConsentWithdraw;
+    if subject.restricted && !withdrawal {
+        return Some("restricted");
+    }
+    if !withdrawal && objects_to(purpose, subject, channel) {
+        return Some("objected");
+    }
+    let known = || {
+        has_basis(purpose, subject, None)
+            || subject.consent.statuses().any(|s| s.purpose == purpose.id)
+    };
+    match rpc {
+        Rpc::ConsentGrant => None,
+        Rpc::ConsentWithdraw | Rpc::ConsentStatus | Rpc::ConsentHistory => {
+            (!known()).then_some("no-basis")
+        }
+        _ if !has_basis(purpose, subject, channel) => Some(if purpose.needs_consent() {
+            "no-consent"
+        } else {
+            "not-collected"
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -533,50 +572,130 @@ mod tests {
         }])
     }
 
+    /// A person as the tests need one: consent, collected-for purposes, objections,
+    /// restriction.
+    struct Person {
+        consent: ConsentState,
+        collected_for: BTreeSet<String>,
+        objected: BTreeSet<Channel>,
+        restricted: bool,
+    }
+
+    impl Person {
+        fn new(consent: ConsentState, collected_for: &[&str]) -> Self {
+            Person {
+                consent,
+                collected_for: collected_for.iter().map(|p| (*p).to_owned()).collect(),
+                objected: BTreeSet::new(),
+                restricted: false,
+            }
+        }
+
+        fn subject(&self) -> Option<Subject<'_>> {
+            Some(Subject {
+                id: "s",
+                consent: &self.consent,
+                restricted: self.restricted,
+                objected: &self.objected,
+                collected_for: &self.collected_for,
+            })
+        }
+    }
+
     #[test]
     fn roles_purposes_and_consent() {
         let reg = Registry::new(default_registry());
-        let none = ConsentState::default();
-        let subject = |c| {
-            Some(Subject {
-                id: "s",
-                consent: c,
-                restricted: false,
-            })
-        };
+        let none = Person::new(ConsentState::default(), &["newsletter"]);
         let tool = caller(
             Role::CampaignTool,
             &["newsletter", "canvassing"],
             Some("newsletter"),
         );
 
-        // Without consent: refused, naming the missing consent.
-        let d = decide(&tool, Rpc::SupportersGet, &reg, subject(&none), None).unwrap_err();
+        // Without consent: refused, and answered as for an absent person.
+        let d = decide(&tool, Rpc::SupportersGet, &reg, none.subject(), None).unwrap_err();
         assert_eq!(d.code, "no-consent");
-        assert!(
-            d.error
-                .to_string()
-                .contains("no active consent for purpose newsletter")
-        );
+        assert!(matches!(&d.error, Error::NotFound(m) if m == "no supporter with id s"));
         // With consent: allowed, fields of the purpose only.
-        let yes = consented("newsletter", Channel::Email);
-        let ok = decide(&tool, Rpc::SupportersGet, &reg, subject(&yes), None).unwrap();
+        let yes = Person::new(consented("newsletter", Channel::Email), &["newsletter"]);
+        let ok = decide(&tool, Rpc::SupportersGet, &reg, yes.subject(), None).unwrap();
         assert!(ok.fields.contains(Field::Email) && !ok.fields.contains(Field::Phone));
         // Channel-targeted: consent on another channel does not count.
         let d = decide(
             &tool,
             Rpc::SupportersGet,
             &reg,
-            subject(&yes),
+            yes.subject(),
             Some(Channel::Sms),
         )
         .unwrap_err();
         assert_eq!(d.code, "no-consent");
-        // A basis other than consent needs no consent.
+        // Consent Grant needs the purpose, not the consent (the operation asks for proof).
+        assert!(decide(&tool, Rpc::ConsentGrant, &reg, none.subject(), None).is_ok());
+        // Withdraw, Status and History need a consent event of the purpose on record.
+        for rpc in [Rpc::ConsentWithdraw, Rpc::ConsentStatus, Rpc::ConsentHistory] {
+            assert_eq!(
+                decide(&tool, rpc, &reg, none.subject(), None)
+                    .unwrap_err()
+                    .code,
+                "no-basis"
+            );
+            assert!(decide(&tool, rpc, &reg, yes.subject(), None).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_basis_other_than_consent_reaches_the_people_collected_for_it() {
+        let reg = Registry::new(default_registry());
         let canvass = caller(Role::CampaignTool, &["canvassing"], Some("canvassing"));
-        assert!(decide(&canvass, Rpc::SupportersGet, &reg, subject(&none), None).is_ok());
-        // Consent calls need the purpose, not the consent.
-        assert!(decide(&tool, Rpc::ConsentGrant, &reg, subject(&none), None).is_ok());
+        let theirs = Person::new(ConsentState::default(), &["canvassing"]);
+        assert!(decide(&canvass, Rpc::SupportersGet, &reg, theirs.subject(), None).is_ok());
+        // Collected for the newsletter only, even with its consent: not canvassing's.
+        let other = Person::new(consented("newsletter", Channel::Email), &["newsletter"]);
+        let d = decide(&canvass, Rpc::SupportersGet, &reg, other.subject(), None).unwrap_err();
+        assert_eq!(d.code, "not-collected");
+        assert!(matches!(d.error, Error::NotFound(_)));
+    }
+
+    #[test]
+    fn objection_and_restriction_read_as_absence() {
+        let reg = Registry::new(default_registry());
+        let canvass = caller(Role::CampaignTool, &["canvassing"], Some("canvassing"));
+        let dpo = caller(Role::Dpo, &[], Some(DPO_PURPOSE));
+        let mut p = Person::new(ConsentState::default(), &["canvassing", "membership"]);
+        p.objected.insert(Channel::InPerson);
+        for rpc in [
+            Rpc::SupportersGet,
+            Rpc::SupportersLookup,
+            Rpc::SupportersUpdate,
+            Rpc::SupportersTag,
+            Rpc::SupportersUntag,
+        ] {
+            let d = decide(&canvass, rpc, &reg, p.subject(), None).unwrap_err();
+            assert_eq!(d.code, "objected", "{rpc}");
+            assert!(matches!(&d.error, Error::NotFound(m) if m == "no supporter with id s"));
+        }
+        assert!(decide(&dpo, Rpc::SupportersGet, &reg, p.subject(), None).is_ok());
+        // Membership contacts people on every channel: one objection leaves the others,
+        // but a call targeting the objected channel is refused.
+        let member = caller(Role::CampaignTool, &["membership"], Some("membership"));
+        assert!(decide(&member, Rpc::SupportersGet, &reg, p.subject(), None).is_ok());
+        assert_eq!(
+            decide(&member, Rpc::SupportersGet, &reg, p.subject(), Some(Channel::InPerson))
+                .unwrap_err()
+                .code,
+            "objected"
+        );
+        // Restriction: nobody but the DPO, and it reads as absence too.
+        let mut r = Person::new(consented("newsletter", Channel::Email), &["canvassing"]);
+        r.restricted = true;
+        let d = decide(&canvass, Rpc::SupportersGet, &reg, r.subject(), None).unwrap_err();
+        assert_eq!(d.code, "restricted");
+        assert!(matches!(&d.error, Error::NotFound(m) if m == "no supporter with id s"));
+        assert!(decide(&dpo, Rpc::SupportersGet, &reg, r.subject(), None).is_ok());
+        // Withdrawing stays possible during a restriction.
+        let tool = caller(Role::CampaignTool, &["newsletter"], Some("newsletter"));
+        assert!(decide(&tool, Rpc::ConsentWithdraw, &reg, r.subject(), None).is_ok());
     }
 
     #[test]

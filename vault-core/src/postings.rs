@@ -1,7 +1,7 @@
 //! Segment posting lists: for each searchable term, the ids of the subjects it holds for.
 //!
-//! A term is a tag, a postcode, an active consent (purpose and channel), a restriction or an
-//! objection on a channel. Its list lives in [`Table::Postings`] under the blind-index HMAC
+//! A term is a tag, a postcode, an active consent (purpose and channel), a restriction, an
+//! objection on a channel or a purpose the data was collected for. Its list lives in [`Table::Postings`] under the blind-index HMAC
 //! of the term followed by each subject id, so a prefix scan lists the subjects in id order
 //! and a point read tests one. Search intersects lists without decrypting a record; only the
 //! page it returns is opened. What the store learns is which ids share a term, never the
@@ -35,6 +35,9 @@ pub enum Term<'a> {
     Restricted,
     /// The person objected on a channel.
     Objected(Channel),
+    /// The data was collected for a purpose (the basis of a purpose that does not rest on
+    /// consent).
+    Collected(&'a str),
 }
 
 impl Term<'_> {
@@ -46,6 +49,7 @@ impl Term<'_> {
             Term::Consent(p, c) => key.index(IndexKind::Term, &format!("consent\0{p}\0{c}")),
             Term::Restricted => key.index(IndexKind::Term, "restricted"),
             Term::Objected(c) => key.index(IndexKind::Term, &format!("objected\0{c}")),
+            Term::Collected(p) => key.index(IndexKind::Term, &format!("collected\0{p}")),
         }
     }
 }
@@ -72,6 +76,9 @@ pub fn terms(
     }
     for c in &state.objected {
         out.insert(Term::Objected(*c).hash(key));
+    }
+    for p in &state.collected_for {
+        out.insert(Term::Collected(p).hash(key));
     }
     out
 }

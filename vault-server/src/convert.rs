@@ -3,7 +3,7 @@
 use prost_types::Timestamp;
 use vault_core::consent::{ConsentEvent as CoreConsentEvent, ConsentStatus};
 use vault_core::supporter::normalize::MAX_TAGS;
-use vault_core::{Address, InvalidInput, Supporter};
+use vault_core::{Address, InvalidInput, LookupKey, Supporter};
 use vault_core::{Channel, Client, ConsentChange, ConsentKind, ConsentSource, Purpose};
 use vault_proto::v1 as pb;
 
@@ -94,11 +94,23 @@ pub fn consent_change(r: &pb::ConsentRequest) -> Result<ConsentChange, InvalidIn
                 .map_err(|rule| InvalidInput::new("channel", rule))?,
         ),
     };
+    let through = match (r.contact_email.trim(), r.contact_phone.trim()) {
+        ("", "") => None,
+        (e, "") => Some(LookupKey::Email(e.to_owned())),
+        ("", p) => Some(LookupKey::Phone(p.to_owned())),
+        _ => {
+            return Err(InvalidInput::new(
+                "contact_email",
+                "name the email or the phone the consent came through, not both",
+            ));
+        }
+    };
     Ok(ConsentChange {
         purpose: r.purpose.clone(),
         channel,
         source: ConsentSource::parse(&r.source)?,
         notice_version: r.notice_version.clone(),
+        through,
     })
 }
 

@@ -370,6 +370,7 @@ impl Mapping {
                         channel: channel.clone(),
                         source: "import".into(),
                         notice_version: defaults.notice_version.clone(),
+                        ..Default::default()
                     }),
                     Some(false) => {}
                     None => {

@@ -316,6 +316,7 @@ pub fn sweep(r: &pb::RetentionSweepResponse, json: bool) -> String {
     if json {
         return serde_json::json!({
             "dry_run": r.dry_run, "examined": r.examined, "subject_ids": r.subject_ids,
+            "kept_restricted": r.kept_restricted,
         })
         .to_string();
     }
@@ -329,6 +330,16 @@ pub fn sweep(r: &pb::RetentionSweepResponse, json: bool) -> String {
     for id in &r.subject_ids {
         out.push_str("\n  ");
         out.push_str(id);
+    }
+    if !r.kept_restricted.is_empty() {
+        out.push_str(&format!(
+            "\nkept {} past retention because processing is restricted (art. 18):",
+            r.kept_restricted.len()
+        ));
+        for id in &r.kept_restricted {
+            out.push_str("\n  ");
+            out.push_str(id);
+        }
     }
     out
 }
@@ -688,12 +699,14 @@ mod tests {
                 dry_run: true,
                 subject_ids: vec!["a".into(), "b".into()],
                 examined: 10,
+                kept_restricted: vec!["r".into()],
             },
             false,
         );
         assert_eq!(
             s,
-            "dry run: examined 10 supporters, would erase 2\n  a\n  b"
+            "dry run: examined 10 supporters, would erase 2\n  a\n  b\nkept 1 past retention \
+             because processing is restricted (art. 18):\n  r"
         );
         let c = change(
             &pb::ChangeEvent {

@@ -14,6 +14,7 @@ use crate::crypto::Key256;
 use crate::crypto::envelope::{self, Aad};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::purpose::{Channel, Purpose};
+use crate::supporter::LookupKey;
 
 const KIND: &str = "consent-event";
 
@@ -114,6 +115,12 @@ pub struct ConsentChange {
     pub source: ConsentSource,
     /// Notice version (required for grants).
     pub notice_version: String,
+    /// The email or phone the consent came through: required to grant consent to a person
+    /// already in the file (`Consent.Grant`), where it must be that person's. It is the
+    /// proof that the caller collected the consent; a bare id is not (anyone who saw an id
+    /// could otherwise give itself a basis for the person). Ignored inside an upsert, which
+    /// finds the person by the contact point it carries.
+    pub through: Option<LookupKey>,
 }
 
 impl ConsentChange {
@@ -319,6 +326,7 @@ mod tests {
             channel,
             source: ConsentSource::Form,
             notice_version: "2026-01".into(),
+            through: None,
         };
         assert_eq!(
             change(None).resolve(news, ConsentKind::Grant).unwrap(),

@@ -2,12 +2,20 @@
 //!
 //! Withdrawal is exactly as easy as granting (same call shape, same roles plus the DPO) and
 //! takes effect on the next call: every decision folds the ledger afresh.
+//!
+//! A basis cannot be manufactured: a grant to a person already in the file must name the
+//! email or phone it came through, and it must be that person's ([`ConsentChange::through`]).
+//! Withdraw, Status and History answer only for people known to the purpose (a basis, or a
+//! consent event of it on record); anyone else reads as absent.
 
 use crate::access::{Caller, Denied, Role, Rpc};
+use crate::access_log::AccessRecord;
 use crate::consent::ConsentStatus;
 use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
+use crate::crypto::IndexKind;
 use crate::error::{Error, InvalidInput, Result};
-use crate::storage::Batch;
+use crate::storage::{Batch, Table};
+use crate::supporter::{LookupKey, normalize};
 
 use super::{MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id, retry_pause};
 
@@ -83,6 +91,10 @@ impl Vault {
                 }));
             }
             let channel = change.resolve(purpose, kind)?;
+            if kind == ConsentKind::Grant {
+                self.check_collected_through(&mut log, &id, change.through.as_ref())
+                    .await?;
+            }
             for attempt in 0..MAX_ATTEMPTS {
                 retry_pause(attempt).await;
                 let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
@@ -107,10 +119,12 @@ impl Vault {
                     client_id: caller.client_id.clone(),
                 };
                 if kind == ConsentKind::Grant && loaded.state.objected.contains(&channel) {
+                    // The caller proved it knows the person (the contact point); the id
+                    // is still left out of the message.
                     return Err(log.denied(Denied {
                         code: "objected",
                         error: Error::FailedPrecondition(format!(
-                            "supporter {id} objected to contact by {channel} (GDPR art. 21); \
+                            "this supporter objected to contact by {channel} (GDPR art. 21); \
                              consent on that channel cannot be recorded"
                         )),
                     }));
@@ -138,6 +152,48 @@ impl Vault {
         }
         .await;
         log.finish(&self.audit, result).await
+    }
+
+    /// Refuses a grant to `id` unless `through` is that person's email or phone (matched
+    /// by blind index): the proof that the caller collected the consent (see
+    /// [`ConsentChange::through`]). A contact point of someone else, or of no one, is
+    /// answered as an absent person is.
+    async fn check_collected_through(
+        &self,
+        log: &mut AccessRecord,
+        id: &str,
+        through: Option<&LookupKey>,
+    ) -> Result<()> {
+        let (table, hash) = match through {
+            None => {
+                return Err(log.denied(Denied {
+                    code: "no-proof",
+                    error: InvalidInput::new(
+                        "contact_email",
+                        "Consent.Grant must name the email (contact_email) or phone \
+                         (contact_phone) the consent came through; it must be the supporter's. \
+                         A sign-up form can instead send the consent with its Upsert",
+                    )
+                    .into(),
+                }));
+            }
+            Some(LookupKey::Email(e)) => (
+                Table::EmailIndex,
+                self.blind.index(IndexKind::Email, &normalize::email(e)?),
+            ),
+            Some(LookupKey::Phone(p)) => (
+                Table::PhoneIndex,
+                self.blind.index(IndexKind::Phone, &normalize::phone(p)?),
+            ),
+        };
+        let owner = self.index_owner(table, Some(&hash)).await?;
+        if owner.as_deref() == Some(id) {
+            return Ok(());
+        }
+        Err(log.denied(Denied {
+            code: "no-proof",
+            error: not_found(id),
+        }))
     }
 
     /// Current consent per purpose and channel (for a campaign tool, its purposes only).

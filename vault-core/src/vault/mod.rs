@@ -157,6 +157,8 @@ impl Loaded {
             id: &self.supporter.id,
             consent,
             restricted: self.state.restricted,
+            objected: &self.state.objected,
+            collected_for: &self.state.collected_for,
         }
     }
 
@@ -216,7 +218,7 @@ fn parse_id(field: &str, id: &str) -> Result<String> {
 }
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound(format!("no supporter with id {id}"))
+    access::no_supporter(id)
 }
 
 fn is_conflict(r: &Result<impl Sized>) -> bool {
@@ -437,7 +439,7 @@ impl Vault {
             mark,
         });
         let audit = AuditLog::open_checked(Arc::clone(&store), root, audit, outside).await?;
-        Ok(Self {
+        let vault = Self {
             store,
             raw,
             integrity_problems,
@@ -447,7 +449,9 @@ impl Vault {
             audit,
             key_options: KeyOptions::default(),
             key_ops: tokio::sync::Mutex::new(()),
-        })
+        };
+        vault.index_collected_for().await?;
+        Ok(vault)
     }
 
     /// Security rows that failed authentication when the vault opened, as (table, key):

@@ -5,7 +5,9 @@
 //! while the consent is active; any other purpose holds for the people whose data was
 //! collected or written under it. The last positive contact is the latest of: creation,
 //! an upsert or a consent grant. Everyone else is erased (crypto-shredding, with a receipt
-//! whose request reference is `retention-sweep`). A dry run lists them and changes nothing.
+//! whose request reference is `retention-sweep`). A restricted person (art. 18) is kept and
+//! reported instead: restriction exists to keep the data while a request is examined. A dry
+//! run lists them and changes nothing.
 
 use crate::access::{Caller, Role, Rpc};
 use crate::consent::ledger::ConsentKind;
@@ -30,6 +32,10 @@ pub struct SweepReport {
     pub examined: u64,
     /// Supporters erased (or that would be).
     pub subjects: Vec<String>,
+    /// Supporters past their retention but kept because their processing is restricted
+    /// (art. 18: restriction exists to keep the data while a request is examined). The DPO
+    /// decides on them when the restriction is lifted.
+    pub kept_restricted: Vec<String>,
 }
 
 /// Whether any purpose may still keep `loaded` at `now_us`.
@@ -71,7 +77,7 @@ impl Vault {
                 None,
                 None,
             )?;
-            self.sweep(caller, &registry, dry_run).await
+            self.sweep(caller, &registry, dry_run, now_us).await
         }
         .await;
         if let Ok(report) = &result {
@@ -92,11 +98,13 @@ impl Vault {
         self.retention_sweep(&system, false).await
     }
 
+    /// The sweep, judging retention at `now()` (a test clock in the tests).
     async fn sweep(
         &self,
         caller: &Caller,
         registry: &Registry,
         dry_run: bool,
+        now: impl Fn() -> i64,
     ) -> Result<SweepReport> {
         let mut report = SweepReport {
             dry_run,
@@ -121,7 +129,11 @@ impl Vault {
                     continue;
                 };
                 report.examined += 1;
-                if kept(registry, &loaded, now_us()) {
+                if kept(registry, &loaded, now()) {
+                    continue;
+                }
+                if loaded.state.restricted {
+                    report.kept_restricted.push(id);
                     continue;
                 }
                 if !dry_run && !self.sweep_one(caller, loaded).await? {

@@ -2,8 +2,10 @@
 //! evaluated over posting lists, so only the page returned is ever decrypted.
 //!
 //! A query is an AND of groups, each an OR of terms (one group per `tags_all` tag, one for
-//! `tags_any`, one for `postcodes`, one for the consent of a consent-based purpose), minus
-//! exclusions (restricted people; people who objected on the channel). Lists small enough
+//! `tags_any`, one for `postcodes`, one for the basis: the consent of a consent-based
+//! purpose, or the people collected for any other), minus exclusions (restricted people;
+//! people who objected on every channel searched). A criterion may name only a field the
+//! purpose may see. Lists small enough
 //! are read whole and intersected; larger ones are tested per candidate with point reads.
 //! When every list is large, the first drives in id order. Pages follow the subject id
 //! order; the page token carries the last id and a MAC binding it to the query and the
@@ -17,7 +19,7 @@ use crate::error::{Error, InvalidInput, Result};
 use crate::postings::{self, Term, TermHash};
 use crate::purpose::{Channel, Purpose};
 use crate::storage::Table;
-use crate::supporter::{FieldSet, Supporter, normalize, record};
+use crate::supporter::{Field, FieldSet, Supporter, normalize, record};
 
 use super::Vault;
 
@@ -31,6 +33,8 @@ pub const MAX_CRITERIA: usize = 100;
 const WHOLE_LIST_LIMIT: usize = 50_000;
 /// Ids read at a time from a driving list.
 const DRIVE_CHUNK: usize = 4096;
+/// `Meta` key: the `collected` posting terms exist for every supporter.
+const COLLECTED_TERMS_MARKER: &[u8] = b"postings_collected_for";
 
 /// A segment query.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +129,58 @@ impl Vault {
         log.finish(&self.audit, result).await
     }
 
+    /// Writes the `collected` posting terms of the people stored before they existed (once
+    /// per store, marked in `Meta`): without them a purpose that does not rest on consent
+    /// would find none of them. Idempotent, so replicas racing through it are harmless.
+    pub(super) async fn index_collected_for(&self) -> Result<()> {
+        if self.store.get(Table::Meta, COLLECTED_TERMS_MARKER).await?.is_some() {
+            return Ok(());
+        }
+        let mut start = Vec::new();
+        let mut indexed = 0u64;
+        loop {
+            let rows = self
+                .store
+                .scan_range(Table::SubjectKeys, &start, None, DRIVE_CHUNK)
+                .await?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            start.clone_from(last);
+            start.push(0);
+            let mut b = crate::storage::Batch::new();
+            for (k, _) in rows {
+                let Ok(id) = String::from_utf8(k) else {
+                    continue;
+                };
+                let Some(loaded) = self.load(&id).await? else {
+                    continue;
+                };
+                for p in &loaded.state.collected_for {
+                    b.put(
+                        Table::Postings,
+                        &postings::key(&Term::Collected(p).hash(&self.blind), &id),
+                        Vec::new(),
+                    );
+                }
+                indexed += 1;
+            }
+            self.store.commit(b).await?;
+        }
+        let mut b = crate::storage::Batch::new();
+        b.put(Table::Meta, COLLECTED_TERMS_MARKER, b"1".to_vec());
+        self.store.commit(b).await?;
+        if indexed > 0 {
+            tracing::info!(
+                target: "vault::store",
+                supporters = indexed,
+                "indexed the purposes each supporter was collected for (once, for searches \
+                 under purposes that do not rest on consent)"
+            );
+        }
+        Ok(())
+    }
+
     /// Reads a record without its ledger (the lists already decided the basis).
     async fn load_record(&self, id: &str) -> Result<Option<Supporter>> {
         let Some(wrapped) = self.store.get(Table::SubjectKeys, id.as_bytes()).await? else {
@@ -146,8 +202,25 @@ impl Vault {
             )
             .into());
         }
-        // Tags and postcodes select a send list (tag × place × channel) for any purpose;
-        // the reply still carries only the purpose's fields.
+        // A criterion is a question about the field: a purpose may ask only about the
+        // fields it may see (otherwise a newsletter tool learns postcodes one query at a
+        // time).
+        for (field, used, name) in [
+            (Field::Tags, !q.tags_all.is_empty() || !q.tags_any.is_empty(), "tags_all"),
+            (Field::Postcode, !q.postcodes.is_empty(), "postcodes"),
+        ] {
+            if used && !purpose.fields.contains(field) {
+                return Err(InvalidInput::new(
+                    name,
+                    format!(
+                        "purpose {} may not see {}, so a search under it may not select by it",
+                        purpose.id,
+                        field.path()
+                    ),
+                )
+                .into());
+            }
+        }
         let tags_all = normalize::tags(q.tags_all.iter().map(String::as_str))?;
         let tags_any = normalize::tags(q.tags_any.iter().map(String::as_str))?;
         let postcodes: BTreeSet<String> = q
@@ -213,6 +286,7 @@ impl Vault {
                     .collect(),
             );
         }
+        // The basis, as `access::has_basis` judges it for one person.
         if purpose.needs_consent() {
             groups.push(
                 channels
@@ -220,6 +294,8 @@ impl Vault {
                     .map(|c| Term::Consent(&purpose.id, *c).hash(key))
                     .collect(),
             );
+        } else {
+            groups.push(vec![Term::Collected(&purpose.id).hash(key)]);
         }
         // Excluded: restricted people, and people who objected on every channel searched.
         let mut exclusions = vec![vec![Term::Restricted.hash(key)]];

@@ -54,6 +54,27 @@ fn check_writable(log: &mut AccessRecord, purpose: &Purpose, written: &[Field]) 
     }))
 }
 
+/// The answer to an upsert the person-level decision refuses. It is the same whether the
+/// email or phone is new or already in the file, so an upsert does not tell a caller who is
+/// in the file: a consent-based purpose needs the consent with the upsert; a refusal under
+/// any other purpose (an objection or a restriction of a person already in the file) says
+/// only that the data may not be recorded for it.
+fn upsert_refused(purpose: &Purpose, e: Error) -> Error {
+    match e {
+        Error::NotFound(_) if purpose.needs_consent() => Error::PermissionDenied(format!(
+            "purpose {} rests on consent: an upsert under it must carry the person's consent \
+             for it (consents), and the person must not have objected to its channels",
+            purpose.id
+        )),
+        Error::NotFound(_) => Error::PermissionDenied(format!(
+            "this person's data may not be recorded under purpose {} (an objection or a \
+             restriction applies; the DPO can tell)",
+            purpose.id
+        )),
+        e => e,
+    }
+}
+
 /// Consent grants that arrive with an upsert (a sign-up form), checked against the registry
 /// and the client's purposes.
 fn resolve_grants(
@@ -162,11 +183,13 @@ impl Vault {
                 .index_owner(Table::PhoneIndex, phone_h.as_ref())
                 .await?;
             let target = match (by_email, by_phone) {
+                // The messages name no one: the caller may have no basis for either person.
                 (Some(a), Some(b)) if a != b => {
-                    return Err(Error::AlreadyExists(format!(
-                        "the email matches supporter {a} but the phone belongs to supporter {b}; \
-                         correct one of them with Update before upserting both"
-                    )));
+                    return Err(Error::AlreadyExists(
+                        "the email and the phone belong to two different supporters; upsert \
+                         with one of them, or correct one supporter with Update first"
+                            .to_owned(),
+                    ));
                 }
                 (Some(a), _) => Some(a),
                 (None, Some(b)) => Some(b),
@@ -189,10 +212,11 @@ impl Vault {
                         && !loaded.supporter.email.is_empty()
                         && loaded.supporter.email != incoming.email
                     {
-                        return Err(Error::AlreadyExists(format!(
-                            "the phone belongs to supporter {id}, who has a different email; \
-                             upsert without the phone, or change supporter {id} with Update"
-                        )));
+                        return Err(Error::AlreadyExists(
+                            "the phone belongs to a supporter with a different email; upsert \
+                             without the phone, or change that supporter with Update"
+                                .to_owned(),
+                        ));
                     }
                     let before = loaded.consent_state();
                     // A re-imported file re-states consents already on record: that is no
@@ -207,14 +231,18 @@ impl Vault {
                     let events = new_events(caller, &id, loaded.consent.len() as u64, &fresh);
                     let mut state = before;
                     events.iter().for_each(|e| state.apply(e));
-                    self.decide(
-                        log,
-                        caller,
-                        rpc,
-                        &registry,
-                        Some(loaded.subject(&state)),
-                        None,
-                    )?;
+                    // The caller came with the person's email or phone (that is how the
+                    // person was found): the upsert collects the data for its purpose, so the
+                    // decision counts it. Consent still needs the person's consent, carried
+                    // by the upsert or on record.
+                    let mut collected = loaded.state.collected_for.clone();
+                    collected.insert(purpose.id.clone());
+                    let subject = Subject {
+                        collected_for: &collected,
+                        ..loaded.subject(&state)
+                    };
+                    self.decide(log, caller, rpc, &registry, Some(subject), None)
+                        .map_err(|e| upsert_refused(&purpose, e))?;
                     let mut merged = loaded.supporter.clone();
                     merged.merge_upsert(&incoming);
                     let mut subject_state = loaded.state.clone();
@@ -253,6 +281,12 @@ impl Vault {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let events = new_events(caller, &id, 0, grants);
         let state = ConsentState::from_events(&events);
+        let collected_for: BTreeSet<String> = caller.purpose.iter().cloned().collect();
+        let purpose = caller
+            .purpose
+            .as_deref()
+            .and_then(|p| registry.get(p))
+            .ok_or_else(|| Error::Codec("no purpose".into()))?;
         self.decide(
             log,
             caller,
@@ -262,9 +296,12 @@ impl Vault {
                 id: &id,
                 consent: &state,
                 restricted: false,
+                objected: &BTreeSet::new(),
+                collected_for: &collected_for,
             }),
             None,
-        )?;
+        )
+        .map_err(|e| upsert_refused(purpose, e))?;
         log.subject(&id);
         let dek = Key256::generate()?;
         let now = now_us();
@@ -292,7 +329,7 @@ impl Vault {
         self.append_consent(&mut b, &dek, &events)?;
         let subject_state = SubjectState {
             last_contact_us: now,
-            collected_for: caller.purpose.iter().cloned().collect(),
+            collected_for,
             pins: Some(pins),
             ..SubjectState::default()
         };
@@ -374,6 +411,7 @@ impl Vault {
                 .ok_or_else(missing)?;
             log.subject(&id);
             let loaded = self.load(&id).await?.ok_or_else(missing)?;
+            // A person outside the caller's basis reads as absent, without the id.
             self.read_decided(
                 &mut log,
                 caller,
@@ -382,6 +420,10 @@ impl Vault {
                 &loaded,
                 FieldSet::empty(),
             )
+            .map_err(|e| match e {
+                Error::NotFound(_) => missing(),
+                e => e,
+            })
         }
         .await;
         log.finish(&self.audit, result).await
@@ -583,14 +625,15 @@ impl Vault {
         let owner = self
             .index_owner(table, self.index_of(kind, value).as_ref())
             .await?;
-        if let Some(owner) = owner.filter(|o| o != id) {
+        if owner.is_some_and(|o| o != id) {
             let what = if kind == IndexKind::Email {
                 "email"
             } else {
                 "phone"
             };
+            // No id: the caller may have no basis for the other person.
             return Err(Error::AlreadyExists(format!(
-                "this {what} already belongs to supporter {owner}"
+                "this {what} already belongs to another supporter"
             )));
         }
         Ok(())

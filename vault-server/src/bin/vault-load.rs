@@ -241,6 +241,7 @@ impl Population {
                 channel: "email".into(),
                 source: "import".into(),
                 notice_version: "load-1".into(),
+                ..Default::default()
             }]
         } else {
             Vec::new()

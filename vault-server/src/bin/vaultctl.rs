@@ -479,6 +479,13 @@ struct ConsentArgs {
     /// Version of the information notice the person saw.
     #[arg(long, default_value = "")]
     notice_version: String,
+    /// The supporter's email the consent came through (grant: this or --contact-phone is
+    /// required, the proof that the consent was collected from the person).
+    #[arg(long)]
+    contact_email: Option<String>,
+    /// The supporter's phone the consent came through (see --contact-email).
+    #[arg(long)]
+    contact_phone: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1065,6 +1072,8 @@ async fn consent(
         channel: a.channel.unwrap_or_default(),
         source: a.source,
         notice_version: a.notice_version,
+        contact_email: a.contact_email.unwrap_or_default(),
+        contact_phone: a.contact_phone.unwrap_or_default(),
     };
     let json = match command {
         ConsentCommand::Grant(a) => event_json(

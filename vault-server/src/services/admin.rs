@@ -208,6 +208,7 @@ impl Admin for AdminService {
                 dry_run: r.dry_run,
                 subject_ids: r.subjects,
                 examined: r.examined,
+                kept_restricted: r.kept_restricted,
             })
         })
     }
