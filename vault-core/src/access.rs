@@ -360,12 +360,17 @@ pub fn no_supporter(id: &str) -> Error {
 
 /// Whether `purpose` holds for `subject` for an ordinary call (not counting restriction and
 /// objection): a consent-based purpose needs an active consent (on `channel` when the call
-/// targets one); any other purpose reaches the people whose data was collected for it.
+/// targets one); any other purpose reaches the people whose data was collected for it, or
+/// for a purpose it names in [`Purpose::reaches_collected_for`].
 pub fn has_basis(purpose: &Purpose, subject: &Subject<'_>, channel: Option<Channel>) -> bool {
     if purpose.needs_consent() {
         subject.consent.is_active(&purpose.id, channel)
     } else {
         subject.collected_for.contains(&purpose.id)
+            || purpose
+                .reaches_collected_for
+                .iter()
+                .any(|p| subject.collected_for.contains(p))
     }
 }
 
@@ -655,6 +660,16 @@ mod tests {
         let d = decide(&canvass, Rpc::SupportersGet, &reg, other.subject(), None).unwrap_err();
         assert_eq!(d.code, "not-collected");
         assert!(matches!(d.error, Error::NotFound(_)));
+        // The documented rule: canvassing also reaches members.
+        let member = Person::new(ConsentState::default(), &["membership"]);
+        assert!(decide(&canvass, Rpc::SupportersGet, &reg, member.subject(), None).is_ok());
+        // Donations accounting reaches donors only.
+        let books = caller(
+            Role::CampaignTool,
+            &["donations-accounting"],
+            Some("donations-accounting"),
+        );
+        assert!(decide(&books, Rpc::SupportersGet, &reg, member.subject(), None).is_err());
     }
 
     #[test]

@@ -139,6 +139,12 @@ pub struct Purpose {
     /// Fields the purpose may see and write (API paths; `address` for all of it).
     #[serde(with = "field_paths")]
     pub fields: FieldSet,
+    /// For a purpose that does not rest on consent: other purposes whose people it also
+    /// reaches (besides the people collected for it). The documented rule of the default
+    /// registry: canvassing, for people in regular contact with the campaign, reaches its
+    /// members. Empty for consent-based purposes, which reach only consenting people.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub reaches_collected_for: BTreeSet<String>,
 }
 
 mod field_paths {
@@ -184,6 +190,15 @@ impl Purpose {
                 "purpose.fields",
                 "must name at least one field",
             ));
+        }
+        if self.needs_consent() && !self.reaches_collected_for.is_empty() {
+            return Err(InvalidInput::new(
+                "purpose.reaches_collected_for",
+                "a consent-based purpose reaches only the people who consented to it",
+            ));
+        }
+        for other in &self.reaches_collected_for {
+            validate_id(other)?;
         }
         if (self.lawful_basis == LawfulBasis::Consent)
             != (self.special_category_basis == SpecialCategoryBasis::ExplicitConsent)
@@ -247,6 +262,7 @@ pub fn default_registry() -> Vec<Purpose> {
             channels: ch(&[Channel::Email]),
             retention_days: THREE_YEARS,
             fields: with_meta(&[NAMES[0], NAMES[1], Field::Email, Field::Tags]),
+            reaches_collected_for: BTreeSet::new(),
         },
         Purpose {
             id: "sms-mobilisation".into(),
@@ -257,6 +273,7 @@ pub fn default_registry() -> Vec<Purpose> {
             channels: ch(&[Channel::Sms]),
             retention_days: THREE_YEARS,
             fields: with_meta(&[NAMES[0], NAMES[1], Field::Phone, Field::Tags]),
+            reaches_collected_for: BTreeSet::new(),
         },
         Purpose {
             id: "event-invitations".into(),
@@ -273,6 +290,7 @@ pub fn default_registry() -> Vec<Purpose> {
                 Field::Postcode,
                 Field::Tags,
             ]),
+            reaches_collected_for: BTreeSet::new(),
         },
         Purpose {
             id: "canvassing".into(),
@@ -292,6 +310,9 @@ pub fn default_registry() -> Vec<Purpose> {
                 ADDRESS[4],
                 Field::Tags,
             ]),
+            // Members are in regular contact with the campaign (art. 9(2)(d)): canvassing
+            // reaches them as well as the people collected for it.
+            reaches_collected_for: ["membership".to_owned()].into_iter().collect(),
         },
         Purpose {
             id: "membership".into(),
@@ -301,6 +322,7 @@ pub fn default_registry() -> Vec<Purpose> {
             channels: all_channels.clone(),
             retention_days: THREE_YEARS,
             fields: FieldSet::all(),
+            reaches_collected_for: BTreeSet::new(),
         },
         Purpose {
             id: "donations-accounting".into(),
@@ -321,6 +343,7 @@ pub fn default_registry() -> Vec<Purpose> {
                 ADDRESS[4],
                 Field::Email,
             ]),
+            reaches_collected_for: BTreeSet::new(),
         },
         dpo_purpose(),
     ]
@@ -339,6 +362,7 @@ pub fn dpo_purpose() -> Purpose {
         // Answering a request never extends how long data is kept.
         retention_days: 0,
         fields: FieldSet::all(),
+        reaches_collected_for: BTreeSet::new(),
     }
 }
 

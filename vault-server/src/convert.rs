@@ -170,6 +170,7 @@ pub fn purpose_to_pb(p: Purpose) -> pb::Purpose {
         channels: p.channels.iter().map(|c| c.to_string()).collect(),
         retention_days: p.retention_days,
         fields: p.fields.iter().map(|f| f.path().to_owned()).collect(),
+        reaches_collected_for: p.reaches_collected_for.into_iter().collect(),
     }
 }
 
@@ -194,6 +195,11 @@ pub fn purpose_from_pb(p: pb::Purpose) -> Result<Purpose, InvalidInput> {
             .map_err(field("channels"))?,
         retention_days: p.retention_days,
         fields: vault_core::FieldSet::parse("purpose.fields", p.fields.iter().map(String::as_str))?,
+        reaches_collected_for: p
+            .reaches_collected_for
+            .iter()
+            .map(|r| r.trim().to_owned())
+            .collect(),
     })
 }
 

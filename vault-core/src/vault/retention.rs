@@ -211,6 +211,56 @@ mod tests {
         }
     }
 
+    fn caller(role: Role, purpose: &str) -> Caller {
+        Caller {
+            client_id: format!("{role}-client"),
+            role,
+            allowed_purposes: [purpose.to_owned()].into_iter().collect(),
+            purpose: Some(purpose.to_owned()),
+            request_id: "test".into(),
+        }
+    }
+
+    /// Four years on (a test clock), a restricted member is kept and reported;
+    /// an unrestricted one is erased.
+    #[tokio::test]
+    async fn the_sweep_keeps_restricted_people_and_reports_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vault, _) = Vault::open(&crate::vault::VaultOptions::new(dir.path()))
+            .await
+            .unwrap();
+        vault.install_purposes(None).await.unwrap();
+        let member = caller(Role::CampaignTool, "membership");
+        let mut ids = Vec::new();
+        for email in ["kept@example.org", "gone@example.org"] {
+            let s = Supporter {
+                email: email.into(),
+                ..Supporter::default()
+            };
+            ids.push(vault.upsert(&member, &s, &[]).await.unwrap().id);
+        }
+        let dpo = caller(Role::Dpo, DPO_PURPOSE);
+        vault.restrict(&dpo, &ids[0], "REQ-1", true).await.unwrap();
+        let admin = Caller {
+            allowed_purposes: Default::default(),
+            purpose: None,
+            ..caller(Role::Admin, "-")
+        };
+        let registry = vault.registry().await.unwrap();
+        let later = now_us() + 4 * 365 * DAY_US;
+        let report = vault
+            .sweep(&admin, &registry, false, || later)
+            .await
+            .unwrap();
+        assert_eq!(report.subjects, vec![ids[1].clone()]);
+        assert_eq!(report.kept_restricted, vec![ids[0].clone()]);
+        assert!(vault.load(&ids[0]).await.unwrap().is_some());
+        assert!(vault.load(&ids[1]).await.unwrap().is_none());
+        // Today nobody is past retention.
+        let report = vault.sweep(&admin, &registry, true, now_us).await.unwrap();
+        assert!(report.subjects.is_empty() && report.kept_restricted.is_empty());
+    }
+
     #[test]
     fn retention_counts_from_the_last_positive_contact() {
         let reg = Registry::new(default_registry());

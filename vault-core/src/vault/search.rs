@@ -295,7 +295,12 @@ impl Vault {
                     .collect(),
             );
         } else {
-            groups.push(vec![Term::Collected(&purpose.id).hash(key)]);
+            groups.push(
+                std::iter::once(&purpose.id)
+                    .chain(&purpose.reaches_collected_for)
+                    .map(|p| Term::Collected(p).hash(key))
+                    .collect(),
+            );
         }
         // Excluded: restricted people, and people who objected on every channel searched.
         let mut exclusions = vec![vec![Term::Restricted.hash(key)]];
