@@ -62,7 +62,8 @@ enum Role {
     Admin,
 }
 
-/// A: consented to the newsletter. B: no consent at all.
+/// A: collected for the newsletter, with its consent. B: collected for membership, no
+/// consent at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subject {
     Consented,
@@ -109,18 +110,28 @@ fn expected(role: Role, rpc: Rpc, purpose: Option<&str>, subject: Subject) -> Co
         return Code::PermissionDenied;
     }
     let consented = subject == Subject::Consented;
+    // Who each purpose reaches: A was collected for the newsletter with its consent, B for
+    // membership; canvassing reaches people collected for it or for membership (the
+    // registry's documented rule), so B and not A.
+    let reached = match purpose {
+        "newsletter" => consented,
+        _ => !consented,
+    };
     match (rpc, purpose) {
-        // Consent calls need the purpose, not an existing consent.
-        (Grant | Withdraw | Status | History, _) => Code::Ok,
         // The DPO answers requests about anyone: a legal obligation, no consent needed.
         (_, DSR) => Code::Ok,
-        // Newsletter rests on consent.
-        (_, "newsletter") if !consented => Code::PermissionDenied,
-        (_, "newsletter") => Code::Ok,
+        // Grant (with the contact point it came through) and Withdraw target a third
+        // person, known to both purposes by then.
+        (Grant | Withdraw, _) => Code::Ok,
         // Canvassing may not see (so may not write or look up by) email.
         (Upsert | Lookup, "canvassing") => Code::PermissionDenied,
-        (_, "canvassing") => Code::Ok,
-        _ => unreachable!("{rpc:?} {purpose}"),
+        // An upsert under a consent-based purpose needs the consent, on record or with it;
+        // refused alike for a new and a known email.
+        (Upsert, "newsletter") if !consented => Code::PermissionDenied,
+        (Upsert, _) => Code::Ok,
+        // A person outside the purpose's reach is answered as an absent one.
+        _ if !reached => Code::NotFound,
+        _ => Code::Ok,
     }
 }
 
@@ -223,6 +234,8 @@ async fn call(w: &World, creds: &Creds, rpc: Rpc, subject: Subject) -> Result<()
         channel: String::new(),
         source: "form".into(),
         notice_version: "2026-01".into(),
+        contact_email: "consent-target@matrix.fr".into(),
+        ..Default::default()
     };
     match rpc {
         Rpc::Upsert => s
@@ -512,7 +525,8 @@ async fn grant_read_withdraw_read_again() {
         ("withdraw", "email", 1)
     );
 
-    // The next read is refused, naming the missing consent.
+    // The next read is refused: without the consent the person is out of the purpose's
+    // reach, answered as an absent person is.
     let err = s
         .get(authed(
             pb::GetRequest {
@@ -523,13 +537,8 @@ async fn grant_read_withdraw_read_again() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message()
-            .contains("no active consent for purpose newsletter"),
-        "{}",
-        err.message()
-    );
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), format!("no supporter with id {id}"));
     let err = s
         .lookup(authed(
             pb::LookupRequest {
@@ -539,7 +548,7 @@ async fn grant_read_withdraw_read_again() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
 
     // History: both events, oldest first, with who, where and which notice.
     let h = c
@@ -577,12 +586,13 @@ async fn grant_read_withdraw_read_again() {
     assert_eq!(st.states.len(), 1);
     assert!(!st.states[0].active);
 
-    // Granting again restores access on the next call.
+    // Granting again (through the email it came by) restores access on the next call.
     c.grant(authed(
         pb::ConsentRequest {
             subject_id: id.clone(),
             source: "form".into(),
             notice_version: "2026-03".into(),
+            contact_email: "rosa@example.fr".into(),
             ..Default::default()
         },
         &tool,
@@ -651,6 +661,7 @@ async fn a_purpose_never_sees_fields_it_may_not() {
                 subject_id: id.clone(),
                 source: "form".into(),
                 notice_version: "v1".into(),
+                contact_email: "jean@moulin.fr".into(),
                 ..Default::default()
             },
             &news,

@@ -379,7 +379,10 @@ pub fn has_basis(purpose: &Purpose, subject: &Subject<'_>, channel: Option<Chann
 pub fn objects_to(purpose: &Purpose, subject: &Subject<'_>, channel: Option<Channel>) -> bool {
     match channel {
         Some(c) => subject.objected.contains(&c),
-        None => purpose.channels.iter().all(|c| subject.objected.contains(c)),
+        None => purpose
+            .channels
+            .iter()
+            .all(|c| subject.objected.contains(c)),
     }
 }
 
@@ -638,7 +641,11 @@ mod tests {
         // Consent Grant needs the purpose, not the consent (the operation asks for proof).
         assert!(decide(&tool, Rpc::ConsentGrant, &reg, none.subject(), None).is_ok());
         // Withdraw, Status and History need a consent event of the purpose on record.
-        for rpc in [Rpc::ConsentWithdraw, Rpc::ConsentStatus, Rpc::ConsentHistory] {
+        for rpc in [
+            Rpc::ConsentWithdraw,
+            Rpc::ConsentStatus,
+            Rpc::ConsentHistory,
+        ] {
             assert_eq!(
                 decide(&tool, rpc, &reg, none.subject(), None)
                     .unwrap_err()
@@ -696,9 +703,15 @@ mod tests {
         let member = caller(Role::CampaignTool, &["membership"], Some("membership"));
         assert!(decide(&member, Rpc::SupportersGet, &reg, p.subject(), None).is_ok());
         assert_eq!(
-            decide(&member, Rpc::SupportersGet, &reg, p.subject(), Some(Channel::InPerson))
-                .unwrap_err()
-                .code,
+            decide(
+                &member,
+                Rpc::SupportersGet,
+                &reg,
+                p.subject(),
+                Some(Channel::InPerson)
+            )
+            .unwrap_err()
+            .code,
             "objected"
         );
         // Restriction: nobody but the DPO, and it reads as absence too.

@@ -133,7 +133,12 @@ impl Vault {
     /// per store, marked in `Meta`): without them a purpose that does not rest on consent
     /// would find none of them. Idempotent, so replicas racing through it are harmless.
     pub(super) async fn index_collected_for(&self) -> Result<()> {
-        if self.store.get(Table::Meta, COLLECTED_TERMS_MARKER).await?.is_some() {
+        if self
+            .store
+            .get(Table::Meta, COLLECTED_TERMS_MARKER)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let mut start = Vec::new();
@@ -206,7 +211,11 @@ impl Vault {
         // fields it may see (otherwise a newsletter tool learns postcodes one query at a
         // time).
         for (field, used, name) in [
-            (Field::Tags, !q.tags_all.is_empty() || !q.tags_any.is_empty(), "tags_all"),
+            (
+                Field::Tags,
+                !q.tags_all.is_empty() || !q.tags_any.is_empty(),
+                "tags_all",
+            ),
             (Field::Postcode, !q.postcodes.is_empty(), "postcodes"),
         ] {
             if used && !purpose.fields.contains(field) {
