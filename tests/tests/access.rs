@@ -538,7 +538,10 @@ async fn grant_read_withdraw_read_again() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert_eq!(err.message(), format!("no supporter with id {id}"));
+    assert_eq!(
+        err.message(),
+        format!("not found: no supporter with id {id}")
+    );
     let err = s
         .lookup(authed(
             pb::LookupRequest {

@@ -77,13 +77,14 @@ async fn one_entry_per_access_no_personal_data_and_offline_verification() {
         .await
         .unwrap_err()
         .code(),
-        Code::PermissionDenied
+        Code::NotFound
     );
     c.grant(authed(
         pb::ConsentRequest {
             subject_id: id.clone(),
             source: "form".into(),
             notice_version: "v1".into(),
+            contact_email: "lena.auditee@example.fr".into(),
             ..Default::default()
         },
         &news,

@@ -207,7 +207,8 @@ fn import_search_watch_and_rights_tour() {
     let out = vaultctl(&daemon, Some(&tool), &strict);
     assert_eq!(out.status.code(), Some(1));
 
-    // The consenting volunteers of 75011, as JSON lines.
+    // The consenting volunteers, as JSON lines (the newsletter may not see postcodes, so
+    // it may not select by them).
     let lines = ok(&vaultctl(
         &daemon,
         Some(&tool),
@@ -218,8 +219,6 @@ fn import_search_watch_and_rights_tour() {
             "newsletter",
             "--tag",
             "benevole",
-            "--postcode",
-            "75011",
             "--all-pages",
         ],
     ));

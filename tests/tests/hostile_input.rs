@@ -853,8 +853,9 @@ async fn hostile_requests_get_precise_statuses_and_change_nothing() {
             name: "a purpose without the person's consent",
             who: Who::Newsletter,
             call: Call::Get(existing_id.clone(), vec![]),
-            code: Code::PermissionDenied,
-            message: "consent",
+            // Answered as for someone not in the file.
+            code: Code::NotFound,
+            message: "no supporter with id",
         },
         // ---- credentials --------------------------------------------------------------------
         Case {

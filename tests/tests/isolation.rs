@@ -145,7 +145,11 @@ async fn history(d: &Daemon, creds: &Creds, id: &str) -> Result<(), tonic::Statu
 fn reads_as_absent<T: std::fmt::Debug>(r: Result<T, tonic::Status>, id: &str, what: &str) {
     let e = r.expect_err(what);
     assert_eq!(e.code(), Code::NotFound, "{what}: {e:?}");
-    assert_eq!(e.message(), format!("no supporter with id {id}"), "{what}");
+    assert_eq!(
+        e.message(),
+        format!("not found: no supporter with id {id}"),
+        "{what}"
+    );
 }
 
 /// A fresh id of nobody.
@@ -267,9 +271,9 @@ async fn a_person_outside_the_basis_reads_as_absent_on_every_call() {
     .id;
     let e = upsert(
         &d,
-        &news,
+        &member,
         supporter("", "", email, "+33 6 12 34 56 78"),
-        vec![newsletter_consent()],
+        vec![],
     )
     .await
     .unwrap_err();

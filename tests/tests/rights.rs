@@ -115,6 +115,7 @@ async fn export_holds_everything_about_the_person_and_nothing_else() {
     let mut consent_client = d.consent().await;
     let mut grant = consent("newsletter", "email");
     grant.subject_id = id.clone();
+    grant.contact_email = "olympe@example.fr".into();
     consent_client
         .grant(authed(grant.clone(), &news))
         .await
@@ -448,6 +449,7 @@ async fn restriction_and_objection_hold_and_survive_restart() {
     let mut cc = d.consent().await;
     let mut g = consent("sms-mobilisation", "sms");
     g.subject_id = a.clone();
+    g.contact_phone = "06 01 02 03 04".into();
     cc.grant(authed(g.clone(), &sms)).await.unwrap();
     let b = upsert(
         &d,
@@ -491,7 +493,8 @@ async fn restriction_and_objection_hold_and_survive_restart() {
     d.terminate();
     let d = Daemon::start(dir.path());
     let mut sc = d.supporters().await;
-    // Restricted: every purpose refused with FAILED_PRECONDITION, the DPO still reads.
+    // Restricted: every purpose answered as for someone not in the file (no hint of the
+    // request), the DPO still reads.
     for creds in [&news, &sms] {
         let err = sc
             .get(authed(
@@ -503,7 +506,7 @@ async fn restriction_and_objection_hold_and_survive_restart() {
             ))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
     }
     sc.get(authed(
         pb::GetRequest {
@@ -525,10 +528,11 @@ async fn restriction_and_objection_hold_and_survive_restart() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound);
     let mut cc = d.consent().await;
     let mut g = consent("newsletter", "email");
     g.subject_id = b.clone();
+    g.contact_email = "clara@example.fr".into();
     let err = cc.grant(authed(g, &news)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(

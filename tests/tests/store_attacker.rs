@@ -325,7 +325,7 @@ async fn a_truncated_ledger_or_a_rolled_back_state_is_refused() {
     refused(
         "withdrawn consent",
         &get(&daemon, &tool, &a).await,
-        &[Code::PermissionDenied],
+        &[Code::NotFound],
     );
     let b = sign_up(&daemon, &tool, "Restreinte").await;
     assert!(daemon.terminate().success());
@@ -347,7 +347,7 @@ async fn a_truncated_ledger_or_a_rolled_back_state_is_refused() {
     refused(
         "restricted",
         &get(&daemon, &membership, &b).await,
-        &[Code::FailedPrecondition],
+        &[Code::NotFound],
     );
     assert!(daemon.terminate().success());
 

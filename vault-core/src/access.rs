@@ -528,7 +528,9 @@ fn subject_refusal(
     if subject.restricted && !withdrawal {
         return Some("restricted");
     }
-    if !withdrawal && objects_to(purpose, subject, channel) {
+    // A grant's own check refuses consent on an objected channel, with the reason: the
+    // caller proved it knows the person (the contact point the consent came through).
+    if !withdrawal && rpc != Rpc::ConsentGrant && objects_to(purpose, subject, channel) {
         return Some("objected");
     }
     let known = || {
