@@ -176,3 +176,100 @@ async fn no_personal_data_in_clear_under_the_data_dir() {
         assert!(!logs.contains(&needle), "{needle:?} in the daemon log");
     }
 }
+
+/// Free text a caller sends where no personal data is promised never reaches the store: an
+/// unknown purpose (well formed or not) is logged without its value, and a reference or a
+/// closing action that is not a number or a code is refused.
+#[tokio::test]
+async fn free_text_never_reaches_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let tool = daemon.tool("newsletter").await;
+    let dpo = daemon.dpo().await;
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    for purpose in [
+        "quintavalle-zephyrine",
+        "Letter from Zephyrine Quintavalle zephyrine.quintavalle@example.fr",
+    ] {
+        let e = daemon
+            .get_supporter(&tool.with_purpose(Some(purpose)), &id)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
+    // A call that needs no purpose, with one declared anyway.
+    let admin = common::Creds {
+        client_id: "bootstrap-admin".into(),
+        token: daemon.admin_token(),
+        purpose: Some("quintavalle-admin".into()),
+    };
+    daemon
+        .admin()
+        .await
+        .list_clients(authed(pb::ListClientsRequest {}, &admin))
+        .await
+        .unwrap();
+    let mut rights = daemon.rights().await;
+    let open = |reference: &str| {
+        authed(
+            pb::OpenRequestRequest {
+                kind: "erasure".into(),
+                reference: reference.into(),
+                ..Default::default()
+            },
+            &dpo,
+        )
+    };
+    let e = rights
+        .open_request(open("Letter from Zephyrine Quintavalle"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let ticket = rights
+        .open_request(open("REQ-2026-990"))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = rights
+        .close_request(authed(
+            pb::CloseRequestRequest {
+                id: ticket.id.clone(),
+                action: "exported to Zephyrine Quintavalle by post".into(),
+            },
+            &dpo,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    rights
+        .close_request(authed(
+            pb::CloseRequestRequest {
+                id: ticket.id.clone(),
+                action: "exported".into(),
+            },
+            &dpo,
+        ))
+        .await
+        .unwrap();
+    daemon.check_logs();
+    assert!(daemon.terminate().success());
+
+    let needles = ["quintavalle", "Quintavalle", "Zephyrine"];
+    for needle in needles {
+        let hits = files_containing(dir.path(), needle.as_bytes());
+        assert!(hits.is_empty(), "{needle:?} found in clear in {hits:?}");
+    }
+    // Not vacuous: the valid reference is there.
+    if let Some(pg) = pg_schema_of(dir.path()) {
+        let dump = pg.dump();
+        assert!(dump.contains(b"REQ-2026-990"));
+        for needle in needles {
+            assert!(
+                !dump.contains(needle.as_bytes()),
+                "{needle:?} in the database"
+            );
+        }
+    } else {
+        assert!(!files_containing(dir.path(), b"REQ-2026-990").is_empty());
+    }
+}

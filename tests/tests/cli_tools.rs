@@ -295,7 +295,7 @@ fn import_search_watch_and_rights_tour() {
             "--subject",
             id,
             "--reference",
-            "letter of 31 January",
+            "letter 2026-01-31",
             "--json",
         ],
     )))

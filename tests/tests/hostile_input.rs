@@ -269,7 +269,7 @@ async fn run(d: &Daemon, creds: &Creds, call: Call) -> Result<(), Status> {
             .erase(authed(
                 pb::EraseRequest {
                     subject_id: id,
-                    request_ref: "ticket-hostile".into(),
+                    request_ref: "ticket-42".into(),
                     suppress: false,
                 },
                 creds,

@@ -465,7 +465,7 @@ async fn restriction_and_objection_hold_and_survive_restart() {
         .restrict(authed(
             pb::RestrictRequest {
                 subject_id: a.clone(),
-                request_ref: "REQ-R1".into(),
+                request_ref: "REQ-101".into(),
             },
             &dpo,
         ))
@@ -480,7 +480,7 @@ async fn restriction_and_objection_hold_and_survive_restart() {
             pb::ObjectRequest {
                 subject_id: b.clone(),
                 channels: vec!["email".into()],
-                request_ref: "REQ-O1".into(),
+                request_ref: "REQ-102".into(),
             },
             &dpo,
         ))
@@ -588,7 +588,7 @@ async fn restriction_and_objection_hold_and_survive_restart() {
         .unrestrict(authed(
             pb::RestrictRequest {
                 subject_id: a.clone(),
-                request_ref: "REQ-R1".into(),
+                request_ref: "REQ-101".into(),
             },
             &dpo,
         ))
@@ -616,7 +616,7 @@ async fn restriction_and_objection_hold_and_survive_restart() {
             pb::ObjectRequest {
                 subject_id: a.clone(),
                 channels: vec![],
-                request_ref: "REQ-O2".into(),
+                request_ref: "REQ-103".into(),
             },
             &dpo,
         ))

@@ -118,7 +118,7 @@ async fn search_returns_exactly_the_segment() {
         .restrict(authed(
             pb::RestrictRequest {
                 subject_id: restricted.clone(),
-                request_ref: "R".into(),
+                request_ref: "R-1".into(),
             },
             &dpo,
         ))
@@ -130,7 +130,7 @@ async fn search_returns_exactly_the_segment() {
             pb::ObjectRequest {
                 subject_id: objected.clone(),
                 channels: vec!["email".into()],
-                request_ref: "O".into(),
+                request_ref: "O-1".into(),
             },
             &dpo,
         ))
@@ -142,7 +142,7 @@ async fn search_returns_exactly_the_segment() {
         .erase(authed(
             pb::EraseRequest {
                 subject_id: erased.clone(),
-                request_ref: "E".into(),
+                request_ref: "E-1".into(),
                 suppress: false,
             },
             &dpo,
@@ -414,7 +414,7 @@ async fn watch_shows_withdrawal_erasure_restriction_and_resumes_exactly() {
         .restrict(authed(
             pb::RestrictRequest {
                 subject_id: ids[1].clone(),
-                request_ref: "R".into(),
+                request_ref: "R-1".into(),
             },
             &dpo,
         ))
@@ -425,7 +425,7 @@ async fn watch_shows_withdrawal_erasure_restriction_and_resumes_exactly() {
         .erase(authed(
             pb::EraseRequest {
                 subject_id: ids[2].clone(),
-                request_ref: "E".into(),
+                request_ref: "E-1".into(),
                 suppress: false,
             },
             &dpo,

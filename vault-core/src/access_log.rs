@@ -69,7 +69,15 @@ impl AccessRecord {
                 client_id: caller.client_id.clone(),
                 role: caller.role.as_str(),
                 rpc: rpc.as_str().to_owned(),
-                purpose: caller.purpose.clone(),
+                // Only a well-formed purpose id: the header is the caller's free text (up to
+                // the metadata limit), and the log keeps no free text. The decision narrows
+                // it further to the registry's ids ([`AccessRecord::keep_purpose_if`]).
+                purpose: caller
+                    .purpose
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|p| crate::purpose::validate_id(p).is_ok())
+                    .map(str::to_owned),
                 subjects: Vec::new(),
                 fields: Vec::new(),
                 outcome: Outcome::Allowed,
@@ -91,6 +99,14 @@ impl AccessRecord {
         log.append(batch, &entry).await?;
         self.committed = true;
         Ok(())
+    }
+
+    /// Keeps the declared purpose in the entry only if `known` (a purpose of the registry):
+    /// an unknown purpose is logged as absent, with the refusal's `purpose-unknown`.
+    pub fn keep_purpose_if(&mut self, known: impl Fn(&str) -> bool) {
+        if self.entry.purpose.as_deref().is_some_and(|p| !known(p)) {
+            self.entry.purpose = None;
+        }
     }
 
     /// Notes a subject the call concerns.

@@ -192,6 +192,88 @@ pub fn due_date(received_at_us: i64) -> Result<i64> {
     i64::try_from(nanos).map_err(|_| out_of_range())
 }
 
+/// Longest reference, in characters.
+pub const MAX_REFERENCE_CHARS: usize = 64;
+
+/// Checks a reference (a rights request's `reference`, a DPO action's `request_ref`): a
+/// ticket or letter number, not free text, since it is kept in clear (in the ticket, the
+/// access log and the erasure journal) after the person is erased. Either a ticket id (a
+/// UUID), or an optional word of up to 16 ASCII letters (`REQ`, `letter`, `CNIL`) followed
+/// by digits and separators (`-_./:#` and spaces), with at least one digit:
+/// `REQ-2026-017`, `letter 2026-01-31`, `ticket#42`. A name, an email or a sentence does not
+/// fit ("Letter from Bob Durand" is refused). Returns the trimmed reference.
+pub fn validate_reference(field: &str, text: &str) -> Result<String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(InvalidInput::new(
+            field,
+            "is required: name the rights request (its ticket id, or a number such as REQ-2026-017)",
+        )
+        .into());
+    }
+    if uuid::Uuid::try_parse(t).is_ok() {
+        return Ok(t.to_owned());
+    }
+    let word = t.chars().take_while(char::is_ascii_alphabetic).count();
+    let rest = &t[word..];
+    let ok = word <= 16
+        && t.chars().count() <= MAX_REFERENCE_CHARS
+        && rest.chars().any(|c| c.is_ascii_digit())
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | '/' | ':' | '#' | ' '));
+    if ok {
+        Ok(t.to_owned())
+    } else {
+        Err(InvalidInput::new(
+            field,
+            format!(
+                "must be a ticket id, or a number with an optional prefix word (REQ-2026-017, \
+                 letter 2026-01-31), at most {MAX_REFERENCE_CHARS} characters: it stays in \
+                 clear after the person is erased, so it may hold no name or address"
+            ),
+        )
+        .into())
+    }
+}
+
+/// What the DPO did to close a request: a code, not free text (it stays in clear after the
+/// person is erased). Several may be given, separated by commas.
+pub const ACTIONS: [&str; 14] = [
+    "answered",
+    "exported",
+    "erased",
+    "rectified",
+    "restricted",
+    "unrestricted",
+    "objection-recorded",
+    "consent-withdrawn",
+    "no-data-held",
+    "extended",
+    "refused-unfounded",
+    "refused-excessive",
+    "refused-identity-unverified",
+    "withdrawn-by-person",
+];
+
+/// Checks a ticket's closing `action`: one or more of [`ACTIONS`], comma-separated.
+/// Returns them normalized (trimmed, `, `-joined).
+pub fn validate_action(text: &str) -> Result<String> {
+    let codes: Vec<&str> = text.split(',').map(str::trim).collect();
+    if codes.iter().all(|c| ACTIONS.contains(c)) && !text.trim().is_empty() {
+        return Ok(codes.join(", "));
+    }
+    Err(InvalidInput::new(
+        "action",
+        format!(
+            "must be one or more of: {} (comma-separated); it stays in clear after the \
+             person is erased, so it is a code, not free text",
+            ACTIONS.join(", ")
+        ),
+    )
+    .into())
+}
+
 /// Checks a free-text field (`reference`, `action`): trimmed, non-empty, at most
 /// [`MAX_TEXT_CHARS`] characters, no control characters. Returns the trimmed text.
 pub fn validate_text(field: &str, text: &str) -> Result<String> {
@@ -237,6 +319,37 @@ mod tests {
 
     fn datetime_of(us: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap()
+    }
+
+    #[test]
+    fn references_are_numbers_and_actions_are_codes() {
+        for ok in [
+            "REQ-2026-017",
+            "letter 2026-01-31",
+            "ticket#42",
+            "17",
+            "CNIL/2026/44",
+            "7f3e2a10-1b2c-4d5e-8f90-0123456789ab",
+        ] {
+            assert_eq!(validate_reference("r", ok).unwrap(), ok);
+        }
+        for bad in [
+            "",
+            "Durand",
+            "Letter from Bob Durand bob.durand@example.fr",
+            "REQ-12 Bob",
+            "bob@example.fr 12",
+            "REQ-R1",
+            &"1".repeat(65),
+        ] {
+            assert!(validate_reference("r", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            validate_action(" erased,exported ").unwrap(),
+            "erased, exported"
+        );
+        assert!(validate_action("export sent to Bob Durand").is_err());
+        assert!(validate_action("").is_err());
     }
 
     #[test]

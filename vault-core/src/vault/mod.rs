@@ -550,6 +550,7 @@ impl Vault {
         subject: Option<Subject<'_>>,
         channel: Option<Channel>,
     ) -> Result<Decision> {
+        log.keep_purpose_if(|p| registry.get(p).is_some());
         access::decide(caller, rpc, registry, subject, channel).map_err(|d| log.denied(d))
     }
 

@@ -17,16 +17,13 @@ use crate::access_log::AccessRecord;
 use crate::changes::{Change, ChangeKind};
 use crate::consent::ledger::{self as consent_ledger, ConsentEvent, ConsentKind, ConsentSource};
 use crate::crypto::IndexKind;
-use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::error::{Error, IntegrityObject, Result};
 use crate::postings;
 use crate::purpose::{Channel, DPO_PURPOSE};
 use crate::storage::{Batch, Table};
 use crate::supporter::normalize;
 
 use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, now_us, parse_id, retry_pause};
-
-/// Longest request reference accepted.
-pub const MAX_REQUEST_REF_LEN: usize = 200;
 
 /// Export document schema written by this build (docs/rights-export.md).
 pub const EXPORT_SCHEMA: &str = "vault.rights.export/1";
@@ -70,24 +67,10 @@ pub enum ExportKey {
     Email(String),
 }
 
-/// Validates a request reference (required for every DPO action that changes data).
+/// Validates a request reference (required for every DPO action that changes data): a
+/// ticket id or number, never free text ([`crate::rights_requests::validate_reference`]).
 pub(super) fn request_ref(raw: &str) -> Result<String> {
-    let r = raw.trim();
-    if r.is_empty() {
-        return Err(InvalidInput::new(
-            "request_ref",
-            "is required: name the rights request this action answers (ticket id or letter)",
-        )
-        .into());
-    }
-    if r.chars().count() > MAX_REQUEST_REF_LEN || r.chars().any(char::is_control) {
-        return Err(InvalidInput::new(
-            "request_ref",
-            format!("must be at most {MAX_REQUEST_REF_LEN} printable characters"),
-        )
-        .into());
-    }
-    Ok(r.to_owned())
+    crate::rights_requests::validate_reference("request_ref", raw)
 }
 
 fn rights_state(loaded_id: &str, s: &crate::subject_state::SubjectState) -> RightsState {

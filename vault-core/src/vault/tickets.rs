@@ -8,7 +8,9 @@
 
 use crate::access::{Caller, Rpc};
 use crate::error::{Error, InvalidInput, Result};
-use crate::rights_requests::{RequestKind, RequestStatus, RightsRequest, due_date, validate_text};
+use crate::rights_requests::{
+    RequestKind, RequestStatus, RightsRequest, due_date, validate_action, validate_reference,
+};
 use crate::storage::{Batch, Table};
 
 use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us, parse_id, retry_pause};
@@ -63,7 +65,7 @@ impl Vault {
             if let Some(s) = &subject_id {
                 log.subject(s);
             }
-            let reference = validate_text("reference", reference)?;
+            let reference = validate_reference("reference", reference)?;
             log.request_ref(&reference);
             let now = now_us();
             let received_at_us = received_at_us.unwrap_or(now);
@@ -139,8 +141,8 @@ impl Vault {
         log.finish(&self.audit, result).await
     }
 
-    /// Closes the open ticket `id`, recording what was done (`action`, e.g. "export sent by
-    /// post", "erased, receipt R-12").
+    /// Closes the open ticket `id`, recording what was done (`action`: codes of
+    /// [`crate::rights_requests::ACTIONS`], e.g. "exported" or "erased, answered").
     pub async fn close_request(
         &self,
         caller: &Caller,
@@ -159,7 +161,7 @@ impl Vault {
                 None,
             )?;
             let id = parse_ticket_id(id)?;
-            let action = validate_text("action", action)?;
+            let action = validate_action(action)?;
             for attempt in 0..MAX_ATTEMPTS {
                 retry_pause(attempt).await;
                 let raw = self

@@ -196,7 +196,8 @@ enum RequestsCommand {
         /// Supporter id, when known.
         #[arg(long)]
         subject: Option<String>,
-        /// Your own reference for the request (letter, email thread): required.
+        /// Your own reference for the request: a number with an optional prefix word
+        /// (REQ-2026-017, "letter 2026-01-31"), never a name: it stays after erasure.
         #[arg(long)]
         reference: String,
     },
@@ -214,7 +215,10 @@ enum RequestsCommand {
         /// Ticket id.
         #[arg(long)]
         id: String,
-        /// How it was answered, e.g. exported, erased, refused.
+        /// How it was answered, comma-separated codes: answered, exported, erased,
+        /// rectified, restricted, unrestricted, objection-recorded, consent-withdrawn,
+        /// no-data-held, extended, refused-unfounded, refused-excessive,
+        /// refused-identity-unverified, withdrawn-by-person.
         #[arg(long)]
         action: String,
     },
