@@ -651,6 +651,8 @@ pub struct ImportSummary {
     pub unchanged: u64,
     /// Refused rows, by file row number.
     pub rejected: Vec<Rejection>,
+    /// Rows the server refused beyond those it listed (it lists the first 1,000 per call).
+    pub unlisted_rejected: u64,
 }
 
 impl ImportSummary {
@@ -660,6 +662,9 @@ impl ImportSummary {
         self.created += reply.created;
         self.updated += reply.updated;
         self.unchanged += reply.unchanged;
+        self.unlisted_rejected += reply
+            .rejected_total
+            .saturating_sub(reply.rejected.len() as u64);
         for r in &reply.rejected {
             let row = usize::try_from(r.row)
                 .ok()
@@ -702,7 +707,7 @@ impl ImportSummary {
             self.created,
             self.updated,
             self.unchanged,
-            self.rejected.len()
+            self.rejected.len() as u64 + self.unlisted_rejected
         );
         for r in &self.rejected {
             let code = if r.code.is_empty() {
@@ -711,6 +716,13 @@ impl ImportSummary {
                 format!(" [{}]", r.code)
             };
             out.push_str(&format!("\n  row {}: {}{code}", r.row, r.reason));
+        }
+        if self.unlisted_rejected > 0 {
+            out.push_str(&format!(
+                "\n  … and {} more rejected rows not listed (the server lists the first 1000 \
+                 of each call)",
+                self.unlisted_rejected
+            ));
         }
         out
     }
@@ -729,6 +741,7 @@ impl ImportSummary {
             "updated": self.updated,
             "unchanged": self.unchanged,
             "rejected": rejected,
+            "rejected_unlisted": self.unlisted_rejected,
         })
     }
 }
@@ -1072,6 +1085,8 @@ mod tests {
                         code: "Internal".into(),
                     },
                 ],
+                // Two more the server refused without listing them.
+                rejected_total: 4,
             },
             // Stream positions 1..=8 carried file rows 1, 2, 3, 5, 6, 7, 8, 9.
             &[1, 2, 3, 5, 6, 7, 8, 9],
@@ -1083,7 +1098,9 @@ mod tests {
         );
         assert!(s.rejected[0].reason.starts_with("stream position 99"));
         let text = s.lines("f.csv");
-        assert!(text.starts_with("f.csv: 10 rows: 5 created, 1 updated, 1 unchanged, 3 rejected"));
+        assert!(text.starts_with("f.csv: 10 rows: 5 created, 1 updated, 1 unchanged, 5 rejected"));
+        assert!(text.contains("and 2 more rejected rows not listed"));
+        assert_eq!(s.json("f.csv")["rejected_unlisted"], 2);
         assert!(text.contains("row 2: email: not an email address [InvalidArgument]"));
         assert_eq!(s.json("f.csv")["rejected"][1]["row"], 2);
     }

@@ -267,7 +267,7 @@ struct ImportArgs {
     #[arg(long = "map", value_parser = parse_column_map)]
     map: Vec<(String, String)>,
     /// Rows per Import call.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch: u64,
     /// Version of the information notice the people saw (needed with consent columns).
     #[arg(long)]

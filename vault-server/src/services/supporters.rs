@@ -193,6 +193,19 @@ impl Supporters for SupportersService {
             let Some(next) = rows.message().await? else {
                 break;
             };
+            if row == MAX_IMPORT_ROWS {
+                // Finish what runs, then say how far the stream got: each row is its own
+                // transaction, so the rows before stay imported.
+                while let Some(done) = running.join_next().await {
+                    tally(&mut summary, done)?;
+                }
+                return Err(Status::resource_exhausted(format!(
+                    "an Import stream takes at most {MAX_IMPORT_ROWS} rows; rows 1 to \
+                     {MAX_IMPORT_ROWS} were processed ({} created, {} updated, {} unchanged, \
+                     {} rejected); send the rest in another call",
+                    summary.created, summary.updated, summary.unchanged, summary.rejected_total
+                )));
+            }
             row += 1;
             let vault = Arc::clone(&self.vault);
             let caller = Arc::clone(&caller);
@@ -214,6 +227,7 @@ impl Supporters for SupportersService {
             tally(&mut summary, done)?;
         }
         summary.rejected.sort_by_key(|r| r.row);
+        summary.rejected.truncate(MAX_LISTED_REJECTS);
         tracing::debug!(
             request_id = %caller.request_id,
             client = %caller.client_id,
@@ -221,7 +235,7 @@ impl Supporters for SupportersService {
             created = summary.created,
             updated = summary.updated,
             unchanged = summary.unchanged,
-            rejected = summary.rejected.len(),
+            rejected = summary.rejected_total,
             "import"
         );
         Ok(Response::new(summary))
@@ -271,6 +285,11 @@ impl Supporters for SupportersService {
 pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
 /// Rows of one Import stream processed at once.
 const IMPORT_IN_FLIGHT: usize = 64;
+/// Rows one Import stream may carry (vaultctl sends 10,000 per call by default): a caller
+/// cannot keep one call, and its summary, growing without end.
+pub const MAX_IMPORT_ROWS: u64 = 100_000;
+/// Rejected rows an Import reply lists (the lowest row numbers); `rejected_total` counts all.
+pub const MAX_LISTED_REJECTS: usize = 1_000;
 /// Events read from the feed at a time (and buffered towards the client).
 const WATCH_BUFFER: usize = 512;
 /// How often a caught-up Watch looks for new events.
@@ -292,11 +311,17 @@ fn tally(
         }
         Err(e) => {
             let status = crate::status::to_status(e);
+            summary.rejected_total += 1;
             summary.rejected.push(pb::RejectedRow {
                 row,
                 reason: status.message().to_owned(),
                 code: format!("{:?}", status.code()),
             });
+            // Rows finish out of order: keep the lowest row numbers, in bounded memory.
+            if summary.rejected.len() >= 2 * MAX_LISTED_REJECTS {
+                summary.rejected.sort_by_key(|r| r.row);
+                summary.rejected.truncate(MAX_LISTED_REJECTS);
+            }
         }
     }
     Ok(())
@@ -314,5 +339,29 @@ fn change_to_pb(e: vault_core::changes::ChangeEvent) -> pb::ChangeEvent {
             .channel
             .map(|c| c.as_str().to_owned())
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many rows are refused, the reply lists the lowest row numbers, at most
+    /// MAX_LISTED_REJECTS, and counts them all; memory stays bounded meanwhile.
+    #[test]
+    fn rejected_rows_are_counted_all_and_listed_first_n() {
+        let mut summary = pb::ImportResponse::default();
+        let n = 5 * MAX_LISTED_REJECTS as u64;
+        for row in (1..=n).rev() {
+            let refused: vault_core::Result<UpsertOutcome> =
+                Err(vault_core::InvalidInput::new("email", "bad").into());
+            tally(&mut summary, Ok((row, refused))).unwrap();
+            assert!(summary.rejected.len() < 2 * MAX_LISTED_REJECTS);
+        }
+        summary.rejected.sort_by_key(|r| r.row);
+        summary.rejected.truncate(MAX_LISTED_REJECTS);
+        assert_eq!(summary.rejected_total, n);
+        let rows: Vec<u64> = summary.rejected.iter().map(|r| r.row).collect();
+        assert_eq!(rows, (1..=MAX_LISTED_REJECTS as u64).collect::<Vec<_>>());
     }
 }
