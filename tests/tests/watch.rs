@@ -159,7 +159,13 @@ async fn a_newsletter_tool_sees_only_the_people_consenting_to_the_newsletter() {
 
     // A member without any consent, one with SMS consent only: never the newsletter's.
     let plain = upsert(&d, &member, "plain@example.fr", &[]).await;
-    let texter = upsert(&d, &member, "texter@example.fr", &[("sms-mobilisation", "sms")]).await;
+    let texter = upsert(
+        &d,
+        &member,
+        "texter@example.fr",
+        &[("sms-mobilisation", "sms")],
+    )
+    .await;
     tag(&d, &member, &plain, "volunteer").await;
     tag(&d, &sms, &texter, "driver").await;
     // Newsletter readers: one signed up with the newsletter tool, one with the form (also
@@ -187,7 +193,10 @@ async fn a_newsletter_tool_sees_only_the_people_consenting_to_the_newsletter() {
         .unwrap();
     let sentinel = upsert(&d, &news, "sentinel@example.fr", &[("newsletter", "email")]).await;
 
-    let got = until(&mut live, |e| e.subject_id == sentinel && e.kind != "created").await;
+    let got = until(&mut live, |e| {
+        e.subject_id == sentinel && e.kind != "created"
+    })
+    .await;
     assert_eq!(
         pairs(&got),
         [
@@ -230,7 +239,11 @@ async fn a_newsletter_tool_sees_only_the_people_consenting_to_the_newsletter() {
             .all(|e| e.purpose.is_empty() || e.purpose == "newsletter"),
         "{replay:?}"
     );
-    assert!(replay.iter().all(|e| e.channel.is_empty() || e.channel == "email"));
+    assert!(
+        replay
+            .iter()
+            .all(|e| e.channel.is_empty() || e.channel == "email")
+    );
     assert_eq!(
         pairs(&replay)
             .into_iter()
@@ -262,8 +275,20 @@ async fn the_event_that_ends_the_basis_is_delivered_then_nothing_more() {
     let news = d.tool("newsletter").await;
     let member = d.tool("membership").await;
     let dpo = d.dpo().await;
-    let withdrawn = upsert(&d, &news, "withdrawn@example.fr", &[("newsletter", "email")]).await;
-    let restricted = upsert(&d, &news, "restricted@example.fr", &[("newsletter", "email")]).await;
+    let withdrawn = upsert(
+        &d,
+        &news,
+        "withdrawn@example.fr",
+        &[("newsletter", "email")],
+    )
+    .await;
+    let restricted = upsert(
+        &d,
+        &news,
+        "restricted@example.fr",
+        &[("newsletter", "email")],
+    )
+    .await;
     let erased = upsert(&d, &news, "erased@example.fr", &[("newsletter", "email")]).await;
     let objected = upsert(&d, &news, "objected@example.fr", &[("newsletter", "email")]).await;
     let control = upsert(&d, &news, "control@example.fr", &[("newsletter", "email")]).await;
@@ -424,7 +449,10 @@ async fn a_revoked_clients_stream_ends_unauthenticated_and_delivers_nothing_afte
     .await
     .expect("the stream ends within 5 s of the revocation");
     let (delivered, status) = end;
-    assert!(delivered.is_empty(), "delivered after revocation: {delivered:?}");
+    assert!(
+        delivered.is_empty(),
+        "delivered after revocation: {delivered:?}"
+    );
     let status = status.expect("the stream ends with an error, not a clean end");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     // And the revoked client can open no new stream.

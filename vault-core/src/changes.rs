@@ -336,10 +336,7 @@ mod tests {
             assert_eq!(had(kind, &["membership"]).judge(&member), Visibility::Shown);
             assert_eq!(had(kind, &[]).judge(&member), Visibility::Hidden);
             // Without the list (an old row): by the state now.
-            assert_eq!(
-                Change::new("s", kind).judge(&news),
-                Visibility::IfBasisNow
-            );
+            assert_eq!(Change::new("s", kind).judge(&news), Visibility::IfBasisNow);
         }
         // Objections: on the purpose's channels only.
         let objected = |c| Change {
@@ -357,7 +354,10 @@ mod tests {
             ChangeKind::Untagged,
             ChangeKind::Unrestricted,
         ] {
-            assert_eq!(had(kind, &["newsletter"]).judge(&news), Visibility::IfBasisNow);
+            assert_eq!(
+                had(kind, &["newsletter"]).judge(&news),
+                Visibility::IfBasisNow
+            );
         }
     }
 }

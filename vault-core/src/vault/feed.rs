@@ -112,27 +112,17 @@ impl Vault {
     /// `Unauthenticated` or `PermissionDenied` error ends the stream), and returns those the
     /// caller may see (see the module documentation). The cursor moves past every change
     /// read, shown or not.
-    pub async fn watch_next(
-        &self,
-        session: &mut WatchSession,
-        limit: usize,
-    ) -> Result<WatchBatch> {
+    pub async fn watch_next(&self, session: &mut WatchSession, limit: usize) -> Result<WatchBatch> {
         let rows = self.changes_after(session.cursor, limit).await?;
         // After the read: every row was written before this check.
         let client = self.client_in_force(&session.caller.client_id).await?;
         session.caller.role = client.role;
         session.caller.allowed_purposes = client.purposes;
         let registry = self.registry().await?;
-        let purpose = access::decide(
-            &session.caller,
-            Rpc::SupportersWatch,
-            &registry,
-            None,
-            None,
-        )
-        .map_err(|d| d.error)?
-        .purpose
-        .ok_or_else(|| Error::Codec("no purpose".into()))?;
+        let purpose = access::decide(&session.caller, Rpc::SupportersWatch, &registry, None, None)
+            .map_err(|d| d.error)?
+            .purpose
+            .ok_or_else(|| Error::Codec("no purpose".into()))?;
         if session.purpose.as_ref() != Some(&purpose) {
             session.basis.clear();
             session.purpose = Some(purpose.clone());
@@ -287,5 +277,212 @@ fn nameless(e: Error) -> Error {
                 "the rows of a supporter in the change feed",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::access::Role;
+    use crate::audit::AuditOptions;
+    use crate::changes::ChangeKind;
+    use crate::consent::ConsentSource;
+    use crate::crypto::Key256;
+    use crate::crypto::root_key::RootKey;
+    use crate::purpose::Channel;
+    use crate::storage::sled_store::{SledOptions, SledStore};
+    use crate::storage::{Batch, Store};
+
+    async fn vault(dir: &std::path::Path) -> (Vault, Arc<dyn Store>) {
+        let raw: Arc<dyn Store> = Arc::new(SledStore::open(dir, &SledOptions::default()).unwrap());
+        let root = RootKey::from_key(Key256::from_bytes(&[7; 32]));
+        let v = Vault::with_store(Arc::clone(&raw), &root, AuditOptions::default())
+            .await
+            .unwrap();
+        v.install_purposes(None).await.unwrap();
+        (v, raw)
+    }
+
+    fn caller(id: &str, role: Role, purposes: &[&str], purpose: &str) -> Caller {
+        Caller {
+            client_id: id.to_owned(),
+            role,
+            allowed_purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+            purpose: Some(purpose.to_owned()),
+            request_id: "r".into(),
+        }
+    }
+
+    /// A campaign tool registered in the vault, declaring `purpose`.
+    async fn tool(v: &Vault, purposes: &[&str], purpose: &str) -> Caller {
+        let admin = Caller {
+            purpose: None,
+            ..caller("admin", Role::Admin, &[], "")
+        };
+        let wanted: Vec<String> = purposes.iter().map(|p| (*p).to_owned()).collect();
+        let (client, _token) = v
+            .create_client(&admin, "tool", Role::CampaignTool, &wanted, None, None)
+            .await
+            .unwrap();
+        caller(&client.id, Role::CampaignTool, purposes, purpose)
+    }
+
+    fn grant(purpose: &str) -> ConsentChange {
+        ConsentChange {
+            purpose: purpose.into(),
+            channel: None,
+            source: ConsentSource::Form,
+            notice_version: "v1".into(),
+        }
+    }
+
+    async fn person(v: &Vault, by: &Caller, email: &str, consents: &[ConsentChange]) -> String {
+        let s = Supporter {
+            email: email.into(),
+            ..Supporter::default()
+        };
+        v.upsert(by, &s, consents).await.unwrap().id
+    }
+
+    fn kinds(b: &WatchBatch) -> Vec<(ChangeKind, String)> {
+        b.events
+            .iter()
+            .map(|e| (e.change.kind, e.change.subject_id.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_session_sees_its_purpose_only_and_the_end_of_its_basis() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let news = tool(&v, &["newsletter"], "newsletter").await;
+        let member = tool(&v, &["membership", "sms-mobilisation"], "membership").await;
+        let dpo = caller("dpo", Role::Dpo, &[], crate::purpose::DPO_PURPOSE);
+        let reader = person(&v, &news, "r@example.org", &[grant("newsletter")]).await;
+        let other = person(&v, &member, "o@example.org", &[grant("sms-mobilisation")]).await;
+        v.tag(&member, &other, &["x".into()]).await.unwrap();
+
+        let mut s = WatchSession::new(news.clone(), None);
+        let b = v.watch_next(&mut s, 100).await.unwrap();
+        assert!(b.caught_up);
+        assert_eq!(
+            kinds(&b),
+            [
+                (ChangeKind::Created, reader.clone()),
+                (ChangeKind::ConsentGranted, reader.clone())
+            ]
+        );
+        // The cursor moved past the hidden changes too.
+        let all = v.changes_after(None, 100).await.unwrap();
+        assert_eq!(s.cursor(), all.last().map(|e| e.cursor));
+
+        // The erasure records who had a basis, and is shown once; the membership tool had
+        // one too, the SMS purpose did not.
+        v.erase(&dpo, &reader, "E", false).await.unwrap();
+        let b = v.watch_next(&mut s, 100).await.unwrap();
+        assert_eq!(kinds(&b), [(ChangeKind::Erased, reader.clone())]);
+        let had = b.events[0].change.basis_before.clone().unwrap();
+        assert!(had.contains(&"newsletter".to_owned()) && had.contains(&"membership".to_owned()));
+        assert!(!had.contains(&"sms-mobilisation".to_owned()));
+        assert!(v.watch_next(&mut s, 100).await.unwrap().events.is_empty());
+        // A fresh session from the start: the erased person's earlier changes are gone
+        // with their basis; the erasure stays.
+        let mut again = WatchSession::new(news.clone(), None);
+        let b = v.watch_next(&mut again, 100).await.unwrap();
+        assert_eq!(kinds(&b), [(ChangeKind::Erased, reader.clone())]);
+        // Under the SMS purpose: the texter, without the membership tool's changes that
+        // the SMS purpose has no basis for, and none of the newsletter's consent.
+        let sms = Caller {
+            purpose: Some("sms-mobilisation".into()),
+            ..member.clone()
+        };
+        let b = v
+            .watch_next(&mut WatchSession::new(sms, None), 100)
+            .await
+            .unwrap();
+        assert!(b.events.iter().all(|e| e.change.subject_id == other));
+        assert!(b.events.iter().all(|e| {
+            e.change
+                .purpose
+                .as_deref()
+                .is_none_or(|p| p == "sms-mobilisation")
+        }));
+        // Small batches reach the same result.
+        let mut small = WatchSession::new(member.clone(), None);
+        let mut seen = Vec::new();
+        loop {
+            let b = v.watch_next(&mut small, 1).await.unwrap();
+            seen.extend(kinds(&b));
+            if b.caught_up {
+                break;
+            }
+        }
+        let whole = v
+            .watch_next(&mut WatchSession::new(member.clone(), None), 100)
+            .await
+            .unwrap();
+        assert_eq!(seen, kinds(&whole));
+    }
+
+    #[tokio::test]
+    async fn a_withdrawal_is_shown_then_nothing_and_a_revocation_ends_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let news = tool(&v, &["newsletter"], "newsletter").await;
+        let member = tool(&v, &["membership"], "membership").await;
+        let id = person(&v, &news, "w@example.org", &[grant("newsletter")]).await;
+        let mut s = WatchSession::new(news.clone(), None);
+        assert_eq!(v.watch_next(&mut s, 100).await.unwrap().events.len(), 2);
+        // Remembered as having a basis; the withdrawal makes the session forget it.
+        v.tag(&member, &id, &["a".into()]).await.unwrap();
+        assert_eq!(
+            kinds(&v.watch_next(&mut s, 100).await.unwrap()),
+            [(ChangeKind::Tagged, id.clone())]
+        );
+        v.withdraw_consent(&news, &id, &grant("newsletter"))
+            .await
+            .unwrap();
+        v.tag(&member, &id, &["b".into()]).await.unwrap();
+        let b = v.watch_next(&mut s, 100).await.unwrap();
+        assert_eq!(kinds(&b), [(ChangeKind::ConsentWithdrawn, id.clone())]);
+        assert_eq!(b.events[0].change.channel, Some(Channel::Email));
+
+        let admin = Caller {
+            purpose: None,
+            ..caller("admin", Role::Admin, &[], "")
+        };
+        v.revoke_client(&admin, &news.client_id).await.unwrap();
+        let e = v.watch_next(&mut s, 100).await.unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        // An unknown client holds nothing either.
+        let mut ghost = WatchSession::new(
+            caller("ghost", Role::CampaignTool, &["newsletter"], "newsletter"),
+            None,
+        );
+        assert!(matches!(
+            v.watch_next(&mut ghost, 100).await.unwrap_err(),
+            Error::Unauthenticated(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_person_who_fails_to_load_is_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, raw) = vault(dir.path()).await;
+        let member = tool(&v, &["membership"], "membership").await;
+        let id = person(&v, &member, "t@example.org", &[]).await;
+        let mut b = Batch::new();
+        b.put(Table::Records, id.as_bytes(), b"not a ciphertext".to_vec());
+        raw.commit(b).await.unwrap();
+        let e = v
+            .watch_next(&mut WatchSession::new(member, None), 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Integrity(_)), "{e}");
+        assert!(!e.to_string().contains(&id), "{e}");
     }
 }
