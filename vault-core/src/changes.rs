@@ -164,7 +164,7 @@ impl Change {
         }
         match &self.basis_before {
             Some(had) if self.kind.may_end_basis() => {
-                if had.iter().any(|p| *p == purpose.id) {
+                if had.contains(&purpose.id) {
                     Visibility::Shown
                 } else {
                     Visibility::Hidden
