@@ -450,8 +450,14 @@ async fn watch_shows_withdrawal_erasure_restriction_and_resumes_exactly() {
     );
     assert_eq!(resumed[0].purpose, "newsletter");
     assert_eq!(resumed[0].channel, "email");
-    // Resuming from any event's cursor replays exactly what follows it.
+    // Replayed from the start, the three people's earlier events are not shown any more
+    // (none of them has a basis for the newsletter now), only the events that ended it.
     let all = feed(&d, &news, "").await;
+    assert_eq!(
+        all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["consent-withdrawn", "restricted", "erased"]
+    );
+    // Resuming from any event's cursor replays exactly what follows it.
     for (i, e) in all.iter().enumerate() {
         let after = feed(&d, &news, &e.cursor).await;
         assert_eq!(after, all[i + 1..].to_vec());

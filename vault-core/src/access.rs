@@ -551,6 +551,35 @@ fn subject_refusal(
     }
 }
 
+/// The purposes of `registry` a campaign tool allowed them would have a basis for on
+/// `subject`: exactly those for which [`decide`] allows `Supporters.Get` of the subject
+/// (see [`has_basis`]; not restricted, not objecting to every channel of the purpose). The DPO's purpose is left out: the DPO acts on everyone, restricted or not.
+///
+/// The change feed records this list on the event that ends a basis (a withdrawal, an
+/// objection, a restriction, an erasure), since after it the person's state can no longer
+/// say who had a basis just before (see [`crate::changes`]).
+pub fn basis_purposes(registry: &Registry, subject: Subject<'_>) -> Vec<String> {
+    let mut tool = Caller {
+        client_id: String::new(),
+        role: Role::CampaignTool,
+        allowed_purposes: registry
+            .iter()
+            .filter(|p| p.id != DPO_PURPOSE)
+            .map(|p| p.id.clone())
+            .collect(),
+        purpose: None,
+        request_id: String::new(),
+    };
+    let mut out = Vec::new();
+    for id in tool.allowed_purposes.clone() {
+        tool.purpose = Some(id.clone());
+        if decide(&tool, Rpc::SupportersGet, registry, Some(subject), None).is_ok() {
+            out.push(id);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,6 +755,48 @@ mod tests {
         // Withdrawing stays possible during a restriction.
         let tool = caller(Role::CampaignTool, &["newsletter"], Some("newsletter"));
         assert!(decide(&tool, Rpc::ConsentWithdraw, &reg, r.subject(), None).is_ok());
+    }
+
+    #[test]
+    fn basis_purposes_are_what_get_allows() {
+        let reg = Registry::new(default_registry());
+        let news = consented("newsletter", Channel::Email);
+        let none = ConsentState::default();
+        let of = |consent: &ConsentState, restricted| {
+            basis_purposes(
+                &reg,
+                Subject {
+                    id: "s",
+                    consent,
+                    restricted,
+                },
+            )
+        };
+        let with_news = of(&news, false);
+        assert!(with_news.contains(&"newsletter".to_owned()));
+        assert!(with_news.contains(&"membership".to_owned()));
+        assert!(!with_news.contains(&"sms-mobilisation".to_owned()));
+        assert!(!with_news.contains(&DPO_PURPOSE.to_owned()));
+        assert!(!of(&none, false).contains(&"newsletter".to_owned()));
+        // Restricted: nobody but the DPO, whose purpose is not listed.
+        assert!(of(&news, true).is_empty());
+        // The same judgement as decide, purpose by purpose.
+        for consent in [&news, &none] {
+            for restricted in [false, true] {
+                let listed = of(consent, restricted);
+                for p in reg.iter().filter(|p| p.id != DPO_PURPOSE) {
+                    let tool = caller(Role::CampaignTool, &[p.id.as_str()], Some(&p.id));
+                    let subject = Subject {
+                        id: "s",
+                        consent,
+                        restricted,
+                    };
+                    let allowed =
+                        decide(&tool, Rpc::SupportersGet, &reg, Some(subject), None).is_ok();
+                    assert_eq!(listed.contains(&p.id), allowed, "{}", p.id);
+                }
+            }
+        }
     }
 
     #[test]

@@ -34,5 +34,6 @@ pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcom
 pub use vault::backup;
 pub use vault::{
     AuditQuery, ErasureReceipt, ExportKey, KeyOptions, OpenReport, RightsState, RotationReport,
-    SearchPage, SearchQuery, StorageChoice, SweepReport, Vault, VaultOptions, WitnessedNote,
+    SearchPage, SearchQuery, StorageChoice, SweepReport, Vault, VaultOptions, WatchBatch,
+    WatchSession, WitnessedNote,
 };

@@ -139,6 +139,25 @@ impl Vault {
         Ok(stored.client)
     }
 
+    /// The client `id` if it still holds: registered, not revoked, not expired. Calls that
+    /// act long on one authentication (a `Supporters.Watch` stream) ask again as they run,
+    /// so a revocation on any daemon sharing the store ends them too.
+    pub async fn client_in_force(&self, id: &str) -> Result<Client> {
+        let refused = || {
+            Error::Unauthenticated(
+                "invalid credentials: the client was revoked or is no longer registered".into(),
+            )
+        };
+        let (stored, _) = self.stored_client(id).await?.ok_or_else(refused)?;
+        if !stored.client.is_active() {
+            return Err(refused());
+        }
+        if stored.client.has_expired(now_us()) {
+            return Err(expired());
+        }
+        Ok(stored.client)
+    }
+
     /// The active client whose TLS certificate has this SHA-256 fingerprint.
     pub async fn authenticate_certificate(&self, fingerprint: &str) -> Result<Client> {
         let fp = client::normalize_fingerprint(fingerprint)?;

@@ -1,14 +1,87 @@
 //! The change feed (Supporters.Watch) and bulk import (Supporters.Import), the two
 //! streaming calls of campaign tools.
+//!
+//! # What a Watch stream shows
+//!
+//! A stream follows the feed through the purpose its call declared, and shows a change only
+//! when `Supporters.Get` of the person under that purpose would be allowed
+//! ([`crate::access::decide`]): the tool has a basis for the person (not restricted; a
+//! consent-based purpose needs the person's active consent on some channel), and of consent
+//! events it sees its own purpose's only. The change that ends a basis is judged by the
+//! purposes the write recorded on it ([`crate::changes`]), so the tools that had the basis
+//! learn of the withdrawal, objection, restriction or erasure, and nothing about the person
+//! follows for them. Other changes are judged by the person's state now, loaded once per
+//! batch (and remembered by the stream until a change that may alter the basis arrives).
+//! The state is read after the batch, so it is never older than a change in it: a change
+//! is never shown on a basis that had already ended when it was read.
+//!
+//! # The client must hold for the whole stream
+//!
+//! A stream authenticates once, when it opens, but may run for days. Before it delivers a
+//! batch it asks again whether its client holds ([`Vault::client_in_force`]) and whether
+//! it may still use its purpose; a caught-up stream asks every poll. The question is asked
+//! after the batch was read, so a client revoked before it gets none of the batch, and one
+//! revoked after it gets only changes written before the revocation.
+//!
+//! # Errors
+//!
+//! The stream's errors never name a person the caller may not see: a person whose rows
+//! fail to load ends the stream with an error about the feed, not about the person (the
+//! daemon's log says which).
 
-use crate::access::{Caller, Rpc};
-use crate::changes::{self, ChangeEvent, Cursor};
+use std::collections::{BTreeSet, HashMap};
+
+use crate::access::{self, Caller, Rpc};
+use crate::changes::{self, Change, ChangeEvent, Cursor, Visibility};
 use crate::consent::ledger::ConsentChange;
-use crate::error::Result;
-use crate::storage::Table;
+use crate::error::{Error, IntegrityObject, Result};
+use crate::purpose::{Purpose, Registry};
+use crate::storage::{StoreError, Table};
 use crate::supporter::{Supporter, UpsertOutcome};
 
-use super::Vault;
+use super::{Loaded, Vault};
+
+/// People whose judgement a stream remembers, at most (then it forgets them all).
+const REMEMBERED: usize = 10_000;
+
+/// A running `Supporters.Watch`: who follows the feed, where it stands, and who of the
+/// people it met it had a basis for.
+#[derive(Debug, Clone)]
+pub struct WatchSession {
+    caller: Caller,
+    cursor: Option<Cursor>,
+    /// The purpose as the remembered judgements were made under it.
+    purpose: Option<Purpose>,
+    /// Subject id → whether the caller had a basis for them when last loaded.
+    basis: HashMap<String, bool>,
+}
+
+impl WatchSession {
+    /// A session for `caller` (as authenticated when the stream opened, and allowed by
+    /// [`Vault::watch`]) from `cursor` (the oldest change when `None`).
+    pub fn new(caller: Caller, cursor: Option<Cursor>) -> Self {
+        Self {
+            caller,
+            cursor,
+            purpose: None,
+            basis: HashMap::new(),
+        }
+    }
+
+    /// The position after the last change read (shown or not).
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.cursor
+    }
+}
+
+/// One step of a Watch stream ([`Vault::watch_next`]).
+#[derive(Debug, Clone, Default)]
+pub struct WatchBatch {
+    /// The changes the caller may see, oldest first.
+    pub events: Vec<ChangeEvent>,
+    /// Whether the feed had no more changes (the stream should wait before asking again).
+    pub caught_up: bool,
+}
 
 impl Vault {
     /// Decides and logs a caller's subscription to the change feed (one entry per call,
@@ -34,7 +107,124 @@ impl Vault {
         log.finish(&self.audit, result).await
     }
 
-    /// Up to `limit` changes after `after` (from the oldest without), oldest first.
+    /// The next step of a Watch stream: reads up to `limit` changes after the session's
+    /// cursor, checks that the client still holds and may use its purpose (an
+    /// `Unauthenticated` or `PermissionDenied` error ends the stream), and returns those the
+    /// caller may see (see the module documentation). The cursor moves past every change
+    /// read, shown or not.
+    pub async fn watch_next(&self, session: &mut WatchSession, limit: usize) -> Result<WatchBatch> {
+        let rows = self.changes_after(session.cursor, limit).await?;
+        // After the read: every row was written before this check.
+        let client = self.client_in_force(&session.caller.client_id).await?;
+        session.caller.role = client.role;
+        session.caller.allowed_purposes = client.purposes;
+        let registry = self.registry().await?;
+        let purpose = access::decide(&session.caller, Rpc::SupportersWatch, &registry, None, None)
+            .map_err(|d| d.error)?
+            .purpose
+            .ok_or_else(|| Error::Codec("no purpose".into()))?;
+        if session.purpose.as_ref() != Some(&purpose) {
+            session.basis.clear();
+            session.purpose = Some(purpose.clone());
+        }
+        let caught_up = rows.len() < limit;
+        let next_cursor = rows.last().map(|e| e.cursor).or(session.cursor);
+        let events = self
+            .visible_changes(session, &registry, &purpose, rows)
+            .await?;
+        session.cursor = next_cursor;
+        Ok(WatchBatch { events, caught_up })
+    }
+
+    /// The changes of `rows` the session's caller may see under `purpose`.
+    async fn visible_changes(
+        &self,
+        session: &mut WatchSession,
+        registry: &Registry,
+        purpose: &Purpose,
+        rows: Vec<ChangeEvent>,
+    ) -> Result<Vec<ChangeEvent>> {
+        let verdicts: Vec<Visibility> = rows.iter().map(|e| e.change.judge(purpose)).collect();
+        // What may have changed a remembered judgement is forgotten; the people still to
+        // judge are loaded now, after the batch was read, so their state is at least as
+        // recent as every change of the batch.
+        for e in rows.iter().filter(|e| e.change.kind.may_change_basis()) {
+            session.basis.remove(&e.change.subject_id);
+        }
+        let to_load: BTreeSet<&str> = rows
+            .iter()
+            .zip(&verdicts)
+            .filter(|(e, v)| {
+                **v == Visibility::IfBasisNow && !session.basis.contains_key(&e.change.subject_id)
+            })
+            .map(|(e, _)| e.change.subject_id.as_str())
+            .collect();
+        if session.basis.len() + to_load.len() > REMEMBERED {
+            session.basis.clear();
+        }
+        for id in to_load {
+            let has = self.basis_now(&session.caller, registry, id).await?;
+            session.basis.insert(id.to_owned(), has);
+        }
+        Ok(rows
+            .into_iter()
+            .zip(verdicts)
+            .filter(|(e, v)| match v {
+                Visibility::Shown => true,
+                Visibility::Hidden => false,
+                Visibility::IfBasisNow => session
+                    .basis
+                    .get(&e.change.subject_id)
+                    .copied()
+                    .unwrap_or(false),
+            })
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// Whether `caller` may read the person `id` now (`Supporters.Get`'s decision); an
+    /// erased or unknown person: no. A failure to load the person is reported without their
+    /// id.
+    async fn basis_now(&self, caller: &Caller, registry: &Registry, id: &str) -> Result<bool> {
+        let loaded = match self.load(id).await {
+            Ok(l) => l,
+            Err(e) => return Err(nameless(e)),
+        };
+        Ok(loaded.is_some_and(|l| {
+            let consent = l.consent_state();
+            access::decide(
+                caller,
+                Rpc::SupportersGet,
+                registry,
+                Some(l.subject(&consent)),
+                None,
+            )
+            .is_ok()
+        }))
+    }
+
+    /// Records, on the `changes` of a write of `loaded` that may end a basis, the purposes
+    /// the person had a basis for before the write ([`Change::basis_before`]).
+    pub(super) async fn note_basis_before(
+        &self,
+        loaded: &Loaded,
+        changes: &mut [Change],
+    ) -> Result<()> {
+        if !changes.iter().any(|c| c.kind.may_end_basis()) {
+            return Ok(());
+        }
+        let registry = self.registry().await?;
+        let consent = loaded.consent_state();
+        let had = access::basis_purposes(&registry, loaded.subject(&consent));
+        for c in changes.iter_mut().filter(|c| c.kind.may_end_basis()) {
+            c.basis_before = Some(had.clone());
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` changes after `after` (from the oldest without), oldest first, as
+    /// stored: every change of every person, unfiltered (a Watch stream reads through
+    /// [`Vault::watch_next`]).
     pub async fn changes_after(
         &self,
         after: Option<Cursor>,
@@ -68,5 +258,231 @@ impl Vault {
             .upsert_inner(&mut log, caller, Rpc::SupportersImport, input, consents)
             .await;
         log.finish(&self.audit, result).await
+    }
+}
+
+/// `e` without the person it may name, for a stream that may not name them: storage
+/// failures stay what they are (they name no one), everything else becomes an integrity
+/// failure of the feed. The daemon's log keeps the original.
+fn nameless(e: Error) -> Error {
+    match e {
+        Error::Storage(s) if !matches!(s, StoreError::Tampered { .. }) => Error::Storage(s),
+        other => {
+            tracing::error!(
+                target: "vault::feed",
+                error = %other,
+                "a supporter's rows could not be read while judging the change feed"
+            );
+            Error::Integrity(IntegrityObject::Metadata(
+                "the rows of a supporter in the change feed",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::access::Role;
+    use crate::audit::AuditOptions;
+    use crate::changes::ChangeKind;
+    use crate::consent::ConsentSource;
+    use crate::crypto::Key256;
+    use crate::crypto::root_key::RootKey;
+    use crate::purpose::Channel;
+    use crate::storage::sled_store::{SledOptions, SledStore};
+    use crate::storage::{Batch, Store};
+
+    async fn vault(dir: &std::path::Path) -> (Vault, Arc<dyn Store>) {
+        let raw: Arc<dyn Store> = Arc::new(SledStore::open(dir, &SledOptions::default()).unwrap());
+        let root = RootKey::from_key(Key256::from_bytes(&[7; 32]));
+        let v = Vault::with_store(Arc::clone(&raw), &root, AuditOptions::default())
+            .await
+            .unwrap();
+        v.install_purposes(None).await.unwrap();
+        (v, raw)
+    }
+
+    fn caller(id: &str, role: Role, purposes: &[&str], purpose: &str) -> Caller {
+        Caller {
+            client_id: id.to_owned(),
+            role,
+            allowed_purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+            purpose: Some(purpose.to_owned()),
+            request_id: "r".into(),
+        }
+    }
+
+    /// A campaign tool registered in the vault, declaring `purpose`.
+    async fn tool(v: &Vault, purposes: &[&str], purpose: &str) -> Caller {
+        let admin = Caller {
+            purpose: None,
+            ..caller("admin", Role::Admin, &[], "")
+        };
+        let wanted: Vec<String> = purposes.iter().map(|p| (*p).to_owned()).collect();
+        let (client, _token) = v
+            .create_client(&admin, "tool", Role::CampaignTool, &wanted, None, None)
+            .await
+            .unwrap();
+        caller(&client.id, Role::CampaignTool, purposes, purpose)
+    }
+
+    fn grant(purpose: &str) -> ConsentChange {
+        ConsentChange {
+            purpose: purpose.into(),
+            channel: None,
+            source: ConsentSource::Form,
+            notice_version: "v1".into(),
+        }
+    }
+
+    async fn person(v: &Vault, by: &Caller, email: &str, consents: &[ConsentChange]) -> String {
+        let s = Supporter {
+            email: email.into(),
+            ..Supporter::default()
+        };
+        v.upsert(by, &s, consents).await.unwrap().id
+    }
+
+    fn kinds(b: &WatchBatch) -> Vec<(ChangeKind, String)> {
+        b.events
+            .iter()
+            .map(|e| (e.change.kind, e.change.subject_id.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_session_sees_its_purpose_only_and_the_end_of_its_basis() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let news = tool(&v, &["newsletter"], "newsletter").await;
+        let member = tool(&v, &["membership", "sms-mobilisation"], "membership").await;
+        let dpo = caller("dpo", Role::Dpo, &[], crate::purpose::DPO_PURPOSE);
+        let reader = person(&v, &news, "r@example.org", &[grant("newsletter")]).await;
+        let other = person(&v, &member, "o@example.org", &[grant("sms-mobilisation")]).await;
+        v.tag(&member, &other, &["x".into()]).await.unwrap();
+
+        let mut s = WatchSession::new(news.clone(), None);
+        let b = v.watch_next(&mut s, 100).await.unwrap();
+        assert!(b.caught_up);
+        assert_eq!(
+            kinds(&b),
+            [
+                (ChangeKind::Created, reader.clone()),
+                (ChangeKind::ConsentGranted, reader.clone())
+            ]
+        );
+        // The cursor moved past the hidden changes too.
+        let all = v.changes_after(None, 100).await.unwrap();
+        assert_eq!(s.cursor(), all.last().map(|e| e.cursor));
+
+        // The erasure records who had a basis, and is shown once; the membership tool had
+        // one too, the SMS purpose did not.
+        v.erase(&dpo, &reader, "E", false).await.unwrap();
+        let b = v.watch_next(&mut s, 100).await.unwrap();
+        assert_eq!(kinds(&b), [(ChangeKind::Erased, reader.clone())]);
+        let had = b.events[0].change.basis_before.clone().unwrap();
+        assert!(had.contains(&"newsletter".to_owned()) && had.contains(&"membership".to_owned()));
+        assert!(!had.contains(&"sms-mobilisation".to_owned()));
+        assert!(v.watch_next(&mut s, 100).await.unwrap().events.is_empty());
+        // A fresh session from the start: the erased person's earlier changes are gone
+        // with their basis; the erasure stays.
+        let mut again = WatchSession::new(news.clone(), None);
+        let b = v.watch_next(&mut again, 100).await.unwrap();
+        assert_eq!(kinds(&b), [(ChangeKind::Erased, reader.clone())]);
+        // Under the SMS purpose: the texter, without the membership tool's changes that
+        // the SMS purpose has no basis for, and none of the newsletter's consent.
+        let sms = Caller {
+            purpose: Some("sms-mobilisation".into()),
+            ..member.clone()
+        };
+        let b = v
+            .watch_next(&mut WatchSession::new(sms, None), 100)
+            .await
+            .unwrap();
+        assert!(b.events.iter().all(|e| e.change.subject_id == other));
+        assert!(b.events.iter().all(|e| {
+            e.change
+                .purpose
+                .as_deref()
+                .is_none_or(|p| p == "sms-mobilisation")
+        }));
+        // Small batches reach the same result.
+        let mut small = WatchSession::new(member.clone(), None);
+        let mut seen = Vec::new();
+        loop {
+            let b = v.watch_next(&mut small, 1).await.unwrap();
+            seen.extend(kinds(&b));
+            if b.caught_up {
+                break;
+            }
+        }
+        let whole = v
+            .watch_next(&mut WatchSession::new(member.clone(), None), 100)
+            .await
+            .unwrap();
+        assert_eq!(seen, kinds(&whole));
+    }
+
+    #[tokio::test]
+    async fn a_withdrawal_is_shown_then_nothing_and_a_revocation_ends_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let news = tool(&v, &["newsletter"], "newsletter").await;
+        let member = tool(&v, &["membership"], "membership").await;
+        let id = person(&v, &news, "w@example.org", &[grant("newsletter")]).await;
+        let mut s = WatchSession::new(news.clone(), None);
+        assert_eq!(v.watch_next(&mut s, 100).await.unwrap().events.len(), 2);
+        // Remembered as having a basis; the withdrawal makes the session forget it.
+        v.tag(&member, &id, &["a".into()]).await.unwrap();
+        assert_eq!(
+            kinds(&v.watch_next(&mut s, 100).await.unwrap()),
+            [(ChangeKind::Tagged, id.clone())]
+        );
+        v.withdraw_consent(&news, &id, &grant("newsletter"))
+            .await
+            .unwrap();
+        v.tag(&member, &id, &["b".into()]).await.unwrap();
+        let b = v.watch_next(&mut s, 100).await.unwrap();
+        assert_eq!(kinds(&b), [(ChangeKind::ConsentWithdrawn, id.clone())]);
+        assert_eq!(b.events[0].change.channel, Some(Channel::Email));
+
+        let admin = Caller {
+            purpose: None,
+            ..caller("admin", Role::Admin, &[], "")
+        };
+        v.revoke_client(&admin, &news.client_id).await.unwrap();
+        let e = v.watch_next(&mut s, 100).await.unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        // An unknown client holds nothing either.
+        let mut ghost = WatchSession::new(
+            caller("ghost", Role::CampaignTool, &["newsletter"], "newsletter"),
+            None,
+        );
+        assert!(matches!(
+            v.watch_next(&mut ghost, 100).await.unwrap_err(),
+            Error::Unauthenticated(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_person_who_fails_to_load_is_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, raw) = vault(dir.path()).await;
+        let member = tool(&v, &["membership"], "membership").await;
+        let id = person(&v, &member, "t@example.org", &[]).await;
+        let mut b = Batch::new();
+        b.put(Table::Records, id.as_bytes(), b"not a ciphertext".to_vec());
+        raw.commit(b).await.unwrap();
+        let e = v
+            .watch_next(&mut WatchSession::new(member, None), 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Integrity(_)), "{e}");
+        assert!(!e.to_string().contains(&id), "{e}");
     }
 }

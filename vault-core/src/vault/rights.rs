@@ -207,7 +207,9 @@ impl Vault {
             key,
             serde_json::to_vec(receipt).map_err(|e| Error::Codec(e.to_string()))?,
         );
-        log.changes(vec![Change::new(id, ChangeKind::Erased)]);
+        let mut changes = vec![Change::new(id, ChangeKind::Erased)];
+        self.note_basis_before(loaded, &mut changes).await?;
+        log.changes(changes);
         log.commit_write(&self.audit, b).await
     }
 

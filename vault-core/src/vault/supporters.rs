@@ -716,7 +716,9 @@ impl Vault {
         let before = loaded.terms(&self.blind);
         let after = postings::terms(&self.blind, &next, &consent, state);
         postings::diff(&mut b, &old.id, &before, &after);
-        log.changes(describe_changes(old, &next, events, &loaded.state, state));
+        let mut changes = describe_changes(old, &next, events, &loaded.state, state);
+        self.note_basis_before(loaded, &mut changes).await?;
+        log.changes(changes);
         log.commit_write(&self.audit, b).await?;
         Ok((next, true))
     }
@@ -755,6 +757,7 @@ pub(super) fn consent_change(e: &ConsentEvent) -> Change {
         },
         purpose: Some(e.purpose.clone()),
         channel: Some(e.channel),
+        basis_before: None,
     }
 }
 

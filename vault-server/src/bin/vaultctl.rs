@@ -115,7 +115,8 @@ enum Command {
     Retention(RetentionCommand),
     /// Import supporters from a CSV file under --purpose, with a progress bar and a summary.
     Import(Box<ImportArgs>),
-    /// Follow the change feed (ids and kinds, never personal data) under --purpose.
+    /// Follow the change feed (ids and kinds, never personal data) under --purpose: only the
+    /// people that purpose has a basis for, and its own consent events.
     Watch {
         /// Start after this cursor (default: the oldest retained change).
         #[arg(long)]

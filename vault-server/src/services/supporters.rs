@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vault_core::{FieldSet, LookupKey, SearchQuery, UpsertOutcome, Vault};
+use vault_core::{FieldSet, LookupKey, SearchQuery, UpsertOutcome, Vault, WatchSession};
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_server::Supporters;
 
@@ -250,29 +250,32 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = self.vault.watch(&caller, &req.cursor).await;
-        let mut cursor = finish(&caller, "Supporters.Watch", result)?;
+        let cursor = finish(&caller, "Supporters.Watch", result)?;
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let vault = Arc::clone(&self.vault);
+        // The vault decides what the caller sees and re-checks its client at every step
+        // (`Vault::watch_next`); a caught-up stream steps every WATCH_POLL, so a revocation
+        // ends it within that.
+        let mut session = WatchSession::new(caller, cursor);
         tokio::spawn(async move {
             loop {
-                let batch = match vault.changes_after(cursor, WATCH_BUFFER).await {
+                let batch = match vault.watch_next(&mut session, WATCH_BUFFER).await {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(crate::status::to_status(e))).await;
                         return;
                     }
                 };
-                if batch.is_empty() {
-                    // Caught up: poll (the feed is in the store, shared by replicas).
-                    tokio::select! {
-                        () = tokio::time::sleep(WATCH_POLL) => continue,
-                        () = tx.closed() => return,
-                    }
-                }
-                for e in batch {
-                    cursor = Some(e.cursor);
+                for e in batch.events {
                     if tx.send(Ok(change_to_pb(e))).await.is_err() {
                         return;
+                    }
+                }
+                if batch.caught_up {
+                    // Caught up: poll (the feed is in the store, shared by replicas).
+                    tokio::select! {
+                        () = tokio::time::sleep(WATCH_POLL) => {}
+                        () = tx.closed() => return,
                     }
                 }
             }
@@ -292,7 +295,7 @@ pub const MAX_IMPORT_ROWS: u64 = 100_000;
 pub const MAX_LISTED_REJECTS: usize = 1_000;
 /// Events read from the feed at a time (and buffered towards the client).
 const WATCH_BUFFER: usize = 512;
-/// How often a caught-up Watch looks for new events.
+/// How often a caught-up Watch looks for new events (and checks that its client holds).
 const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Adds one finished row to the summary. Storage failures end the import (the rows
