@@ -144,11 +144,17 @@ pub enum Rpc {
     AdminRetentionSweep,
     /// `Admin.ExportErasureJournal`
     AdminExportErasureJournal,
+    /// `Admin.ProposeChange`
+    AdminProposeChange,
+    /// `Admin.ApproveProposal`
+    AdminApproveProposal,
+    /// `Admin.ListProposals`
+    AdminListProposals,
 }
 
 impl Rpc {
     /// Every rpc.
-    pub const ALL: [Rpc; 38] = [
+    pub const ALL: [Rpc; 41] = [
         Rpc::SupportersUpsert,
         Rpc::SupportersGet,
         Rpc::SupportersLookup,
@@ -187,6 +193,9 @@ impl Rpc {
         Rpc::AdminBackup,
         Rpc::AdminRetentionSweep,
         Rpc::AdminExportErasureJournal,
+        Rpc::AdminProposeChange,
+        Rpc::AdminApproveProposal,
+        Rpc::AdminListProposals,
     ];
 
     /// The gRPC name, `Service.Method`.
@@ -230,6 +239,9 @@ impl Rpc {
             Rpc::AdminBackup => "Admin.Backup",
             Rpc::AdminRetentionSweep => "Admin.RetentionSweep",
             Rpc::AdminExportErasureJournal => "Admin.ExportErasureJournal",
+            Rpc::AdminProposeChange => "Admin.ProposeChange",
+            Rpc::AdminApproveProposal => "Admin.ApproveProposal",
+            Rpc::AdminListProposals => "Admin.ListProposals",
         }
     }
 
@@ -258,6 +270,9 @@ impl Rpc {
                 | Rpc::AdminBackup
                 | Rpc::AdminRetentionSweep
                 | Rpc::AdminExportErasureJournal
+                | Rpc::AdminProposeChange
+                | Rpc::AdminApproveProposal
+                | Rpc::AdminListProposals
         )
     }
 
@@ -290,6 +305,11 @@ impl Rpc {
             | Rpc::AdminListClients
             | Rpc::AdminListPurposes
             | Rpc::AdminPutPurpose => &[Admin],
+            // Separation of duties: one admin proposes what widens access to personal
+            // data, another approves it (`crate::proposal`).
+            Rpc::AdminProposeChange | Rpc::AdminApproveProposal | Rpc::AdminListProposals => {
+                &[Admin]
+            }
             // The record of processing activities is the DPO's document as much as the admin's.
             Rpc::AdminProcessingReport => &[Admin, Dpo],
             // The log is for auditors and the DPO (who answers "who saw my data?").
