@@ -798,7 +798,19 @@ async fn revoked_tokens_are_refused_and_no_token_is_kept_in_clear() {
     s.get(authed(pb::GetRequest { id, fields: None }, &other))
         .await
         .unwrap();
-    // The last admin cannot lock everyone out.
+    // The last admin cannot lock everyone out (the harness's approving admin goes first).
+    let approver = daemon.approver().await;
+    daemon
+        .admin()
+        .await
+        .revoke_client(authed(
+            pb::RevokeClientRequest {
+                id: approver.client_id.clone(),
+            },
+            &daemon.admin_token(),
+        ))
+        .await
+        .unwrap();
     let err = daemon
         .admin()
         .await
