@@ -108,7 +108,11 @@ async fn one_admin_alone_cannot_widen_a_purpose_but_may_narrow_it() {
     ] {
         let err = put(&d, &admin, p).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
-        assert!(err.message().contains("second admin"), "{what}: {}", err.message());
+        assert!(
+            err.message().contains("second admin"),
+            "{what}: {}",
+            err.message()
+        );
     }
     assert_eq!(purpose(&d, &admin, "newsletter").await, newsletter);
 
@@ -233,7 +237,10 @@ async fn concurrent_mutual_revocation_leaves_an_active_admin() {
             outcomes.push(t.await.unwrap());
         }
         let revoked = outcomes.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(revoked, 1, "round {round}: exactly one revocation wins: {outcomes:?}");
+        assert_eq!(
+            revoked, 1,
+            "round {round}: exactly one revocation wins: {outcomes:?}"
+        );
         // The loser finds itself the last admin, or (when the winner committed before the
         // loser's call was authenticated) is no longer an admin at all.
         let refused = outcomes.iter().find_map(|r| r.as_ref().err()).unwrap();
@@ -369,7 +376,10 @@ async fn a_second_admin_approves_a_dpo_client_and_both_steps_are_logged() {
                 .await
         }
     };
-    assert_eq!(requests(&dpo).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        requests(&dpo).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 
     // Not by the proposer.
     let err = a
@@ -447,8 +457,18 @@ async fn a_second_admin_approves_a_dpo_client_and_both_steps_are_logged() {
     assert_eq!(
         entries[..3],
         [
-            (first_id.clone(), s("Admin.ProposeChange"), s("allowed"), s("")),
-            (first_id, s("Admin.ApproveProposal"), s("denied"), s("own-proposal")),
+            (
+                first_id.clone(),
+                s("Admin.ProposeChange"),
+                s("allowed"),
+                s("")
+            ),
+            (
+                first_id,
+                s("Admin.ApproveProposal"),
+                s("denied"),
+                s("own-proposal")
+            ),
             (
                 second.client_id.clone(),
                 s("Admin.ApproveProposal"),
@@ -501,7 +521,12 @@ async fn a_second_admin_approves_widening_a_purpose() {
     );
     assert!(proposal.previous_purpose.is_some());
     // Nothing changes before the approval.
-    assert!(!purpose(&d, &first, "newsletter").await.fields.contains(&"phone".into()));
+    assert!(
+        !purpose(&d, &first, "newsletter")
+            .await
+            .fields
+            .contains(&"phone".into())
+    );
     a.approve_proposal(authed(
         pb::ApproveProposalRequest {
             id: proposal.id.clone(),

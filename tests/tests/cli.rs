@@ -33,7 +33,14 @@ fn vaultctl(daemon: &Daemon, args: &[&str]) -> Output {
 fn second_admin(daemon: &Daemon) -> String {
     let out = json(&vaultctl(
         daemon,
-        &["client", "create", "--name", "second-admin", "--role", "admin"],
+        &[
+            "client",
+            "create",
+            "--name",
+            "second-admin",
+            "--role",
+            "admin",
+        ],
     ));
     let token = out["token"].as_str().unwrap().to_owned();
     common::leaks::watch_secret(&token);
@@ -48,7 +55,11 @@ fn propose_and_approve(daemon: &Daemon, approver: &str, args: &[&str]) -> serde_
     full.extend_from_slice(args);
     let proposed = json(&vaultctl(daemon, &full));
     let id = proposed["proposal"]["id"].as_str().unwrap().to_owned();
-    let approved = json(&vaultctl_with(daemon, Some(approver), &["admin", "approve", &id]));
+    let approved = json(&vaultctl_with(
+        daemon,
+        Some(approver),
+        &["admin", "approve", &id],
+    ));
     assert_eq!(approved["status"], "approved", "{approved}");
     common::leaks::watch_secret(proposed["token"].as_str().unwrap());
     proposed
@@ -101,10 +112,19 @@ fn tour_clients_upsert_lookup_get_consent() {
     assert!(token.starts_with("vault_"));
     assert_eq!(created["proposal"]["status"], "pending");
     // ...which the second admin reviews and approves; the proposer itself may not.
-    let pending = json(&vaultctl_with(&daemon, Some(&second), &["admin", "proposals"]));
+    let pending = json(&vaultctl_with(
+        &daemon,
+        Some(&second),
+        &["admin", "proposals"],
+    ));
     let pending = pending.as_array().unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
-    assert!(pending[0]["summary"].as_str().unwrap().contains("signup-form"));
+    assert!(
+        pending[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("signup-form")
+    );
     let id = pending[0]["id"].as_str().unwrap().to_owned();
     let sha = pending[0]["change_sha256"].as_str().unwrap().to_owned();
     let own = vaultctl(&daemon, &["admin", "approve", &id]);

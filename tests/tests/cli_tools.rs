@@ -57,7 +57,8 @@ fn token_of(created: &str) -> String {
 fn two_admin_client(daemon: &Daemon, approver: &str, args: &[&str]) -> String {
     let mut full = vec!["admin", "propose-client"];
     full.extend_from_slice(args);
-    let proposed: serde_json::Value = serde_json::from_str(&ok(&vaultctl(daemon, None, &full))).unwrap();
+    let proposed: serde_json::Value =
+        serde_json::from_str(&ok(&vaultctl(daemon, None, &full))).unwrap();
     let id = proposed["proposal"]["id"].as_str().unwrap();
     ok(&vaultctl(daemon, Some(approver), &["admin", "approve", id]));
     let token = proposed["token"].as_str().unwrap().to_owned();

@@ -68,7 +68,9 @@ impl Vault {
                 token_sha256: new.stored.token_sha256,
             });
             let widens = needs_second_admin(&change, admins);
-            let proposal = self.store_proposal(&mut log, caller, change, widens).await?;
+            let proposal = self
+                .store_proposal(&mut log, caller, change, widens)
+                .await?;
             Ok((proposal, new.token))
         }
         .await;

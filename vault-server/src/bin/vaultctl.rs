@@ -574,7 +574,6 @@ enum AdminCommand {
     },
 }
 
-
 #[derive(Debug, Subcommand)]
 enum SupporterCommand {
     /// Create a supporter, or merge into the one with the same email or phone.
