@@ -29,6 +29,42 @@ fn vaultctl(daemon: &Daemon, args: &[&str]) -> Output {
     vaultctl_with(daemon, None, args)
 }
 
+/// A second admin's token, created by the bootstrap admin while alone (one admin may).
+fn second_admin(daemon: &Daemon) -> String {
+    let out = json(&vaultctl(
+        daemon,
+        &[
+            "client",
+            "create",
+            "--name",
+            "second-admin",
+            "--role",
+            "admin",
+        ],
+    ));
+    let token = out["token"].as_str().unwrap().to_owned();
+    common::leaks::watch_secret(&token);
+    token
+}
+
+/// A client that takes two admins: the bootstrap admin proposes it (`admin
+/// propose-client` with `args`), `approver` approves it (`admin approve`). Returns the
+/// proposal's output, which holds the client's token.
+fn propose_and_approve(daemon: &Daemon, approver: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["admin", "propose-client"];
+    full.extend_from_slice(args);
+    let proposed = json(&vaultctl(daemon, &full));
+    let id = proposed["proposal"]["id"].as_str().unwrap().to_owned();
+    let approved = json(&vaultctl_with(
+        daemon,
+        Some(approver),
+        &["admin", "approve", &id],
+    ));
+    assert_eq!(approved["status"], "approved", "{approved}");
+    common::leaks::watch_secret(proposed["token"].as_str().unwrap());
+    proposed
+}
+
 fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -43,28 +79,68 @@ fn tour_clients_upsert_lookup_get_consent() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path());
 
-    // The admin registers a campaign tool; its token is printed once.
-    let created = json(&vaultctl(
-        &daemon,
-        &[
-            "client",
-            "create",
-            "--name",
-            "signup-form",
-            "--role",
-            "campaign-tool",
-            "--purposes",
-            "membership,newsletter",
-        ],
-    ));
+    // A campaign tool reads personal data, so it takes two admins: one admin alone is
+    // refused and told how to propose it.
+    let tool_args = [
+        "--name",
+        "signup-form",
+        "--role",
+        "campaign-tool",
+        "--purposes",
+        "membership,newsletter",
+    ];
+    let mut direct = vec!["client", "create"];
+    direct.extend_from_slice(&tool_args);
+    let out = vaultctl(&daemon, &direct);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("admin propose-client"),
+        "{err}"
+    );
+    // The bootstrap admin creates a second admin (one admin may, while alone), proposes the
+    // tool (its token is printed once, and works once approved)...
+    let second = second_admin(&daemon);
+    let mut propose = vec!["admin", "propose-client"];
+    propose.extend_from_slice(&tool_args);
+    let created = json(&vaultctl(&daemon, &propose));
     let token = created["token"].as_str().unwrap().to_owned();
-    let client_id = created["client"]["id"].as_str().unwrap().to_owned();
+    let client_id = created["proposal"]["change"]["create_client"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(token.starts_with("vault_"));
+    assert_eq!(created["proposal"]["status"], "pending");
+    // ...which the second admin reviews and approves; the proposer itself may not.
+    let pending = json(&vaultctl_with(
+        &daemon,
+        Some(&second),
+        &["admin", "proposals"],
+    ));
+    let pending = pending.as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!(
+        pending[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("signup-form")
+    );
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    let sha = pending[0]["change_sha256"].as_str().unwrap().to_owned();
+    let own = vaultctl(&daemon, &["admin", "approve", &id]);
+    assert!(!own.status.success());
+    assert!(String::from_utf8_lossy(&own.stderr).contains("PermissionDenied"));
+    let approved = json(&vaultctl_with(
+        &daemon,
+        Some(&second),
+        &["admin", "approve", &id, "--sha256", &sha],
+    ));
+    assert_eq!(approved["status"], "approved");
     let listed = json(&vaultctl(&daemon, &["client", "list"]));
     assert_eq!(
         listed.as_array().unwrap().len(),
-        2,
-        "bootstrap admin and the new client"
+        3,
+        "bootstrap admin, second admin and the new client"
     );
     let purposes = json(&vaultctl(&daemon, &["purpose", "list"]));
     assert!(
@@ -347,11 +423,11 @@ fn record_of_processing_activities() {
     .unwrap();
     let data = dir.path().join("data");
     let daemon = Daemon::start_with(&data, &["--config", config.to_str().unwrap()]);
-    let created = json(&vaultctl(
+    let second = second_admin(&daemon);
+    let created = propose_and_approve(
         &daemon,
+        &second,
         &[
-            "client",
-            "create",
             "--name",
             "mailer",
             "--role",
@@ -359,7 +435,7 @@ fn record_of_processing_activities() {
             "--purposes",
             "newsletter",
         ],
-    ));
+    );
     let md = vaultctl(&daemon, &["report", "processing"]);
     assert!(
         md.status.success(),

@@ -91,7 +91,11 @@ async fn an_embedded_store_moves_to_postgres_intact() {
     assert_eq!(tables["index_phone"], 2);
     assert_eq!(tables["consent"], 1);
     assert_eq!(tables["keyring"], 1);
-    assert_eq!(tables["clients"], 3, "bootstrap admin and two tools");
+    assert_eq!(
+        tables["clients"], 4,
+        "bootstrap admin, the harness's approving admin and two tools"
+    );
+    assert_eq!(tables["proposals"], 2, "the two tools' approved proposals");
     let sum: u64 = tables
         .as_object()
         .unwrap()

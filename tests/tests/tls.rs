@@ -120,22 +120,54 @@ async fn mutual_tls_identifies_registered_clients() {
     // TLS without a client certificate: the bearer token authenticates.
     let no_cert = tls_channel(&daemon, &server_ca_pem, None).await.unwrap();
     let mut admin = AdminClient::new(no_cert.clone());
-    let mailer = admin
+    // A campaign tool takes two admins: the bootstrap admin proposes, a second approves.
+    let approver = admin
         .create_client(authed(
             pb::CreateClientRequest {
-                name: "mailer".into(),
-                role: "campaign-tool".into(),
-                purposes: vec!["membership".into()],
-                cert_sha256: fingerprint(&mailer_der),
-                expires_at: None,
+                name: "approver".into(),
+                role: "admin".into(),
+                ..Default::default()
             },
             &daemon.admin_token(),
         ))
         .await
         .unwrap()
         .into_inner()
-        .client
-        .unwrap();
+        .token;
+    common::leaks::watch_secret(&approver);
+    let proposed = admin
+        .propose_change(authed(
+            pb::ProposeChangeRequest {
+                change: Some(pb::propose_change_request::Change::CreateClient(
+                    pb::CreateClientRequest {
+                        name: "mailer".into(),
+                        role: "campaign-tool".into(),
+                        purposes: vec!["membership".into()],
+                        cert_sha256: fingerprint(&mailer_der),
+                        expires_at: None,
+                    },
+                )),
+            },
+            &daemon.admin_token(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    common::leaks::watch_secret(&proposed.token);
+    let approved = admin
+        .approve_proposal(authed(
+            pb::ApproveProposalRequest {
+                id: proposed.proposal.unwrap().id,
+                change_sha256: String::new(),
+            },
+            &approver,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::proposal::Change::CreateClient(mailer)) = approved.change else {
+        panic!("a client proposal: {approved:?}")
+    };
     // Without either, the call is refused.
     let err = SupportersClient::new(no_cert)
         .get(tonic::Request::new(pb::GetRequest::default()))

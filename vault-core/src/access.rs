@@ -146,11 +146,17 @@ pub enum Rpc {
     AdminRetentionSweep,
     /// `Admin.ExportErasureJournal`
     AdminExportErasureJournal,
+    /// `Admin.ProposeChange`
+    AdminProposeChange,
+    /// `Admin.ApproveProposal`
+    AdminApproveProposal,
+    /// `Admin.ListProposals`
+    AdminListProposals,
 }
 
 impl Rpc {
     /// Every rpc.
-    pub const ALL: [Rpc; 38] = [
+    pub const ALL: [Rpc; 41] = [
         Rpc::SupportersUpsert,
         Rpc::SupportersGet,
         Rpc::SupportersLookup,
@@ -189,6 +195,9 @@ impl Rpc {
         Rpc::AdminBackup,
         Rpc::AdminRetentionSweep,
         Rpc::AdminExportErasureJournal,
+        Rpc::AdminProposeChange,
+        Rpc::AdminApproveProposal,
+        Rpc::AdminListProposals,
     ];
 
     /// The gRPC name, `Service.Method`.
@@ -232,6 +241,9 @@ impl Rpc {
             Rpc::AdminBackup => "Admin.Backup",
             Rpc::AdminRetentionSweep => "Admin.RetentionSweep",
             Rpc::AdminExportErasureJournal => "Admin.ExportErasureJournal",
+            Rpc::AdminProposeChange => "Admin.ProposeChange",
+            Rpc::AdminApproveProposal => "Admin.ApproveProposal",
+            Rpc::AdminListProposals => "Admin.ListProposals",
         }
     }
 
@@ -260,6 +272,9 @@ impl Rpc {
                 | Rpc::AdminBackup
                 | Rpc::AdminRetentionSweep
                 | Rpc::AdminExportErasureJournal
+                | Rpc::AdminProposeChange
+                | Rpc::AdminApproveProposal
+                | Rpc::AdminListProposals
         )
     }
 
@@ -281,6 +296,11 @@ impl Rpc {
             | Rpc::AdminListClients
             | Rpc::AdminListPurposes
             | Rpc::AdminPutPurpose => &[Admin],
+            // Separation of duties: one admin proposes what widens access to personal
+            // data, another approves it (`crate::proposal`).
+            Rpc::AdminProposeChange | Rpc::AdminApproveProposal | Rpc::AdminListProposals => {
+                &[Admin]
+            }
             // The record of processing activities is the DPO's document as much as the admin's.
             Rpc::AdminProcessingReport => &[Admin, Dpo],
             // The log is for auditors and the DPO (who answers "who saw my data?").
@@ -762,6 +782,9 @@ mod tests {
         let reg = Registry::new(default_registry());
         let news = consented("newsletter", Channel::Email);
         let none = ConsentState::default();
+        // Collected for membership (a contract), like a member signing up.
+        let collected: BTreeSet<String> = ["membership".to_owned()].into_iter().collect();
+        let objected = BTreeSet::new();
         let of = |consent: &ConsentState, restricted| {
             basis_purposes(
                 &reg,
@@ -769,6 +792,8 @@ mod tests {
                     id: "s",
                     consent,
                     restricted,
+                    objected: &objected,
+                    collected_for: &collected,
                 },
             )
         };
@@ -790,6 +815,8 @@ mod tests {
                         id: "s",
                         consent,
                         restricted,
+                        objected: &objected,
+                        collected_for: &collected,
                     };
                     let allowed =
                         decide(&tool, Rpc::SupportersGet, &reg, Some(subject), None).is_ok();

@@ -20,7 +20,8 @@ pub enum Outcome {
     Allowed,
     /// The call was refused; the code says why (`role`, `purpose-missing`,
     /// `purpose-unknown`, `purpose-not-allowed`, `no-consent`, `field-not-allowed`,
-    /// `invalid-argument`, `not-found`, `already-exists`, `integrity`, `error`).
+    /// `needs-second-admin`, `own-proposal`, `invalid-argument`, `not-found`,
+    /// `already-exists`, `integrity`, `error`).
     Denied(&'static str),
 }
 

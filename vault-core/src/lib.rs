@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod error;
 pub mod postings;
+pub mod proposal;
 pub mod purpose;
 pub mod report;
 pub mod rights_requests;

@@ -19,6 +19,31 @@ use crate::supporter::{Field, FieldSet};
 /// consent, since the law obliges the controller to answer.
 pub const DPO_PURPOSE: &str = "data-subject-rights";
 
+/// The shortest retention a purpose may have, in days, unless the daemon's configuration
+/// raises it (`min_retention_days`): a purpose's retention decides when the sweep
+/// crypto-shreds people, so a slip (or a hostile admin) setting it to 0 or 1 would erase
+/// the file at the next sweep. The floor leaves a month to notice and undo such a change.
+pub const MIN_RETENTION_DAYS: u32 = 30;
+
+/// The highest the floor may be raised to, in days (ten years: the longest retention of
+/// the default registry, accounting records).
+pub const MAX_RETENTION_FLOOR_DAYS: u32 = 10 * 365;
+
+/// Checks `purpose` keeps data at least `floor_days` (the built-in DPO purpose, which
+/// never keeps anything of its own, is exempt).
+pub fn check_retention(purpose: &Purpose, floor_days: u32) -> Result<(), InvalidInput> {
+    if purpose.id != DPO_PURPOSE && purpose.retention_days < floor_days {
+        return Err(InvalidInput::new(
+            "purpose.retention_days",
+            format!(
+                "purpose {}: must be at least {floor_days} days (the retention floor,                  min_retention_days): a shorter retention makes the next sweep erase people                  before anyone can notice the change",
+                purpose.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! named_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*

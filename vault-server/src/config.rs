@@ -106,6 +106,10 @@ pub struct FileConfig {
     /// Hours between retention sweeps (default 24; 0 turns the scheduled sweep off). The
     /// sweep erases supporters no purpose may keep any longer.
     pub retention_sweep_hours: Option<u64>,
+    /// The shortest `retention_days` a purpose may have, here or through `Admin.PutPurpose`
+    /// (default and minimum 30, at most 3650): it can only be raised, so that no setting
+    /// lets one slip make the next sweep erase the file.
+    pub min_retention_days: Option<u32>,
     /// Key rotation schedule and backup window (`[keys]`).
     pub keys: Option<KeysConfig>,
     /// Message sizes, rates, calls in flight and deadlines (`[limits]`).
@@ -345,6 +349,8 @@ pub struct Config {
     pub controller: Option<vault_core::report::Controller>,
     /// See [`FileConfig::retention_sweep_hours`]; `None` when off.
     pub retention_sweep_every: Option<std::time::Duration>,
+    /// See [`FileConfig::min_retention_days`].
+    pub min_retention_days: u32,
     /// See [`FileConfig::keys`].
     pub keys: vault_core::KeyOptions,
     /// See [`FileConfig::limits`].
@@ -395,6 +401,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let database = resolve_database(&args, &file)?;
+        let min_retention_days = resolve_retention_floor(&file)?;
         let listen_text = args
             .listen
             .or(file.listen)
@@ -466,6 +473,7 @@ impl Config {
                 file.shutdown_grace_seconds.unwrap_or(10),
             ),
             purposes: file.purposes,
+            min_retention_days,
             retention_sweep_every: match file.retention_sweep_hours.unwrap_or(24) {
                 0 => None,
                 h => Some(std::time::Duration::from_secs(h.saturating_mul(3600))),
@@ -500,6 +508,7 @@ impl Config {
             storage,
             audit: self.audit.clone(),
             keys: self.keys.clone(),
+            min_retention_days: self.min_retention_days,
         }
     }
 
@@ -507,6 +516,27 @@ impl Config {
     pub fn admin_token_path(&self) -> PathBuf {
         self.data_dir.join(ADMIN_TOKEN_FILE)
     }
+}
+
+/// The retention floor, and the purposes of the file checked against it: the floor may
+/// only be raised from [`vault_core::purpose::MIN_RETENTION_DAYS`] (up to
+/// [`vault_core::purpose::MAX_RETENTION_FLOOR_DAYS`]), and a purpose below it is refused
+/// here, naming it, before anything starts (the vault checks again when it installs them).
+fn resolve_retention_floor(file: &FileConfig) -> Result<u32, ConfigError> {
+    use vault_core::purpose::{MAX_RETENTION_FLOOR_DAYS, MIN_RETENTION_DAYS};
+    let floor = file.min_retention_days.unwrap_or(MIN_RETENTION_DAYS);
+    if !(MIN_RETENTION_DAYS..=MAX_RETENTION_FLOOR_DAYS).contains(&floor) {
+        return Err(ConfigError::Invalid(format!(
+            "min_retention_days = {floor}: must be between {MIN_RETENTION_DAYS} and \
+             {MAX_RETENTION_FLOOR_DAYS} (the floor can be raised, never lowered below \
+             {MIN_RETENTION_DAYS} days)"
+        )));
+    }
+    for p in file.purposes.iter().flatten() {
+        vault_core::purpose::check_retention(p, floor)
+            .map_err(|e| ConfigError::Invalid(format!("[[purposes]] {}: {e}", p.id)))?;
+    }
+    Ok(floor)
 }
 
 /// The store settings: `storage`, a database URL from the flag, environment or file (in

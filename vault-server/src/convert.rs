@@ -2,6 +2,7 @@
 
 use prost_types::Timestamp;
 use vault_core::consent::{ConsentEvent as CoreConsentEvent, ConsentStatus};
+use vault_core::proposal::{Change, Proposal, ProposalState, ProposalStatus};
 use vault_core::supporter::normalize::MAX_TAGS;
 use vault_core::{Address, InvalidInput, LookupKey, Supporter};
 use vault_core::{Channel, Client, ConsentChange, ConsentKind, ConsentSource, Purpose};
@@ -201,6 +202,39 @@ pub fn purpose_from_pb(p: pb::Purpose) -> Result<Purpose, InvalidInput> {
             .map(|r| r.trim().to_owned())
             .collect(),
     })
+}
+
+/// A proposal as protobuf, with its status.
+pub fn proposal_to_pb(p: Proposal, status: ProposalStatus) -> pb::Proposal {
+    let (approved_by, approved_at) = match &p.state {
+        ProposalState::Approved { by, at_us } => (by.clone(), timestamp(*at_us)),
+        ProposalState::Pending => (String::new(), None),
+    };
+    let summary = p.change.summary();
+    let (change, previous_purpose) = match p.change {
+        Change::CreateClient(c) => (
+            Some(pb::proposal::Change::CreateClient(client_to_pb(c.client))),
+            None,
+        ),
+        Change::PutPurpose { purpose, previous } => (
+            Some(pb::proposal::Change::PutPurpose(purpose_to_pb(purpose))),
+            previous.map(purpose_to_pb),
+        ),
+    };
+    pb::Proposal {
+        id: p.id,
+        status: status.as_str().to_owned(),
+        proposed_by: p.proposed_by,
+        proposed_at: timestamp(p.proposed_at_us),
+        expires_at: timestamp(p.expires_at_us),
+        approved_by,
+        approved_at,
+        change_sha256: p.change_sha256,
+        widens: p.widens,
+        summary,
+        change,
+        previous_purpose,
+    }
 }
 
 #[cfg(test)]

@@ -240,10 +240,16 @@ impl Daemon {
     /// Starts a daemon on `data_dir` that must refuse to start: waits for it to exit (at
     /// most 60 s) and returns its log. Panics if it starts listening or keeps running.
     pub fn start_refused(data_dir: &Path) -> String {
+        Self::start_refused_with(data_dir, &[])
+    }
+
+    /// [`Daemon::start_refused`] with extra flags (a `--config` the daemon must refuse).
+    pub fn start_refused_with(data_dir: &Path, extra: &[&str]) -> String {
         let mut child = Self::command(data_dir)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("VAULT_LOG", VAULT_LOG)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -415,28 +421,118 @@ impl Daemon {
             .expect("connect")
     }
 
-    /// Registers a client through the Admin service (with the bootstrap admin token).
-    pub async fn create_client(&self, name: &str, role: &str, purposes: &[&str]) -> Creds {
+    /// A second admin client, to approve what the bootstrap admin proposes: created once per
+    /// store (while the bootstrap admin is alone, so one admin may create it), and kept for
+    /// the daemons that restart on it or share it.
+    pub async fn approver(&self) -> Creds {
+        let key = store_key(&self.data_dir);
+        if let Some(c) = approvers().lock().unwrap().get(&key).cloned() {
+            return c;
+        }
         let r = self
             .admin()
             .await
             .create_client(authed(
                 pb::CreateClientRequest {
-                    name: name.into(),
-                    role: role.into(),
-                    purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
-                    cert_sha256: String::new(),
-                    expires_at: None,
+                    name: "approver".into(),
+                    role: "admin".into(),
+                    ..Default::default()
                 },
                 &self.admin_token(),
             ))
             .await
-            .unwrap()
+            .expect("the approving admin (one admin may create it while alone)")
             .into_inner();
         leaks::watch_secret(&r.token);
-        Creds {
+        let creds = Creds {
             client_id: r.client.unwrap().id,
             token: r.token,
+            purpose: None,
+        };
+        approvers().lock().unwrap().insert(key, creds.clone());
+        creds
+    }
+
+    /// Proposes `change` with the bootstrap admin token and approves it with
+    /// [`Daemon::approver`]'s (separation of duties: what widens access takes two admins).
+    /// Returns the approved proposal and, for a client, its token.
+    pub async fn propose_and_approve(
+        &self,
+        change: pb::propose_change_request::Change,
+    ) -> (pb::Proposal, String) {
+        let approver = self.approver().await;
+        let mut admin = self.admin().await;
+        let r = admin
+            .propose_change(authed(
+                pb::ProposeChangeRequest {
+                    change: Some(change),
+                },
+                &self.admin_token(),
+            ))
+            .await
+            .expect("ProposeChange")
+            .into_inner();
+        if !r.token.is_empty() {
+            leaks::watch_secret(&r.token);
+        }
+        let proposal = r.proposal.unwrap();
+        let approved = admin
+            .approve_proposal(authed(
+                pb::ApproveProposalRequest {
+                    id: proposal.id.clone(),
+                    change_sha256: proposal.change_sha256.clone(),
+                },
+                &approver,
+            ))
+            .await
+            .expect("ApproveProposal")
+            .into_inner();
+        (approved, r.token)
+    }
+
+    /// Registers a client through the Admin service with the bootstrap admin token: at once
+    /// when one admin may (an auditor, the second admin), else proposed by the bootstrap
+    /// admin and approved by [`Daemon::approver`] (a dpo, a campaign tool, a third admin).
+    pub async fn create_client(&self, name: &str, role: &str, purposes: &[&str]) -> Creds {
+        self.create_client_with(pb::CreateClientRequest {
+            name: name.into(),
+            role: role.into(),
+            purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+            cert_sha256: String::new(),
+            expires_at: None,
+        })
+        .await
+    }
+
+    /// [`Daemon::create_client`] of a whole request (certificate, expiry).
+    pub async fn create_client_with(&self, request: pb::CreateClientRequest) -> Creds {
+        // The approver first, while the bootstrap admin may still create it alone.
+        self.approver().await;
+        let direct = self
+            .admin()
+            .await
+            .create_client(authed(request.clone(), &self.admin_token()))
+            .await;
+        let (client, token) = match direct {
+            Ok(r) => {
+                let r = r.into_inner();
+                (r.client.unwrap(), r.token)
+            }
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                let (approved, token) = self
+                    .propose_and_approve(pb::propose_change_request::Change::CreateClient(request))
+                    .await;
+                match approved.change {
+                    Some(pb::proposal::Change::CreateClient(c)) => (c, token),
+                    other => panic!("approved a client proposal, got {other:?}"),
+                }
+            }
+            Err(s) => panic!("CreateClient: {s:?}"),
+        };
+        leaks::watch_secret(&token);
+        Creds {
+            client_id: client.id,
+            token,
             purpose: None,
         }
     }
@@ -573,6 +669,21 @@ pub enum TestStore {
 fn stores() -> &'static Mutex<HashMap<PathBuf, TestStore>> {
     static STORES: OnceLock<Mutex<HashMap<PathBuf, TestStore>>> = OnceLock::new();
     STORES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The approving admins ([`Daemon::approver`]), by store ([`store_key`]).
+fn approvers() -> &'static Mutex<HashMap<String, Creds>> {
+    static APPROVERS: OnceLock<Mutex<HashMap<String, Creds>>> = OnceLock::new();
+    APPROVERS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// What identifies `data_dir`'s store: its PostgreSQL schema (replicas share it), or the
+/// data directory itself.
+fn store_key(data_dir: &Path) -> String {
+    match store_for(data_dir) {
+        TestStore::Embedded => data_dir.display().to_string(),
+        TestStore::Postgres(pg) => pg.schema.clone(),
+    }
 }
 
 /// Binds `data_dir` to `store` for every later [`Daemon::start`] on it (two data

@@ -3,7 +3,8 @@
 //! [`AuthenticatedStore`] wraps an engine. For the tables [`Table::is_authenticated`] names
 //! (clients, the token index, purposes, store metadata with the key-epoch dates and the
 //! access log's anchor, the keyring, the access log's leaves, checkpoints and cosignatures,
-//! suppressions, the erasure journal, rights requests, the email and phone indexes), it
+//! suppressions, the erasure journal, rights requests, admin proposals, the certificate
+//! index, the email and phone indexes), it
 //! appends a tag ([`RowKey`]: HMAC-SHA256 under a root-derived key over table, key and
 //! value) to every value it writes, and verifies and strips it from every value it reads.
 //! A row that does not verify is never handed to the vault: the read fails with
@@ -52,6 +53,8 @@ impl Table {
                 | Table::Suppressions
                 | Table::Erasures
                 | Table::RightsRequests
+                | Table::Proposals
+                | Table::ClientCerts
                 | Table::EmailIndex
                 | Table::PhoneIndex
         )

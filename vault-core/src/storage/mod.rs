@@ -71,11 +71,19 @@ pub enum Table {
     /// Witnesses' cosignatures of access-log checkpoints: tree size (u64 big-endian) ‖ 8
     /// bytes naming origin and witness -> JSON (`audit::witness::StoredCosignature`).
     AuditCosignatures,
+    /// Admin changes awaiting a second admin: proposal id -> JSON
+    /// ([`crate::proposal::Proposal`]: the change, who proposed it, its hash, its state; no
+    /// personal data).
+    Proposals,
+    /// Certificate fingerprints: SHA-256 of a client certificate (32 bytes) -> client id. A
+    /// fingerprint is bound to at most one client, ever: the row is created in the batch
+    /// that registers the client, checked absent, and kept after a revocation.
+    ClientCerts,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 20] = [
+    pub const ALL: [Table; 22] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
@@ -96,6 +104,8 @@ impl Table {
         Table::Erasures,
         Table::RightsRequests,
         Table::AuditCosignatures,
+        Table::Proposals,
+        Table::ClientCerts,
     ];
 
     /// The stable name of the table.
@@ -121,6 +131,8 @@ impl Table {
             Table::Erasures => "erasures",
             Table::RightsRequests => "rights_requests",
             Table::AuditCosignatures => "audit_cosignatures",
+            Table::Proposals => "proposals",
+            Table::ClientCerts => "client_certs",
         }
     }
 

@@ -1,14 +1,18 @@
 //! Administration: the bootstrap credential, client authentication, clients and the
-//! purpose registry. None of it touches personal data.
+//! purpose registry. None of it touches personal data; what would widen access to it (a
+//! client that reads it, a purpose that shows more) is refused here and goes through a
+//! proposal and a second admin's approval instead (`approval.rs`, [`crate::proposal`]).
 
 use std::collections::BTreeSet;
 
 use zeroize::Zeroizing;
 
-use crate::access::{BOOTSTRAP_ADMIN_ID, Caller, Role, Rpc};
+use crate::access::{BOOTSTRAP_ADMIN_ID, Caller, Denied, Role, Rpc};
+use crate::access_log::AccessRecord;
 use crate::client::{self, Client};
 use crate::credentials::{self, TokenHash};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::proposal::{Change, ProposedClient, needs_second_admin};
 use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
 use crate::storage::{Batch, StoreError, Table};
 
@@ -16,7 +20,7 @@ use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us, retry_pause};
 
 const META_BOOTSTRAP_ADMIN: &[u8] = b"bootstrap_admin_created";
 
-fn purpose_json(p: &Purpose) -> Result<Vec<u8>> {
+pub(super) fn purpose_json(p: &Purpose) -> Result<Vec<u8>> {
     serde_json::to_vec(p).map_err(|e| Error::Codec(e.to_string()))
 }
 
@@ -26,9 +30,34 @@ fn client_json(c: &StoredClient) -> Result<Vec<u8>> {
 
 /// A client as stored: the public record and the hash of its token.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredClient {
-    client: Client,
-    token_sha256: String,
+pub(super) struct StoredClient {
+    pub(super) client: Client,
+    pub(super) token_sha256: String,
+}
+
+/// The refusal of a one-admin change that widens access to personal data.
+pub(super) fn needs_approval(log: &mut AccessRecord, why: &[String], how: &str) -> Error {
+    log.denied(Denied {
+        code: "needs-second-admin",
+        error: Error::PermissionDenied(format!(
+            "this change widens access to personal data ({}), so it needs a second admin: \
+             propose it with Admin.ProposeChange ({how}), and another admin approves it with \
+             Admin.ApproveProposal (vaultctl admin approve <id>)",
+            why.join("; ")
+        )),
+    })
+}
+
+/// The row key of a certificate fingerprint (64 hex digits, normalized) in
+/// [`Table::ClientCerts`].
+fn cert_key(fp: &str) -> Result<Vec<u8>> {
+    hex::decode(fp).map_err(|_| Error::Integrity(IntegrityObject::Metadata("client certificate")))
+}
+
+/// A client ready to be created (or proposed): validated, with a fresh token.
+pub(super) struct NewClient {
+    pub(super) stored: StoredClient,
+    pub(super) token: Zeroizing<String>,
 }
 
 impl Vault {
@@ -80,7 +109,7 @@ impl Vault {
         }
     }
 
-    fn put_client(
+    pub(super) fn put_client(
         &self,
         b: &mut Batch,
         stored: &StoredClient,
@@ -91,6 +120,13 @@ impl Vault {
             .map_err(|_| Error::Integrity(IntegrityObject::Metadata("client token hash")))?;
         b.check(Table::Clients, id, expect)
             .put(Table::Clients, id, client_json(stored)?);
+        // A new client claims its certificate's fingerprint, which must be free; the row is
+        // kept after a revocation, so a fingerprint is never handed to a second client.
+        if let (None, Some(fp)) = (expect, &stored.client.cert_sha256) {
+            let key = cert_key(fp)?;
+            b.check(Table::ClientCerts, &key, None)
+                .put(Table::ClientCerts, &key, id.to_vec());
+        }
         if stored.client.is_active() {
             b.check(
                 Table::ClientTokens,
@@ -104,7 +140,7 @@ impl Vault {
         Ok(())
     }
 
-    async fn stored_client(&self, id: &str) -> Result<Option<(StoredClient, Vec<u8>)>> {
+    pub(super) async fn stored_client(&self, id: &str) -> Result<Option<(StoredClient, Vec<u8>)>> {
         match self.store.get(Table::Clients, id.as_bytes()).await? {
             None => Ok(None),
             Some(raw) => {
@@ -182,7 +218,95 @@ impl Vault {
 
     // ---- clients ---------------------------------------------------------------------
 
-    /// Registers a client; returns it with its token, which is shown this once.
+    /// Validates a client to create (or propose) and makes its token: name, purposes
+    /// against the registry, certificate fingerprint (free), expiry (ahead).
+    pub(super) async fn new_client(
+        &self,
+        registry: &Registry,
+        name: &str,
+        role: Role,
+        purposes: &[String],
+        cert_sha256: Option<&str>,
+        expires_at_us: Option<i64>,
+    ) -> Result<NewClient> {
+        client::validate_name(name)?;
+        let purposes = client_purposes(registry, role, purposes)?;
+        let cert = cert_sha256
+            .filter(|c| !c.trim().is_empty())
+            .map(client::normalize_fingerprint)
+            .transpose()?;
+        if expires_at_us.is_some_and(|at| at <= now_us()) {
+            return Err(InvalidInput::new(
+                "expires_at",
+                "must be in the future (leave it unset for a client that does not expire)",
+            )
+            .into());
+        }
+        if let Some(fp) = &cert {
+            self.check_cert_free(fp).await?;
+        }
+        let token = credentials::new_token()?;
+        let client = Client {
+            id: uuid::Uuid::new_v4().hyphenated().to_string(),
+            name: name.to_owned(),
+            role,
+            purposes,
+            created_at_us: now_us(),
+            revoked_at_us: None,
+            cert_sha256: cert,
+            expires_at_us,
+        };
+        Ok(NewClient {
+            stored: StoredClient {
+                client,
+                token_sha256: hex::encode(TokenHash::of(&token).0),
+            },
+            token,
+        })
+    }
+
+    /// Refuses a certificate fingerprint already registered to a client: by the index, or,
+    /// for clients registered before the index existed, by their records.
+    pub(super) async fn check_cert_free(&self, fp: &str) -> Result<()> {
+        let owner = match self.store.get(Table::ClientCerts, &cert_key(fp)?).await? {
+            Some(id) => Some(String::from_utf8_lossy(&id).into_owned()),
+            None => self
+                .clients()
+                .await?
+                .into_iter()
+                .find(|c| c.cert_sha256.as_deref() == Some(fp))
+                .map(|c| c.id),
+        };
+        match owner {
+            None => Ok(()),
+            Some(id) => Err(Error::AlreadyExists(format!(
+                "the certificate with this cert_sha256 fingerprint is already registered to \
+                 client {id}; a certificate identifies one client only, even once revoked: \
+                 issue a new certificate"
+            ))),
+        }
+    }
+
+    /// Active admin clients whose credentials have not expired, with their stored bytes.
+    pub(super) async fn active_admins(&self) -> Result<Vec<(Client, Vec<u8>)>> {
+        let now = now_us();
+        let mut out = Vec::new();
+        for (_, raw) in self.store.scan_prefix(Table::Clients, b"").await? {
+            let stored: StoredClient = serde_json::from_slice(&raw)
+                .map_err(|_| Error::Integrity(IntegrityObject::Metadata("client record")))?;
+            if stored.client.role == Role::Admin
+                && stored.client.is_active()
+                && !stored.client.has_expired(now)
+            {
+                out.push((stored.client, raw));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Registers a client; returns it with its token, which is shown this once. A client
+    /// that reads personal data (dpo, campaign tool), or a third admin, needs a second
+    /// admin: refused here, proposed with [`Vault::propose_client`].
     pub async fn create_client(
         &self,
         caller: &Caller,
@@ -203,38 +327,34 @@ impl Vault {
                 None,
                 None,
             )?;
-            client::validate_name(name)?;
-            let purposes = client_purposes(&registry, role, purposes)?;
-            let cert = cert_sha256
-                .filter(|c| !c.trim().is_empty())
-                .map(client::normalize_fingerprint)
-                .transpose()?;
-            if expires_at_us.is_some_and(|at| at <= now_us()) {
-                return Err(InvalidInput::new(
-                    "expires_at",
-                    "must be in the future (leave it unset for a client that does not expire)",
-                )
-                .into());
+            for attempt in 0..MAX_ATTEMPTS {
+                retry_pause(attempt).await;
+                let new = self
+                    .new_client(&registry, name, role, purposes, cert_sha256, expires_at_us)
+                    .await?;
+                let admins = self.active_admins().await?.len();
+                let change = Change::CreateClient(ProposedClient {
+                    client: new.stored.client.clone(),
+                    token_sha256: new.stored.token_sha256.clone(),
+                });
+                let why = needs_second_admin(&change, admins);
+                if !why.is_empty() {
+                    return Err(needs_approval(
+                        &mut log,
+                        &why,
+                        "vaultctl admin propose-client",
+                    ));
+                }
+                let mut b = Batch::new();
+                self.put_client(&mut b, &new.stored, None)?;
+                // A conflict is a concurrent registration of the same certificate: the next
+                // attempt sees it and says so.
+                let attempt = log.commit_write(&self.audit, b).await;
+                if !is_conflict(&attempt) {
+                    return attempt.map(|()| (new.stored.client, new.token));
+                }
             }
-            let token = credentials::new_token()?;
-            let client = Client {
-                id: uuid::Uuid::new_v4().hyphenated().to_string(),
-                name: name.to_owned(),
-                role,
-                purposes,
-                created_at_us: now_us(),
-                revoked_at_us: None,
-                cert_sha256: cert,
-                expires_at_us,
-            };
-            let stored = StoredClient {
-                client: client.clone(),
-                token_sha256: hex::encode(TokenHash::of(&token).0),
-            };
-            let mut b = Batch::new();
-            self.put_client(&mut b, &stored, None)?;
-            log.commit_write(&self.audit, b).await?;
-            Ok((client, token))
+            Err(Error::Contention("client creation".into()))
         }
         .await;
         log.finish(&self.audit, result).await
@@ -255,20 +375,27 @@ impl Vault {
                 if !stored.client.is_active() {
                     return Ok(stored.client);
                 }
+                let mut b = Batch::new();
                 if stored.client.role == Role::Admin {
-                    let admins = self.clients().await?;
-                    let others = admins
-                        .iter()
-                        .filter(|c| c.role == Role::Admin && c.is_active() && c.id != stored.client.id)
-                        .count();
-                    if others == 0 {
+                    let others: Vec<(Client, Vec<u8>)> = self
+                        .active_admins()
+                        .await?
+                        .into_iter()
+                        .filter(|(c, _)| c.id != stored.client.id)
+                        .collect();
+                    if others.is_empty() {
                         return Err(Error::FailedPrecondition(
                             "this is the last active admin client; create another admin before revoking it".into(),
                         ));
                     }
+                    // Pin the admins this revocation counts on: two admins revoking each other
+                    // at once each change the row the other pinned, so one batch fails, retries
+                    // and finds itself the last admin.
+                    for (other, raw) in &others {
+                        b.check(Table::Clients, other.id.as_bytes(), Some(raw));
+                    }
                 }
                 stored.client.revoked_at_us = Some(now_us());
-                let mut b = Batch::new();
                 self.put_client(&mut b, &stored, Some(&raw))?;
                 let attempt = log.commit_write(&self.audit, b).await;
                 if !is_conflict(&attempt) {
@@ -322,6 +449,7 @@ impl Vault {
             Some(list) => {
                 for p in list {
                     p.validate()?;
+                    purpose::check_retention(p, self.min_retention_days)?;
                     if p.id == DPO_PURPOSE {
                         return Err(InvalidInput::new(
                             "purposes",
@@ -367,7 +495,10 @@ impl Vault {
         log.finish(&self.audit, result).await
     }
 
-    /// Creates or replaces a purpose. It applies from the next call on every daemon.
+    /// Creates or replaces a purpose. It applies from the next call on every daemon. A
+    /// change that widens access (a new purpose; more fields or channels; another basis; a
+    /// shorter retention) needs a second admin: refused here, proposed with
+    /// [`Vault::propose_purpose`]. A retention under the floor is refused either way.
     pub async fn put_purpose(&self, caller: &Caller, purpose: &Purpose) -> Result<Purpose> {
         let mut log = self.record(caller, Rpc::AdminPutPurpose);
         let result = async {
@@ -380,28 +511,73 @@ impl Vault {
                 None,
                 None,
             )?;
-            purpose.validate()?;
-            if purpose.id == DPO_PURPOSE {
-                return Err(Error::FailedPrecondition(format!(
-                    "{DPO_PURPOSE} is built in and cannot be changed"
-                )));
+            self.check_purpose(purpose)?;
+            for attempt in 0..MAX_ATTEMPTS {
+                retry_pause(attempt).await;
+                let (previous, raw) = self.stored_purpose(&purpose.id).await?;
+                let change = Change::PutPurpose {
+                    purpose: purpose.clone(),
+                    previous,
+                };
+                let why = needs_second_admin(&change, 0);
+                if !why.is_empty() {
+                    return Err(needs_approval(
+                        &mut log,
+                        &why,
+                        "vaultctl admin propose-purpose",
+                    ));
+                }
+                // Pinned to the purpose it was judged against: a concurrent change (an
+                // approval widening it, say) makes this batch fail and be judged again.
+                let mut b = Batch::new();
+                b.check(Table::Purposes, purpose.id.as_bytes(), raw.as_deref())
+                    .put(
+                        Table::Purposes,
+                        purpose.id.as_bytes(),
+                        purpose_json(purpose)?,
+                    );
+                let attempt = log.commit_write(&self.audit, b).await;
+                if !is_conflict(&attempt) {
+                    return attempt.map(|()| purpose.clone());
+                }
             }
-            let mut b = Batch::new();
-            b.put(
-                Table::Purposes,
-                purpose.id.as_bytes(),
-                purpose_json(purpose)?,
-            );
-            log.commit_write(&self.audit, b).await?;
-            Ok(purpose.clone())
+            Err(Error::Contention("purpose change".into()))
         }
         .await;
         log.finish(&self.audit, result).await
     }
+
+    /// The checks every purpose put (or proposed) passes: well formed, not the built-in
+    /// DPO purpose, retention at least the floor.
+    pub(super) fn check_purpose(&self, purpose: &Purpose) -> Result<()> {
+        purpose.validate()?;
+        if purpose.id == DPO_PURPOSE {
+            return Err(Error::FailedPrecondition(format!(
+                "{DPO_PURPOSE} is built in and cannot be changed"
+            )));
+        }
+        purpose::check_retention(purpose, self.min_retention_days)?;
+        Ok(())
+    }
+
+    /// The stored purpose `id` and its bytes (for a check), if any.
+    pub(super) async fn stored_purpose(
+        &self,
+        id: &str,
+    ) -> Result<(Option<Purpose>, Option<Vec<u8>>)> {
+        match self.store.get(Table::Purposes, id.as_bytes()).await? {
+            None => Ok((None, None)),
+            Some(raw) => {
+                let p: Purpose = serde_json::from_slice(&raw)
+                    .map_err(|_| Error::Integrity(IntegrityObject::Metadata("purpose registry")))?;
+                Ok((Some(p), Some(raw)))
+            }
+        }
+    }
 }
 
 /// The purposes a new client of `role` gets, checked against the registry.
-fn client_purposes(
+pub(super) fn client_purposes(
     registry: &Registry,
     role: Role,
     requested: &[String],

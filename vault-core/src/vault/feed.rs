@@ -317,18 +317,51 @@ mod tests {
         }
     }
 
-    /// A campaign tool registered in the vault, declaring `purpose`.
-    async fn tool(v: &Vault, purposes: &[&str], purpose: &str) -> Caller {
-        let admin = Caller {
+    /// The vault's two admins (created once: while at most one admin is active, an admin
+    /// may create another alone).
+    async fn admins(v: &Vault) -> (Caller, Caller) {
+        let admin = |id: &str| Caller {
             purpose: None,
-            ..caller("admin", Role::Admin, &[], "")
+            ..caller(id, Role::Admin, &[], "")
         };
+        let root = admin("admin");
+        let mut ids: Vec<String> = v
+            .list_clients(&root)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.role == Role::Admin && c.name.starts_with("test-admin-"))
+            .map(|c| c.id)
+            .collect();
+        while ids.len() < 2 {
+            let by = ids.last().map_or_else(|| root.clone(), |id| admin(id));
+            let name = format!("test-admin-{}", ids.len());
+            let (c, _) = v
+                .create_client(&by, &name, Role::Admin, &[], None, None)
+                .await
+                .unwrap();
+            ids.push(c.id);
+        }
+        (admin(&ids[0]), admin(&ids[1]))
+    }
+
+    /// A campaign tool registered in the vault, declaring `purpose`: proposed by one
+    /// admin, approved by a second (separation of duties).
+    async fn tool(v: &Vault, purposes: &[&str], purpose: &str) -> Caller {
+        let (first, second) = admins(v).await;
         let wanted: Vec<String> = purposes.iter().map(|p| (*p).to_owned()).collect();
-        let (client, _token) = v
-            .create_client(&admin, "tool", Role::CampaignTool, &wanted, None, None)
+        let (proposal, _token) = v
+            .propose_client(&first, "tool", Role::CampaignTool, &wanted, None, None)
             .await
             .unwrap();
-        caller(&client.id, Role::CampaignTool, purposes, purpose)
+        let proposal = v
+            .approve_proposal(&second, &proposal.id, None)
+            .await
+            .unwrap();
+        let crate::proposal::Change::CreateClient(proposed) = proposal.change else {
+            panic!("not a client proposal");
+        };
+        caller(&proposed.client.id, Role::CampaignTool, purposes, purpose)
     }
 
     fn grant(purpose: &str) -> ConsentChange {
@@ -337,6 +370,7 @@ mod tests {
             channel: None,
             source: ConsentSource::Form,
             notice_version: "v1".into(),
+            through: None,
         }
     }
 
@@ -380,13 +414,13 @@ mod tests {
         let all = v.changes_after(None, 100).await.unwrap();
         assert_eq!(s.cursor(), all.last().map(|e| e.cursor));
 
-        // The erasure records who had a basis, and is shown once; the membership tool had
-        // one too, the SMS purpose did not.
-        v.erase(&dpo, &reader, "E", false).await.unwrap();
+        // The erasure records who had a basis, and is shown once; neither the membership
+        // tool (never collected for it) nor the SMS purpose (no consent) had one.
+        v.erase(&dpo, &reader, "E-1", false).await.unwrap();
         let b = v.watch_next(&mut s, 100).await.unwrap();
         assert_eq!(kinds(&b), [(ChangeKind::Erased, reader.clone())]);
         let had = b.events[0].change.basis_before.clone().unwrap();
-        assert!(had.contains(&"newsletter".to_owned()) && had.contains(&"membership".to_owned()));
+        assert_eq!(had, ["newsletter".to_owned()]);
         assert!(!had.contains(&"sms-mobilisation".to_owned()));
         assert!(v.watch_next(&mut s, 100).await.unwrap().events.is_empty());
         // A fresh session from the start: the erased person's earlier changes are gone
@@ -435,6 +469,8 @@ mod tests {
         let news = tool(&v, &["newsletter"], "newsletter").await;
         let member = tool(&v, &["membership"], "membership").await;
         let id = person(&v, &news, "w@example.org", &[grant("newsletter")]).await;
+        // The membership tool meets the person too: its upsert collects for membership.
+        assert_eq!(person(&v, &member, "w@example.org", &[]).await, id);
         let mut s = WatchSession::new(news.clone(), None);
         assert_eq!(v.watch_next(&mut s, 100).await.unwrap().events.len(), 2);
         // Remembered as having a basis; the withdrawal makes the session forget it.

@@ -9,6 +9,7 @@
 //! operation re-reads and retries. A write returns only once it is durable.
 
 mod admin;
+mod approval;
 mod audit;
 pub mod backup;
 mod consent;
@@ -102,6 +103,9 @@ pub struct VaultOptions {
     pub audit: AuditOptions,
     /// Key rotation schedule and backup window.
     pub keys: KeyOptions,
+    /// The retention floor in days ([`crate::purpose::MIN_RETENTION_DAYS`] at least: a
+    /// lower value is raised to it).
+    pub min_retention_days: u32,
 }
 
 impl VaultOptions {
@@ -113,6 +117,7 @@ impl VaultOptions {
             storage: StorageChoice::default(),
             audit: AuditOptions::default(),
             keys: KeyOptions::default(),
+            min_retention_days: crate::purpose::MIN_RETENTION_DAYS,
         }
     }
 
@@ -188,6 +193,8 @@ pub struct Vault {
     /// Held by key rotation and epoch destruction (and by anything that must not run
     /// while epochs change, such as a backup).
     pub(crate) key_ops: tokio::sync::Mutex<()>,
+    /// The retention floor, in days (`purpose::check_retention`).
+    min_retention_days: u32,
 }
 
 impl std::fmt::Debug for Vault {
@@ -298,7 +305,8 @@ impl Vault {
         let mark = MarkFile::beside(&key_path, &root);
         let vault = Self::open_with(store, &root, options.audit.clone(), Some(mark))
             .await?
-            .with_key_options(options.keys.clone());
+            .with_key_options(options.keys.clone())
+            .with_min_retention_days(options.min_retention_days);
         Ok((
             vault,
             OpenReport {
@@ -450,9 +458,23 @@ impl Vault {
             audit,
             key_options: KeyOptions::default(),
             key_ops: tokio::sync::Mutex::new(()),
+            min_retention_days: crate::purpose::MIN_RETENTION_DAYS,
         };
         vault.index_collected_for().await?;
         Ok(vault)
+    }
+
+    /// Sets the retention floor: purposes installed or put afterwards must keep data at
+    /// least `days`. It can only be raised: a value below
+    /// [`crate::purpose::MIN_RETENTION_DAYS`] is taken as that.
+    pub fn with_min_retention_days(mut self, days: u32) -> Self {
+        self.min_retention_days = days.max(crate::purpose::MIN_RETENTION_DAYS);
+        self
+    }
+
+    /// The retention floor in force, in days.
+    pub fn min_retention_days(&self) -> u32 {
+        self.min_retention_days
     }
 
     /// Security rows that failed authentication when the vault opened, as (table, key):

@@ -248,8 +248,10 @@ impl Vault {
                     let mut subject_state = loaded.state.clone();
                     if merged != loaded.supporter || !events.is_empty() {
                         subject_state.last_contact_us = now_us();
-                        subject_state.collected_for.insert(purpose.id.clone());
                     }
+                    // The caller came with the person's contact point: collected for its
+                    // purpose from now on, as the decision above counted it.
+                    subject_state.collected_for.insert(purpose.id.clone());
                     self.save_subject(log, &loaded, merged, &events, &subject_state, Batch::new())
                         .await
                         .map(|(_, changed)| UpsertOutcome {

@@ -306,7 +306,9 @@ mod tests {
 
         let missing = uuid::Uuid::new_v4().to_string();
         assert!(matches!(
-            v.close_request(&dpo, &missing, "x").await.unwrap_err(),
+            v.close_request(&dpo, &missing, "answered")
+                .await
+                .unwrap_err(),
             Error::NotFound(_)
         ));
     }
@@ -321,13 +323,13 @@ mod tests {
             other => panic!("expected invalid {field}, got {other}"),
         };
         let e = v
-            .open_request(&dpo, "forget-me", None, None, "R")
+            .open_request(&dpo, "forget-me", None, None, "R-1")
             .await
             .unwrap_err();
         assert!(e.to_string().contains("access, portability"), "{e}");
         invalid(e, "kind");
         invalid(
-            v.open_request(&dpo, "access", None, Some("not-a-uuid"), "R")
+            v.open_request(&dpo, "access", None, Some("not-a-uuid"), "R-1")
                 .await
                 .unwrap_err(),
             "subject_id",
@@ -345,7 +347,7 @@ mod tests {
             "reference",
         );
         invalid(
-            v.open_request(&dpo, "access", Some(now_us() + DAY_US), None, "R")
+            v.open_request(&dpo, "access", Some(now_us() + DAY_US), None, "R-1")
                 .await
                 .unwrap_err(),
             "received_at",
@@ -355,7 +357,7 @@ mod tests {
             "id",
         );
         let t = v
-            .open_request(&dpo, "objection", None, None, "R")
+            .open_request(&dpo, "objection", None, None, "R-1")
             .await
             .unwrap();
         invalid(
@@ -364,7 +366,7 @@ mod tests {
         );
         for role in [Role::Admin, Role::Auditor, Role::CampaignTool] {
             let e = v
-                .open_request(&caller(role), "access", None, None, "R")
+                .open_request(&caller(role), "access", None, None, "R-1")
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::PermissionDenied(_)), "{e}");

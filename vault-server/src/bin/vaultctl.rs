@@ -75,6 +75,10 @@ enum Command {
     /// The purpose registry (admin).
     #[command(subcommand)]
     Purpose(PurposeCommand),
+    /// Separation of duties (admin): propose what widens access to personal data, list the
+    /// proposals, approve another admin's.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Copy the embedded store (in --data-dir) into PostgreSQL, table by table, without
     /// decrypting anything. Stop the daemon first; the destination must be empty. Needs no
     /// daemon and no token.
@@ -527,6 +531,59 @@ enum ClientCommand {
 enum PurposeCommand {
     /// List the purpose registry.
     List,
+    /// Create or replace a purpose from a JSON file with the keys `list` prints (`-` for
+    /// standard input). A change that widens access is refused: use `admin propose-purpose`.
+    Put {
+        /// The purpose as JSON.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Propose a client for another admin to approve: a dpo, a campaign tool (any client that
+    /// reads personal data), or a third admin. Prints the proposal and the client's token
+    /// (shown once; it works once the proposal is approved).
+    ProposeClient {
+        /// Name, e.g. mailer.
+        #[arg(long)]
+        name: String,
+        /// campaign-tool, dpo, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// Comma-separated purposes (campaign-tool).
+        #[arg(long, value_delimiter = ',')]
+        purposes: Vec<String>,
+        /// SHA-256 fingerprint of the client's TLS certificate, for mutual TLS.
+        #[arg(long)]
+        cert_sha256: Option<String>,
+        /// Hours after which the client's token (and certificate) stop working.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        expires_in_hours: Option<u32>,
+    },
+    /// Propose a purpose for another admin to approve (a new one, or a change that adds
+    /// fields or channels, changes a basis or shortens the retention), from a JSON file with
+    /// the keys `purpose list` prints.
+    ProposePurpose {
+        /// The purpose as JSON (`-` for standard input).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List the proposals waiting for a second admin, newest first, with their changes.
+    Proposals {
+        /// Every proposal kept, approved and expired ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve another admin's proposal: its change is applied at once.
+    Approve {
+        /// Proposal id.
+        id: String,
+        /// The change_sha256 you reviewed (from `admin proposals`): the approval is refused
+        /// if the proposal's differs.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -790,6 +847,22 @@ async fn run(cli: Cli) -> Result<String, String> {
             return consent(ConsentClient::new(channel), c, &token, purpose).await;
         }
         Command::Client(c) => return clients(AdminClient::new(channel), c, &token).await,
+        Command::Admin(c) => return admin(AdminClient::new(channel), c, &token).await,
+        Command::Purpose(PurposeCommand::Put { file }) => {
+            let purpose = read_purpose(&file)?;
+            let p = AdminClient::new(channel)
+                .put_purpose(with_token(
+                    pb::PutPurposeRequest {
+                        purpose: Some(purpose),
+                    },
+                    &token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            return Ok(purpose_json(&p).to_string());
+        }
         Command::Migrate(_) => return Err("migrate runs without a daemon".to_owned()),
         Command::Restore(_) => return Err("restore runs without a daemon".to_owned()),
         Command::Backup { out } => {
@@ -842,17 +915,7 @@ async fn run(cli: Cli) -> Result<String, String> {
                 .await
                 .map_err(status_line)?
                 .into_inner();
-            let list: Vec<_> = r
-                .purposes
-                .into_iter()
-                .map(|p| {
-                    serde_json::json!({
-                        "id": p.id, "description": p.description, "lawful_basis": p.lawful_basis,
-                        "special_category_basis": p.special_category_basis, "channels": p.channels,
-                        "retention_days": p.retention_days, "fields": p.fields,
-                    })
-                })
-                .collect();
+            let list: Vec<_> = r.purposes.iter().map(purpose_json).collect();
             return Ok(serde_json::Value::from(list).to_string());
         }
         Command::Supporter(SupporterCommand::Upsert(a)) => {
@@ -1157,15 +1220,7 @@ async fn clients(
             cert_sha256,
             expires_in_hours,
         } => {
-            let expires_at = expires_in_hours.map(|h| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                prost_types::Timestamp {
-                    seconds: i64::try_from(now + u64::from(h) * 3600).unwrap_or(i64::MAX),
-                    nanos: 0,
-                }
-            });
+            let expires_at = expiry_in_hours(expires_in_hours);
             let r = admin
                 .create_client(with_token(
                     pb::CreateClientRequest {
@@ -1199,6 +1254,139 @@ async fn clients(
                 .into_inner();
             serde_json::Value::from(r.clients.iter().map(client_json).collect::<Vec<_>>())
         }
+    };
+    Ok(json.to_string())
+}
+
+/// A purpose from a JSON file (or `-`, standard input) with the keys `purpose list` prints.
+fn read_purpose(file: &Path) -> Result<pb::Purpose, String> {
+    let text = if file == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let p: vault_core::Purpose = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a purpose: {e}", file.display()))?;
+    Ok(vault_server::convert::purpose_to_pb(p))
+}
+
+fn purpose_json(p: &pb::Purpose) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id, "description": p.description, "lawful_basis": p.lawful_basis,
+        "special_category_basis": p.special_category_basis, "channels": p.channels,
+        "retention_days": p.retention_days, "fields": p.fields,
+    })
+}
+
+fn proposal_json(p: &pb::Proposal) -> serde_json::Value {
+    let change = match &p.change {
+        Some(pb::proposal::Change::CreateClient(c)) => {
+            serde_json::json!({ "create_client": client_json(c) })
+        }
+        Some(pb::proposal::Change::PutPurpose(new)) => serde_json::json!({
+            "put_purpose": purpose_json(new),
+            "previous": p.previous_purpose.as_ref().map(purpose_json),
+        }),
+        None => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "id": p.id, "status": p.status, "summary": p.summary, "widens": p.widens,
+        "proposed_by": p.proposed_by,
+        "proposed_at_unix": p.proposed_at.as_ref().map(|t| t.seconds),
+        "expires_at_unix": p.expires_at.as_ref().map(|t| t.seconds),
+        "approved_by": (!p.approved_by.is_empty()).then_some(&p.approved_by),
+        "approved_at_unix": p.approved_at.as_ref().map(|t| t.seconds),
+        "change_sha256": p.change_sha256, "change": change,
+    })
+}
+
+fn expiry_in_hours(hours: Option<u32>) -> Option<prost_types::Timestamp> {
+    hours.map(|h| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        prost_types::Timestamp {
+            seconds: i64::try_from(now + u64::from(h) * 3600).unwrap_or(i64::MAX),
+            nanos: 0,
+        }
+    })
+}
+
+async fn admin(
+    mut admin: AdminClient<Channel>,
+    command: AdminCommand,
+    token: &str,
+) -> Result<String, String> {
+    use pb::propose_change_request::Change;
+    let propose = |change| pb::ProposeChangeRequest {
+        change: Some(change),
+    };
+    let json = match command {
+        AdminCommand::ProposeClient {
+            name,
+            role,
+            purposes,
+            cert_sha256,
+            expires_in_hours,
+        } => {
+            let r = admin
+                .propose_change(with_token(
+                    propose(Change::CreateClient(pb::CreateClientRequest {
+                        name,
+                        role,
+                        purposes,
+                        cert_sha256: cert_sha256.unwrap_or_default(),
+                        expires_at: expiry_in_hours(expires_in_hours),
+                    })),
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            serde_json::json!({
+                "proposal": r.proposal.as_ref().map(proposal_json),
+                "token": r.token,
+            })
+        }
+        AdminCommand::ProposePurpose { file } => {
+            let purpose = read_purpose(&file)?;
+            let r = admin
+                .propose_change(with_token(
+                    propose(Change::PutPurpose(purpose)),
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            serde_json::json!({ "proposal": r.proposal.as_ref().map(proposal_json) })
+        }
+        AdminCommand::Proposals { all } => {
+            let r = admin
+                .list_proposals(with_token(pb::ListProposalsRequest { all }, token, None)?)
+                .await
+                .map_err(status_line)?
+                .into_inner();
+            serde_json::Value::from(r.proposals.iter().map(proposal_json).collect::<Vec<_>>())
+        }
+        AdminCommand::Approve { id, sha256 } => proposal_json(
+            &admin
+                .approve_proposal(with_token(
+                    pb::ApproveProposalRequest {
+                        id,
+                        change_sha256: sha256.unwrap_or_default(),
+                    },
+                    token,
+                    None,
+                )?)
+                .await
+                .map_err(status_line)?
+                .into_inner(),
+        ),
     };
     Ok(json.to_string())
 }

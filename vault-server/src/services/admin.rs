@@ -1,12 +1,13 @@
-//! The `vault.v1.Admin` service: clients, purposes, key rotation, backups and the erasure
-//! journal exported for their restore, the retention sweep and the record of processing
-//! activities.
+//! The `vault.v1.Admin` service: clients, purposes, the proposals and approvals of what
+//! takes two admins, key rotation, backups and the erasure journal exported for their
+//! restore, the retention sweep and the record of processing activities.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use vault_core::proposal::ProposalStatus;
 use vault_core::report::Controller;
 use vault_core::{InvalidInput, Role, Vault};
 use vault_proto::v1 as pb;
@@ -14,7 +15,7 @@ use vault_proto::v1::admin_server::Admin;
 
 use super::finish;
 use crate::auth::caller;
-use crate::convert::{client_to_pb, purpose_from_pb, purpose_to_pb, timestamp};
+use crate::convert::{client_to_pb, proposal_to_pb, purpose_from_pb, purpose_to_pb, timestamp};
 
 /// The reply of `Admin.Backup`.
 fn manifest_to_pb(m: vault_core::backup::BackupManifest) -> pb::BackupManifest {
@@ -209,6 +210,84 @@ impl Admin for AdminService {
                 subject_ids: r.subjects,
                 examined: r.examined,
                 kept_restricted: r.kept_restricted,
+            })
+        })
+    }
+
+    async fn propose_change(
+        &self,
+        request: Request<pb::ProposeChangeRequest>,
+    ) -> Result<Response<pb::ProposeChangeResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            match req.change {
+                Some(pb::propose_change_request::Change::CreateClient(c)) => {
+                    let role: Role = c.role.parse()?;
+                    let cert = (!c.cert_sha256.is_empty()).then_some(c.cert_sha256.as_str());
+                    let expires_at_us = c.expires_at.as_ref().map(crate::convert::micros);
+                    let (p, token) = self
+                        .vault
+                        .propose_client(
+                            &caller,
+                            c.name.trim(),
+                            role,
+                            &c.purposes,
+                            cert,
+                            expires_at_us,
+                        )
+                        .await?;
+                    Ok((p, Some(token)))
+                }
+                Some(pb::propose_change_request::Change::PutPurpose(p)) => {
+                    let purpose = purpose_from_pb(p)?;
+                    let p = self.vault.propose_purpose(&caller, &purpose).await?;
+                    Ok((p, None))
+                }
+                None => Err(InvalidInput::new(
+                    "change",
+                    "is required: create_client or put_purpose",
+                )
+                .into()),
+            }
+        }
+        .await;
+        finish(&caller, "Admin.ProposeChange", result).map(|(p, token)| {
+            Response::new(pb::ProposeChangeResponse {
+                proposal: Some(proposal_to_pb(p, ProposalStatus::Pending)),
+                token: token.map(|t| t.to_string()).unwrap_or_default(),
+            })
+        })
+    }
+
+    async fn approve_proposal(
+        &self,
+        request: Request<pb::ApproveProposalRequest>,
+    ) -> Result<Response<pb::Proposal>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let expected = (!req.change_sha256.trim().is_empty()).then_some(req.change_sha256.as_str());
+        let result = self
+            .vault
+            .approve_proposal(&caller, &req.id, expected)
+            .await;
+        finish(&caller, "Admin.ApproveProposal", result)
+            .map(|p| Response::new(proposal_to_pb(p, ProposalStatus::Approved)))
+    }
+
+    async fn list_proposals(
+        &self,
+        request: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ListProposalsResponse>, Status> {
+        let caller = caller(&request)?;
+        let all = request.into_inner().all;
+        let result = self.vault.list_proposals(&caller, all).await;
+        finish(&caller, "Admin.ListProposals", result).map(|list| {
+            Response::new(pb::ListProposalsResponse {
+                proposals: list
+                    .into_iter()
+                    .map(|(p, status)| proposal_to_pb(p, status))
+                    .collect(),
             })
         })
     }
