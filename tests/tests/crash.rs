@@ -366,7 +366,7 @@ impl Vault {
             .erase(authed(
                 pb::EraseRequest {
                     subject_id: id.into(),
-                    request_ref: format!("CRASH-{id}"),
+                    request_ref: "CRASH-1".into(),
                     suppress,
                 },
                 &self.clients.dpo,

@@ -833,7 +833,7 @@ async fn run(args: Args) -> Result<(), String> {
                         c.erase(authed(
                             pb::EraseRequest {
                                 subject_id: id,
-                                request_ref: "vault-load".into(),
+                                request_ref: "LOAD-1".into(),
                                 suppress: false,
                             },
                             &dpo,
