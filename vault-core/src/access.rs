@@ -516,10 +516,10 @@ pub fn decide(
             )),
         ));
     }
-    if let Some(subject) = subject.filter(|_| caller.role != Role::Dpo) {
-        if let Some(code) = subject_refusal(rpc, purpose, &subject, channel) {
-            return Err(deny(code, no_supporter(subject.id)));
-        }
+    if let Some(subject) = subject.filter(|_| caller.role != Role::Dpo)
+        && let Some(code) = subject_refusal(rpc, purpose, &subject, channel)
+    {
+        return Err(deny(code, no_supporter(subject.id)));
     }
     Ok(Decision {
         fields: purpose.fields,
