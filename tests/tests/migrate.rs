@@ -64,6 +64,7 @@ async fn an_embedded_store_moves_to_postgres_intact() {
                 subject_id: ids[1].clone(),
                 source: "form".into(),
                 notice_version: "2026-03".into(),
+                contact_email: "rosa.l@exemple.fr".into(),
                 ..Default::default()
             },
             &news,
@@ -165,7 +166,7 @@ async fn an_embedded_store_moves_to_postgres_intact() {
     };
     assert!(s.get(authed(get(&ids[1]), &news)).await.is_ok());
     let refused = s.get(authed(get(&ids[0]), &news)).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(refused.code(), tonic::Code::NotFound);
     // Writes work, and dedupe holds against the migrated index.
     let again = s
         .upsert(authed(
