@@ -634,3 +634,77 @@ async fn upsert_on(daemon: &Daemon, tool: &common::Creds, name: &str) {
         .await
         .unwrap();
 }
+
+/// A request the server refuses while converting it (before the library sees it) is one
+/// access-log entry like every other refusal: action, actor, `denied`, and why.
+#[tokio::test]
+async fn a_request_refused_while_converting_it_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path());
+    let member = d.tool("membership").await;
+    let auditor = d.create_client("auditor", "auditor", &[]).await;
+    let mut s = d.supporters().await;
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let bad_mask = s
+        .get(authed(
+            pb::GetRequest {
+                id: id.clone(),
+                fields: Some(prost_types::FieldMask {
+                    paths: vec!["not-a-field".into()],
+                }),
+            },
+            &member,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_mask.code(), Code::InvalidArgument);
+    let no_key = s
+        .lookup(authed(pb::LookupRequest { key: None }, &member))
+        .await
+        .unwrap_err();
+    assert_eq!(no_key.code(), Code::InvalidArgument);
+    let no_supporter = s
+        .upsert(authed(pb::UpsertRequest::default(), &member))
+        .await
+        .unwrap_err();
+    assert_eq!(no_supporter.code(), Code::InvalidArgument);
+    let bad_source = d
+        .consent()
+        .await
+        .withdraw(authed(
+            pb::ConsentRequest {
+                subject_id: id,
+                source: "pigeon".into(),
+                ..Default::default()
+            },
+            &member,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_source.code(), Code::InvalidArgument);
+
+    let entries = d
+        .audit_entries(
+            &auditor,
+            pb::QueryRequest {
+                actor: member.client_id.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
+    let denied: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.outcome == "denied")
+        .map(|e| (e.action.as_str(), e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("Supporters.Get", "invalid-argument"),
+            ("Supporters.Lookup", "invalid-argument"),
+            ("Supporters.Upsert", "invalid-argument"),
+            ("Consent.Withdraw", "invalid-argument"),
+        ]
+    );
+    d.check_logs();
+}

@@ -558,6 +558,15 @@ impl Vault {
         self.audit.append(Batch::new(), &entry).await.map(|_| ())
     }
 
+    /// Records a call refused before it reached an operation (a request the server could
+    /// not convert: a bad field mask, a missing field, a bad consent source), so that every
+    /// refusal is one access-log entry. Returns the refusal (or the log's failure).
+    pub async fn refused<T>(&self, caller: &Caller, rpc: Rpc, error: Error) -> Result<T> {
+        self.record(caller, rpc)
+            .finish(&self.audit, Err(error))
+            .await
+    }
+
     fn record(&self, caller: &Caller, rpc: Rpc) -> AccessRecord {
         AccessRecord::start(caller, rpc, now_us())
     }

@@ -9,11 +9,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use vault_core::proposal::ProposalStatus;
 use vault_core::report::Controller;
-use vault_core::{InvalidInput, Role, Vault};
+use vault_core::{InvalidInput, Role, Rpc, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_server::Admin;
 
-use super::finish;
+use super::{accepted, finish};
 use crate::auth::caller;
 use crate::convert::{client_to_pb, proposal_to_pb, purpose_from_pb, purpose_to_pb, timestamp};
 
@@ -64,7 +64,8 @@ impl Admin for AdminService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            let role: Role = req.role.parse()?;
+            let role = req.role.parse::<Role>();
+            let role = accepted(&self.vault, &caller, Rpc::AdminCreateClient, role).await?;
             let cert = (!req.cert_sha256.is_empty()).then_some(req.cert_sha256.as_str());
             let expires_at_us = req.expires_at.as_ref().map(crate::convert::micros);
             self.vault
@@ -132,8 +133,9 @@ impl Admin for AdminService {
         let result = async {
             let purpose = req
                 .purpose
-                .ok_or_else(|| vault_core::InvalidInput::new("purpose", "is required"))?;
-            let purpose = purpose_from_pb(purpose)?;
+                .ok_or_else(|| vault_core::InvalidInput::new("purpose", "is required"))
+                .and_then(purpose_from_pb);
+            let purpose = accepted(&self.vault, &caller, Rpc::AdminPutPurpose, purpose).await?;
             self.vault.put_purpose(&caller, &purpose).await
         }
         .await;
@@ -223,7 +225,9 @@ impl Admin for AdminService {
         let result = async {
             match req.change {
                 Some(pb::propose_change_request::Change::CreateClient(c)) => {
-                    let role: Role = c.role.parse()?;
+                    let role = c.role.parse::<Role>();
+                    let role =
+                        accepted(&self.vault, &caller, Rpc::AdminProposeChange, role).await?;
                     let cert = (!c.cert_sha256.is_empty()).then_some(c.cert_sha256.as_str());
                     let expires_at_us = c.expires_at.as_ref().map(crate::convert::micros);
                     let (p, token) = self
@@ -240,15 +244,19 @@ impl Admin for AdminService {
                     Ok((p, Some(token)))
                 }
                 Some(pb::propose_change_request::Change::PutPurpose(p)) => {
-                    let purpose = purpose_from_pb(p)?;
+                    let purpose = purpose_from_pb(p);
+                    let purpose =
+                        accepted(&self.vault, &caller, Rpc::AdminProposeChange, purpose).await?;
                     let p = self.vault.propose_purpose(&caller, &purpose).await?;
                     Ok((p, None))
                 }
-                None => Err(InvalidInput::new(
-                    "change",
-                    "is required: create_client or put_purpose",
-                )
-                .into()),
+                None => {
+                    let missing = Err(InvalidInput::new(
+                        "change",
+                        "is required: create_client or put_purpose",
+                    ));
+                    accepted(&self.vault, &caller, Rpc::AdminProposeChange, missing).await
+                }
             }
         }
         .await;

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::Vault;
+use vault_core::{Rpc, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::consent_server::Consent;
 
-use super::finish;
+use super::{accepted, finish};
 use crate::auth::caller;
 use crate::convert::{consent_change, consent_event_to_pb, consent_state_to_pb};
 
@@ -32,7 +32,13 @@ impl Consent for ConsentService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            let change = consent_change(&req)?;
+            let change = accepted(
+                &self.vault,
+                &caller,
+                Rpc::ConsentGrant,
+                consent_change(&req),
+            )
+            .await?;
             self.vault
                 .grant_consent(&caller, &req.subject_id, &change)
                 .await
@@ -48,7 +54,13 @@ impl Consent for ConsentService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            let change = consent_change(&req)?;
+            let change = accepted(
+                &self.vault,
+                &caller,
+                Rpc::ConsentWithdraw,
+                consent_change(&req),
+            )
+            .await?;
             self.vault
                 .withdraw_consent(&caller, &req.subject_id, &change)
                 .await

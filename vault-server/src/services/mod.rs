@@ -7,7 +7,7 @@ pub mod rights;
 pub mod supporters;
 
 use tonic::Status;
-use vault_core::Caller;
+use vault_core::{Caller, Rpc, Vault};
 
 use crate::status::to_status;
 
@@ -25,4 +25,19 @@ pub(crate) fn finish<T>(
     };
     tracing::debug!(request_id = %caller.request_id, client = %caller.client_id, rpc, code = ?code, "call");
     result
+}
+
+/// Passes a converted request through, or records its refusal in the access log (one entry,
+/// as for every refusal) and returns it: for what the server checks before the library sees
+/// the call.
+pub(crate) async fn accepted<T, E: Into<vault_core::Error>>(
+    vault: &Vault,
+    caller: &Caller,
+    rpc: Rpc,
+    converted: Result<T, E>,
+) -> vault_core::Result<T> {
+    match converted {
+        Ok(v) => Ok(v),
+        Err(e) => vault.refused(caller, rpc, e.into()).await,
+    }
 }

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vault_core::rights_requests::RightsRequest;
-use vault_core::{Channel, ErasureReceipt, ExportKey, InvalidInput, RightsState, Vault};
+use vault_core::{Channel, ErasureReceipt, ExportKey, InvalidInput, RightsState, Rpc, Vault};
 use vault_proto::v1 as pb;
 use vault_proto::v1::rights_server::Rights;
 
-use super::finish;
+use super::{accepted, finish};
 use crate::auth::caller;
 use crate::convert::timestamp;
 
@@ -69,16 +69,15 @@ impl Rights for RightsService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            if !matches!(req.format.trim(), "" | "json") {
-                return Err(InvalidInput::new("format", "must be json (the default)").into());
-            }
             let key = match req.subject {
-                Some(pb::export_request::Subject::SubjectId(id)) => ExportKey::Id(id),
-                Some(pb::export_request::Subject::Email(e)) => ExportKey::Email(e),
-                None => {
-                    return Err(InvalidInput::new("subject", "set subject_id or email").into());
+                _ if !matches!(req.format.trim(), "" | "json") => {
+                    Err(InvalidInput::new("format", "must be json (the default)"))
                 }
+                Some(pb::export_request::Subject::SubjectId(id)) => Ok(ExportKey::Id(id)),
+                Some(pb::export_request::Subject::Email(e)) => Ok(ExportKey::Email(e)),
+                None => Err(InvalidInput::new("subject", "set subject_id or email")),
             };
+            let key = accepted(&self.vault, &caller, Rpc::RightsExport, key).await?;
             self.vault.export(&caller, &key).await
         }
         .await;
@@ -131,7 +130,8 @@ impl Rights for RightsService {
                     c.parse::<Channel>()
                         .map_err(|why| InvalidInput::new("channels", why))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>();
+            let channels = accepted(&self.vault, &caller, Rpc::RightsObject, channels).await?;
             self.vault
                 .object(&caller, &req.subject_id, &channels, &req.request_ref)
                 .await

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vault_core::{FieldSet, LookupKey, SearchQuery, UpsertOutcome, Vault, WatchSession};
+use vault_core::{FieldSet, LookupKey, Rpc, SearchQuery, UpsertOutcome, Vault, WatchSession};
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_server::Supporters;
 
-use super::finish;
+use super::{accepted, finish};
 use crate::auth::caller;
 use crate::convert::{consent_change, supporter_from_pb, supporter_to_pb};
 
@@ -43,15 +43,19 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            let supporter = req
-                .supporter
-                .ok_or_else(|| vault_core::InvalidInput::new("supporter", "is required"))?;
-            let supporter = supporter_from_pb(supporter)?;
-            let consents = req
-                .consents
-                .iter()
-                .map(consent_change)
-                .collect::<Result<Vec<_>, _>>()?;
+            let converted = (|| -> vault_core::Result<_> {
+                let supporter = req
+                    .supporter
+                    .ok_or_else(|| vault_core::InvalidInput::new("supporter", "is required"))?;
+                let consents = req
+                    .consents
+                    .iter()
+                    .map(consent_change)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((supporter_from_pb(supporter)?, consents))
+            })();
+            let (supporter, consents) =
+                accepted(&self.vault, &caller, Rpc::SupportersUpsert, converted).await?;
             self.vault.upsert(&caller, &supporter, &consents).await
         }
         .await;
@@ -69,7 +73,13 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            let fields = mask("fields", req.fields)?;
+            let fields = accepted(
+                &self.vault,
+                &caller,
+                Rpc::SupportersGet,
+                mask("fields", req.fields),
+            )
+            .await?;
             self.vault.get(&caller, &req.id, fields).await
         }
         .await;
@@ -84,14 +94,14 @@ impl Supporters for SupportersService {
         let req = request.into_inner();
         let result = async {
             let key = match req.key {
-                Some(pb::lookup_request::Key::Email(e)) => LookupKey::Email(e),
-                Some(pb::lookup_request::Key::Phone(p)) => LookupKey::Phone(p),
-                None => {
-                    return Err(
-                        vault_core::InvalidInput::new("key", "set either email or phone").into(),
-                    );
-                }
+                Some(pb::lookup_request::Key::Email(e)) => Ok(LookupKey::Email(e)),
+                Some(pb::lookup_request::Key::Phone(p)) => Ok(LookupKey::Phone(p)),
+                None => Err(vault_core::InvalidInput::new(
+                    "key",
+                    "set either email or phone",
+                )),
             };
+            let key = accepted(&self.vault, &caller, Rpc::SupportersLookup, key).await?;
             self.vault.lookup(&caller, &key).await
         }
         .await;
@@ -105,8 +115,14 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = async {
-            let fields = mask("update_mask", req.update_mask)?;
-            let patch = supporter_from_pb(req.supporter.unwrap_or_default())?;
+            let converted = mask("update_mask", req.update_mask).and_then(|fields| {
+                Ok((
+                    fields,
+                    supporter_from_pb(req.supporter.unwrap_or_default())?,
+                ))
+            });
+            let (fields, patch) =
+                accepted(&self.vault, &caller, Rpc::SupportersUpdate, converted).await?;
             self.vault
                 .update(&caller, &req.id, &patch, fields, &req.request_ref)
                 .await
@@ -150,7 +166,13 @@ impl Supporters for SupportersService {
                 postcodes: req.postcodes,
                 consent_purpose: req.consent_purpose,
                 consent_channel: req.consent_channel,
-                fields: mask("fields", req.fields)?,
+                fields: accepted(
+                    &self.vault,
+                    &caller,
+                    Rpc::SupportersSearch,
+                    mask("fields", req.fields),
+                )
+                .await?,
                 page_size: req.page_size,
                 page_token: req.page_token,
             };
@@ -211,12 +233,16 @@ impl Supporters for SupportersService {
             let caller = Arc::clone(&caller);
             running.spawn(async move {
                 let result = async {
-                    let consents = next
-                        .consents
-                        .iter()
-                        .map(consent_change)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let supporter = supporter_from_pb(next)?;
+                    let converted = (|| -> vault_core::Result<_> {
+                        let consents = next
+                            .consents
+                            .iter()
+                            .map(consent_change)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok((supporter_from_pb(next)?, consents))
+                    })();
+                    let (supporter, consents) =
+                        accepted(&vault, &caller, Rpc::SupportersImport, converted).await?;
                     vault.import_row(&caller, &supporter, &consents).await
                 }
                 .await;
