@@ -1,5 +1,6 @@
 //! Standard services: health answers without credentials (it reveals nothing but SERVING);
-//! reflection, like every vault service, needs a token.
+//! reflection, like every vault service, needs a token, and each authenticated reflection
+//! call is one access-log entry.
 
 // Test helpers unwrap: a failure is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +16,7 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use vault_proto::v1 as pb;
 
 #[tokio::test]
 async fn health_is_open_and_reflection_needs_a_token() {
@@ -48,8 +50,9 @@ async fn health_is_open_and_reflection_needs_a_token() {
     let err = reflection.server_reflection_info(list()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
     let mut stream = reflection
-        .server_reflection_info(authed(list(), &daemon.admin_token()))
+        .server_reflection_info(authed(list(), &auditor))
         .await
         .unwrap()
         .into_inner();
@@ -61,5 +64,27 @@ async fn health_is_open_and_reflection_needs_a_token() {
     assert!(
         names.contains(&"vault.v1.Supporters".to_owned()),
         "{names:?}"
+    );
+
+    // Both calls are in the log: the refused one unidentified, the other by the auditor.
+    let action = "ServerReflection.ServerReflectionInfo";
+    let logged: Vec<(String, String)> = daemon
+        .audit_entries(
+            &auditor,
+            pb::QueryRequest {
+                action: action.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .into_iter()
+        .map(|e| (e.actor, e.outcome))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            ("-".to_owned(), "denied".to_owned()),
+            (auditor.client_id.clone(), "allowed".to_owned())
+        ]
     );
 }

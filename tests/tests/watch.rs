@@ -487,4 +487,26 @@ async fn a_revoked_clients_stream_ends_unauthenticated_and_delivers_nothing_afte
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::Unauthenticated);
+    // The cut is a refusal like any other: one access-log entry under the stream's client.
+    let auditor = d.create_client("auditor", "auditor", &[]).await;
+    let logged: Vec<(String, String)> = d
+        .audit_entries(
+            &auditor,
+            pb::QueryRequest {
+                actor: news.client_id.clone(),
+                action: "Supporters.Watch".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .into_iter()
+        .map(|e| (e.outcome, e.reason))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            ("allowed".to_owned(), String::new()),
+            ("denied".to_owned(), "unauthenticated".to_owned())
+        ]
+    );
 }

@@ -20,7 +20,7 @@ pub enum Outcome {
     Allowed,
     /// The call was refused; the code says why (`role`, `purpose-missing`,
     /// `purpose-unknown`, `purpose-not-allowed`, `no-consent`, `field-not-allowed`,
-    /// `needs-second-admin`, `own-proposal`, `invalid-argument`, `not-found`,
+    /// `needs-second-admin`, `own-proposal`, `unauthenticated`, `invalid-argument`, `not-found`,
     /// `already-exists`, `integrity`, `error`).
     Denied(&'static str),
 }
@@ -154,6 +154,7 @@ impl AccessRecord {
                 Error::NotFound(_) => "not-found",
                 Error::AlreadyExists(_) => "already-exists",
                 Error::PermissionDenied(_) => "permission-denied",
+                Error::Unauthenticated(_) => "unauthenticated",
                 Error::FailedPrecondition(_) => "failed-precondition",
                 Error::Integrity(_) => "integrity",
                 _ => "error",

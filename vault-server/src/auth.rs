@@ -24,6 +24,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Metadata key declaring the purpose of a call.
 pub const PURPOSE_HEADER: &str = "x-vault-purpose";
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Server reflection, every version: served to authenticated clients, logged here.
+const REFLECTION_PREFIX: &str = "/grpc.reflection.";
 
 /// Checks credentials against the vault.
 #[derive(Clone)]
@@ -219,6 +221,17 @@ where
                 .await
             {
                 Ok(caller) => {
+                    // Reflection has no vault operation to log it: log it here, before it
+                    // answers (every authenticated call is one access-log entry).
+                    if path.starts_with(REFLECTION_PREFIX) {
+                        if let Err(e) = auth
+                            .vault
+                            .log_protocol_call(&caller, &rpc_name(&path))
+                            .await
+                        {
+                            return Ok(to_status(e).into_http());
+                        }
+                    }
                     req.extensions_mut().insert(caller);
                     inner.call(req).await
                 }

@@ -115,14 +115,24 @@ impl Vault {
     pub async fn watch_next(&self, session: &mut WatchSession, limit: usize) -> Result<WatchBatch> {
         let rows = self.changes_after(session.cursor, limit).await?;
         // After the read: every row was written before this check.
-        let client = self.client_in_force(&session.caller.client_id).await?;
+        // A client that no longer holds, or may no longer use its purpose, ends the stream;
+        // the cut is a refusal like any other and gets its access-log entry.
+        let client = match self.client_in_force(&session.caller.client_id).await {
+            Ok(c) => c,
+            Err(e) => return self.refused(&session.caller, Rpc::SupportersWatch, e).await,
+        };
         session.caller.role = client.role;
         session.caller.allowed_purposes = client.purposes;
         let registry = self.registry().await?;
-        let purpose = access::decide(&session.caller, Rpc::SupportersWatch, &registry, None, None)
-            .map_err(|d| d.error)?
-            .purpose
-            .ok_or_else(|| Error::Codec("no purpose".into()))?;
+        let purpose =
+            match access::decide(&session.caller, Rpc::SupportersWatch, &registry, None, None) {
+                Ok(d) => d.purpose.ok_or_else(|| Error::Codec("no purpose".into()))?,
+                Err(d) => {
+                    let mut log = self.record(&session.caller, Rpc::SupportersWatch);
+                    let e = log.denied(d);
+                    return log.finish(&self.audit, Err(e)).await;
+                }
+            };
         if session.purpose.as_ref() != Some(&purpose) {
             session.basis.clear();
             session.purpose = Some(purpose.clone());
@@ -494,6 +504,18 @@ mod tests {
         v.revoke_client(&admin, &news.client_id).await.unwrap();
         let e = v.watch_next(&mut s, 100).await.unwrap_err();
         assert!(matches!(e, Error::Unauthenticated(_)), "{e}");
+        // The cut is logged: the stream's client, the call, refused as unauthenticated.
+        let size = v.audit.size().await;
+        let (_, last) = v.audit.entries(size - 1, size).await.unwrap().remove(0);
+        assert_eq!(
+            (
+                last.client.as_str(),
+                last.rpc.as_str(),
+                last.outcome.as_str()
+            ),
+            (news.client_id.as_str(), "Supporters.Watch", "denied")
+        );
+        assert_eq!(last.reason.as_deref(), Some("unauthenticated"));
         // An unknown client holds nothing either.
         let mut ghost = WatchSession::new(
             caller("ghost", Role::CampaignTool, &["newsletter"], "newsletter"),

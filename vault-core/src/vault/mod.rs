@@ -558,6 +558,27 @@ impl Vault {
         self.audit.append(Batch::new(), &entry).await.map(|_| ())
     }
 
+    /// Records an authenticated call to a protocol service that reads no personal data and
+    /// has no [`Rpc`] of its own (gRPC server reflection), so that every authenticated call
+    /// is one access-log entry. `rpc` is the call's `Service.Method`, bounded by the caller.
+    pub async fn log_protocol_call(&self, caller: &Caller, rpc: &str) -> Result<()> {
+        let entry = crate::access_log::AccessEntry {
+            at_us: now_us(),
+            request_id: caller.request_id.clone(),
+            client_id: caller.client_id.clone(),
+            role: caller.role.as_str(),
+            rpc: rpc.chars().take(96).collect(),
+            // No purpose: the header is free text, and these calls have none.
+            purpose: None,
+            subjects: Vec::new(),
+            fields: Vec::new(),
+            outcome: crate::access_log::Outcome::Allowed,
+            request_ref: None,
+            changes: Vec::new(),
+        };
+        self.audit.append(Batch::new(), &entry).await.map(|_| ())
+    }
+
     /// Records a call refused before it reached an operation (a request the server could
     /// not convert: a bad field mask, a missing field, a bad consent source), so that every
     /// refusal is one access-log entry. Returns the refusal (or the log's failure).

@@ -10,6 +10,12 @@
 //! When every list is large, the first drives in id order. Pages follow the subject id
 //! order; the page token carries the last id and a MAC binding it to the query and the
 //! purpose, so a client can neither forge a position nor reuse a token for another query.
+//!
+//! The ids one search holds in memory are bounded whatever the query ([`Bounds`]): a group
+//! whose union would pass the whole-list limit, or the search's budget of held ids, is
+//! probed instead of read (same answer, point reads instead of memory), and a driving
+//! group reads a share of the chunk per term. A 100-term union over large tags costs reads,
+//! never millions of ids.
 
 use std::collections::BTreeSet;
 
@@ -29,10 +35,39 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 pub const MAX_PAGE_SIZE: u32 = 10_000;
 /// Largest number of criteria values in one query.
 pub const MAX_CRITERIA: usize = 100;
-/// Lists up to this size are read whole; longer ones are probed per candidate.
-const WHOLE_LIST_LIMIT: usize = 50_000;
-/// Ids read at a time from a driving list.
-const DRIVE_CHUNK: usize = 4096;
+/// How many ids one search may hold in memory at once.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// A group (the union of its terms' lists) up to this size is read whole; a longer one
+    /// is probed per candidate.
+    whole_list: usize,
+    /// Ids held in all whole lists of one search together; past it, lists are probed.
+    held: usize,
+    /// Ids read at a time from a driving group, shared among its terms.
+    drive_chunk: usize,
+}
+
+impl Bounds {
+    const DEFAULT: Bounds = Bounds {
+        whole_list: 50_000,
+        held: 200_000,
+        drive_chunk: 4096,
+    };
+
+    /// Ids read per term of a driving group of `terms`: the union's first `per_term` ids
+    /// after the cursor are exact whatever the share, so a share keeps the union bounded
+    /// (a share of at least one id, so a chunk always moves the cursor).
+    fn per_term(&self, terms: usize) -> usize {
+        (self.drive_chunk / terms.max(1)).max(1)
+    }
+}
+
+/// The ids of one page, and how many ids were held at most while finding them.
+struct Evaluated {
+    ids: Vec<String>,
+    more: bool,
+    peak_held: usize,
+}
 /// `Meta` key: the `collected` posting terms exist for every supporter.
 const COLLECTED_TERMS_MARKER: &[u8] = b"postings_collected_for";
 
@@ -107,7 +142,9 @@ impl Vault {
                 "" => None,
                 t => Some(self.open_page_token(&plan.digest, t)?),
             };
-            let (ids, more) = self.evaluate(&plan, after.as_deref()).await?;
+            let Evaluated { ids, more, .. } = self
+                .evaluate(&plan, after.as_deref(), Bounds::DEFAULT)
+                .await?;
             let mut supporters = Vec::with_capacity(ids.len());
             for id in &ids {
                 // Erased since the lists were read: skip.
@@ -146,7 +183,12 @@ impl Vault {
         loop {
             let rows = self
                 .store
-                .scan_range(Table::SubjectKeys, &start, None, DRIVE_CHUNK)
+                .scan_range(
+                    Table::SubjectKeys,
+                    &start,
+                    None,
+                    Bounds::DEFAULT.drive_chunk,
+                )
                 .await?;
             let Some((last, _)) = rows.last() else {
                 break;
@@ -341,20 +383,31 @@ impl Vault {
     }
 
     /// The ids of the page after `after`, and whether more follow.
-    async fn evaluate(&self, plan: &Plan, after: Option<&str>) -> Result<(Vec<String>, bool)> {
+    async fn evaluate(
+        &self,
+        plan: &Plan,
+        after: Option<&str>,
+        bounds: Bounds,
+    ) -> Result<Evaluated> {
+        let mut budget = bounds.held;
         let mut lists = Vec::with_capacity(plan.groups.len());
         for g in &plan.groups {
-            lists.push(self.read_list(g).await?);
+            lists.push(self.read_list(g, bounds, &mut budget).await?);
         }
         let mut exclusions = Vec::with_capacity(plan.exclusions.len());
         for g in &plan.exclusions {
             // An exclusion holds when the subject is on every one of its lists.
             let mut parts = Vec::with_capacity(g.len());
             for h in g {
-                parts.push(self.read_list(std::slice::from_ref(h)).await?);
+                parts.push(
+                    self.read_list(std::slice::from_ref(h), bounds, &mut budget)
+                        .await?,
+                );
             }
             exclusions.push(parts);
         }
+        let lists_held = bounds.held - budget;
+        let mut peak_held = lists_held;
         let mut whole: Vec<&BTreeSet<String>> = Vec::new();
         let mut large: Vec<&Vec<TermHash>> = Vec::new();
         for l in &lists {
@@ -387,7 +440,8 @@ impl Vault {
             };
             let mut cursor = after.map(str::to_owned);
             'drive: loop {
-                let chunk = self.drive(driver, cursor.as_deref()).await?;
+                let (chunk, read) = self.drive(driver, cursor.as_deref(), bounds).await?;
+                peak_held = peak_held.max(lists_held + read + out.len());
                 let Some(last) = chunk.last().cloned() else {
                     break;
                 };
@@ -402,25 +456,34 @@ impl Vault {
                 cursor = Some(last);
             }
         }
+        peak_held = peak_held.max(lists_held + out.len());
         let more = out.len() > plan.page_size;
         out.truncate(plan.page_size);
-        Ok((out, more))
+        Ok(Evaluated {
+            ids: out,
+            more,
+            peak_held,
+        })
     }
 
-    /// Reads a group's lists whole, unless one is longer than the limit.
-    async fn read_list(&self, group: &[TermHash]) -> Result<List> {
+    /// Reads a group's lists whole if their union fits both the whole-list limit and what
+    /// is left of the search's `budget` (which it then uses up); otherwise the group is
+    /// probed per candidate.
+    async fn read_list(
+        &self,
+        group: &[TermHash],
+        bounds: Bounds,
+        budget: &mut usize,
+    ) -> Result<List> {
+        let limit = bounds.whole_list.min(*budget);
         let mut ids = BTreeSet::new();
         for h in group {
+            let room = limit - ids.len();
             let rows = self
                 .store
-                .scan_range(
-                    Table::Postings,
-                    h,
-                    Some(&prefix_end(h)),
-                    WHOLE_LIST_LIMIT + 1,
-                )
+                .scan_range(Table::Postings, h, Some(&prefix_end(h)), room + 1)
                 .await?;
-            if rows.len() > WHOLE_LIST_LIMIT {
+            if rows.len() > room {
                 return Ok(List::Large(group.to_vec()));
             }
             ids.extend(
@@ -428,6 +491,7 @@ impl Vault {
                     .filter_map(|(k, _)| postings::subject_of(k).map(str::to_owned)),
             );
         }
+        *budget -= ids.len();
         Ok(List::Whole(ids))
     }
 
@@ -436,21 +500,25 @@ impl Vault {
         &self,
         group: Option<&Vec<TermHash>>,
         after: Option<&str>,
-    ) -> Result<Vec<String>> {
+        bounds: Bounds,
+    ) -> Result<(Vec<String>, usize)> {
         let Some(group) = group else {
             let start = after.map_or_else(Vec::new, |a| {
                 let mut k = a.as_bytes().to_vec();
                 k.push(0);
                 k
             });
-            return Ok(self
+            let ids: Vec<String> = self
                 .store
-                .scan_range(Table::SubjectKeys, &start, None, DRIVE_CHUNK)
+                .scan_range(Table::SubjectKeys, &start, None, bounds.drive_chunk)
                 .await?
                 .into_iter()
                 .filter_map(|(k, _)| String::from_utf8(k).ok())
-                .collect());
+                .collect();
+            let read = ids.len();
+            return Ok((ids, read));
         };
+        let per_term = bounds.per_term(group.len());
         let mut ids = BTreeSet::new();
         for h in group {
             let start = match after {
@@ -463,15 +531,17 @@ impl Vault {
             };
             let rows = self
                 .store
-                .scan_range(Table::Postings, &start, Some(&prefix_end(h)), DRIVE_CHUNK)
+                .scan_range(Table::Postings, &start, Some(&prefix_end(h)), per_term)
                 .await?;
             ids.extend(
                 rows.iter()
                     .filter_map(|(k, _)| postings::subject_of(k).map(str::to_owned)),
             );
         }
-        // Each list gave its first ids after the cursor; the union's first chunk is exact.
-        Ok(ids.into_iter().take(DRIVE_CHUNK).collect())
+        // Each list gave its first `per_term` ids after the cursor, so the union's first
+        // `per_term` ids are exact (later ones may miss a list's next ids: dropped).
+        let read = ids.len();
+        Ok((ids.into_iter().take(per_term).collect(), read))
     }
 
     async fn on_list(&self, id: &str, list: &List) -> Result<bool> {
@@ -566,4 +636,181 @@ struct Plan {
     exclusions: Vec<Vec<TermHash>>,
     page_size: usize,
     digest: [u8; 32],
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::access::Role;
+    use crate::audit::AuditOptions;
+    use crate::crypto::Key256;
+    use crate::crypto::root_key::RootKey;
+    use crate::storage::Store;
+    use crate::storage::sled_store::{SledOptions, SledStore};
+
+    const PEOPLE: usize = 300;
+    const TAGS: usize = 30;
+
+    /// Every page of `q`'s ids under `bounds`, and the most ids held for any page.
+    async fn all_pages(
+        v: &Vault,
+        purpose: &Purpose,
+        q: &SearchQuery,
+        bounds: Bounds,
+    ) -> (Vec<String>, usize) {
+        let plan = v.plan(purpose, q).unwrap();
+        let (mut ids, mut peak, mut after) = (Vec::new(), 0, None::<String>);
+        loop {
+            let page = v.evaluate(&plan, after.as_deref(), bounds).await.unwrap();
+            peak = peak.max(page.peak_held);
+            after = page.ids.last().cloned();
+            ids.extend(page.ids);
+            if !page.more {
+                return (ids, peak);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_search_holds_a_bounded_number_of_ids_and_finds_the_same_people() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+        let root = RootKey::from_key(Key256::from_bytes(&[7; 32]));
+        let v = Vault::with_store(raw, &root, AuditOptions::default())
+            .await
+            .unwrap();
+        v.install_purposes(None).await.unwrap();
+        let member = Caller {
+            client_id: "member".into(),
+            role: Role::CampaignTool,
+            allowed_purposes: ["membership".to_owned()].into(),
+            purpose: Some("membership".into()),
+            request_id: "r".into(),
+        };
+        // Person i has tag t(i mod 30), and every third person `common`.
+        let mut tagged: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for i in 0..PEOPLE {
+            let mut tags: BTreeSet<String> = [format!("t{}", i % TAGS)].into();
+            if i % 3 == 0 {
+                tags.insert("common".into());
+            }
+            let s = Supporter {
+                email: format!("p{i}@example.org"),
+                tags: tags.clone(),
+                ..Supporter::default()
+            };
+            let id = v.upsert(&member, &s, &[]).await.unwrap().id;
+            for t in tags {
+                tagged.entry(t).or_default().insert(id.clone());
+            }
+        }
+        let registry = v.registry().await.unwrap();
+        let purpose = registry.get("membership").unwrap().clone();
+        let any: Vec<String> = (0..TAGS).map(|t| format!("t{t}")).collect();
+        let union = |tags: &[String]| -> BTreeSet<String> {
+            tags.iter()
+                .flat_map(|t| tagged[t].iter().cloned())
+                .collect()
+        };
+        let cases = [
+            (
+                SearchQuery {
+                    tags_any: any.clone(),
+                    ..SearchQuery::default()
+                },
+                union(&any),
+            ),
+            (
+                SearchQuery {
+                    tags_all: vec!["common".into()],
+                    tags_any: any[..10].to_vec(),
+                    ..SearchQuery::default()
+                },
+                union(&any[..10])
+                    .intersection(&tagged["common"])
+                    .cloned()
+                    .collect(),
+            ),
+            (
+                SearchQuery {
+                    tags_all: vec!["common".into(), "t3".into()],
+                    ..SearchQuery::default()
+                },
+                tagged["common"]
+                    .intersection(&tagged["t3"])
+                    .cloned()
+                    .collect(),
+            ),
+        ];
+        let tiny = Bounds {
+            whole_list: 40,
+            held: 60,
+            drive_chunk: 64,
+        };
+        let roomy = Bounds {
+            whole_list: 1_000_000,
+            held: 1_000_000,
+            drive_chunk: 100_000,
+        };
+        let page = 25;
+        for (mut q, expected) in cases {
+            q.page_size = page;
+            let expected: Vec<String> = expected.into_iter().collect();
+            let (small, small_peak) = all_pages(&v, &purpose, &q, tiny).await;
+            let (large, large_peak) = all_pages(&v, &purpose, &q, roomy).await;
+            assert_eq!(small, expected, "{q:?} under tight bounds");
+            assert_eq!(large, expected, "{q:?} under roomy bounds");
+            // Whole lists within `held`, one driving chunk, and the page being filled.
+            let ceiling = tiny.held + tiny.drive_chunk + page as usize + 1;
+            assert!(
+                small_peak <= ceiling,
+                "{q:?}: held {small_peak} > {ceiling}"
+            );
+            // The measure is real: read whole, the same query holds far more.
+            if expected.len() >= 100 {
+                assert!(large_peak >= PEOPLE, "{q:?}: held {large_peak}");
+            }
+        }
+
+        // Whole lists share one budget: once it is spent, the next group is probed.
+        let q = SearchQuery {
+            tags_any: any[..4].to_vec(),
+            tags_all: vec!["t0".into()],
+            ..SearchQuery::default()
+        };
+        let plan = v.plan(&purpose, &q).unwrap();
+        let mut budget = tiny.held;
+        let mut kinds = Vec::new();
+        for g in &plan.groups {
+            kinds.push(match v.read_list(g, tiny, &mut budget).await.unwrap() {
+                List::Whole(ids) => ids.len(),
+                List::Large(_) => 0,
+            });
+        }
+        // t0 (10 people, read whole), the four tags (40, read whole), the basis (300:
+        // probed); `held` = 60 was spent down to 10 and never passed.
+        assert_eq!(kinds, [10, 40, 0], "groups read whole (size) or probed (0)");
+        assert_eq!(budget, tiny.held - 50);
+        let mut spent = 15;
+        let t0 = v
+            .read_list(&plan.groups[0], tiny, &mut spent)
+            .await
+            .unwrap();
+        assert!(matches!(t0, List::Whole(_)), "10 ids fit a budget of 15");
+        let four = v
+            .read_list(&plan.groups[1], tiny, &mut spent)
+            .await
+            .unwrap();
+        assert!(
+            matches!(four, List::Large(_)),
+            "40 ids do not fit the 5 left"
+        );
+        assert_eq!(spent, 5);
+    }
 }
