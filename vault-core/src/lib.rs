@@ -34,7 +34,7 @@ pub use purpose::{Channel, Purpose};
 pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
 pub use vault::backup;
 pub use vault::{
-    AuditQuery, ErasureReceipt, ExportKey, KeyOptions, OpenReport, RightsState, RotationReport,
-    SearchPage, SearchQuery, StorageChoice, SweepReport, Vault, VaultOptions, WatchBatch,
-    WatchSession, WitnessedNote,
+    AuditQuery, ErasureReceipt, ExportKey, KeyOptions, LogPruneReport, OpenReport, RightsState,
+    RotationReport, SearchPage, SearchQuery, StorageChoice, SweepReport, Vault, VaultOptions,
+    WatchBatch, WatchSession, WitnessedNote,
 };

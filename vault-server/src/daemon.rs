@@ -232,11 +232,12 @@ async fn housekeeping(vault: Arc<Vault>, sweep_every: Option<std::time::Duration
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(tokio::time::Instant::now());
-            match vault.access_log().prune().await {
-                Ok(r) if r.removed > 0 => tracing::info!(
-                    removed = r.removed,
+            match vault.prune_access_log().await {
+                Ok(r) if r.entries > 0 || r.changes > 0 => tracing::info!(
+                    removed = r.entries,
+                    changes = r.changes,
                     anchor = r.anchor_size,
-                    "pruned access-log entries past retention"
+                    "pruned access-log entries past retention, and their change-feed rows"
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "access-log retention pruning failed"),

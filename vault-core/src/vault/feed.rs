@@ -23,6 +23,13 @@
 //! after the batch was read, so a client revoked before it gets none of the batch, and one
 //! revoked after it gets only changes written before the revocation.
 //!
+//! # Retention
+//!
+//! A change lives as long as the access-log entry of the write that made it: when the log
+//! is pruned by its retention, the changes of the pruned entries go with them
+//! ([`Vault::prune_access_log`]). A reader resuming from a cursor older than that resumes
+//! at the oldest change kept.
+//!
 //! # Errors
 //!
 //! The stream's errors never name a person the caller may not see: a person whose rows
@@ -83,7 +90,68 @@ pub struct WatchBatch {
     pub caught_up: bool,
 }
 
+/// What one pruning of the access log and its change feed removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogPruneReport {
+    /// Access-log entries removed.
+    pub entries: u64,
+    /// Change-feed rows removed (those of the removed entries).
+    pub changes: u64,
+    /// The sequence number the log now starts at.
+    pub anchor_size: u64,
+}
+
+/// Change rows deleted per batch while pruning.
+const PRUNE_CHUNK: usize = 4096;
+
 impl Vault {
+    /// Prunes the access log by its configured retention, and the change feed with it.
+    pub async fn prune_access_log(&self) -> Result<LogPruneReport> {
+        let report = self.audit.prune().await?;
+        self.prune_feed_before(report.removed, report.anchor_size)
+            .await
+    }
+
+    /// [`Vault::prune_access_log`] with an explicit cutoff (microseconds since the epoch):
+    /// entries older than it go, in whole checkpointed segments.
+    pub async fn prune_access_log_older_than(&self, cutoff_us: i64) -> Result<LogPruneReport> {
+        let report = self.audit.prune_older_than(cutoff_us).await?;
+        self.prune_feed_before(report.removed, report.anchor_size)
+            .await
+    }
+
+    /// Deletes the changes of writes logged before `anchor` (the log's first kept entry).
+    /// Runs whatever the log removed this time, so a pruning interrupted between the log
+    /// and the feed is completed by the next one.
+    async fn prune_feed_before(&self, entries: u64, anchor: u64) -> Result<LogPruneReport> {
+        let end = Cursor {
+            seq: anchor,
+            index: 0,
+        }
+        .key();
+        let mut changes = 0u64;
+        loop {
+            let rows = self
+                .store
+                .scan_range(Table::Changes, &[], Some(&end), PRUNE_CHUNK)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut b = crate::storage::Batch::new();
+            for (k, _) in &rows {
+                b.delete(Table::Changes, k);
+            }
+            self.store.commit(b).await?;
+            changes += rows.len() as u64;
+        }
+        Ok(LogPruneReport {
+            entries,
+            changes,
+            anchor_size: anchor,
+        })
+    }
+
     /// Decides and logs a caller's subscription to the change feed (one entry per call,
     /// whatever it then reads); parses its cursor.
     pub async fn watch(&self, caller: &Caller, cursor: &str) -> Result<Option<Cursor>> {
@@ -525,6 +593,37 @@ mod tests {
             v.watch_next(&mut ghost, 100).await.unwrap_err(),
             Error::Unauthenticated(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_feed_is_pruned_with_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let member = tool(&v, &["membership"], "membership").await;
+        let old = person(&v, &member, "old@example.org", &[]).await;
+        v.tag(&member, &old, &["a".into()]).await.unwrap();
+        let before = v.changes_after(None, 100).await.unwrap();
+        assert_eq!(before.len(), 2, "created and tagged");
+        let cursor = before[0].cursor;
+        // A checkpoint closes the segment; every entry in it is older than the cutoff.
+        v.audit.checkpoint().await.unwrap();
+        let report = v
+            .prune_access_log_older_than(crate::vault::now_us() + 3_600_000_000)
+            .await
+            .unwrap();
+        assert!(report.entries > 0, "{report:?}");
+        assert_eq!(report.changes, 2, "{report:?}");
+        assert!(v.changes_after(None, 100).await.unwrap().is_empty());
+        // What is written afterwards is in the feed; a reader from a pruned cursor resumes
+        // at the oldest change kept.
+        let new = person(&v, &member, "new@example.org", &[]).await;
+        let after = v.changes_after(Some(cursor), 100).await.unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].change.subject_id, new);
+        assert!(after[0].cursor.seq >= report.anchor_size);
+        // A second pass removes nothing more.
+        let again = v.prune_access_log_older_than(0).await.unwrap();
+        assert_eq!(again.changes, 0);
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ mod tickets;
 mod witness;
 
 pub use audit::AuditQuery;
-pub use feed::{WatchBatch, WatchSession};
+pub use feed::{LogPruneReport, WatchBatch, WatchSession};
 pub use keys::{KeyOptions, RotationReport};
 pub use retention::SweepReport;
 pub use rights::{ErasureReceipt, ExportKey, RightsState};
