@@ -1313,3 +1313,38 @@ async fn limits_refuse_with_resource_exhausted_and_a_retry_hint() {
         .into_inner();
     assert!(verified.ok, "{verified:?}");
 }
+
+/// One Import stream carries at most `[limits] import_rows_per_call` rows: past it the call
+/// ends with RESOURCE_EXHAUSTED saying how far it got, and the rows before stay imported.
+#[tokio::test]
+async fn an_import_stream_past_its_row_cap_is_refused_and_keeps_the_rows_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_with_limits(dir.path(), "import_rows_per_call = 5\n");
+    let member = d.tool("membership").await;
+    let rows = |n: usize| -> Vec<Supporter> {
+        (0..n)
+            .map(|i| supporter("Row", "Capped", &format!("row{i}@example.fr"), ""))
+            .collect()
+    };
+    let over = d
+        .supporters()
+        .await
+        .import(authed(tokio_stream::iter(rows(8)), &member))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(
+        over.message().contains("at most 5 rows") && over.message().contains("5 created"),
+        "{}",
+        over.message()
+    );
+    // The first five are in: the same five again change nothing; the sixth is new.
+    let again = d
+        .supporters()
+        .await
+        .import(authed(tokio_stream::iter(rows(6).split_off(1)), &member))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.created, again.unchanged), (1, 4), "{again:?}");
+}

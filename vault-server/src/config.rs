@@ -181,6 +181,9 @@ pub struct LimitsConfig {
     /// long-running maintenance calls are never cut; a client's `grpc-timeout` always
     /// applies.
     pub unary_timeout_seconds: Option<u64>,
+    /// Rows one `Supporters.Import` stream may carry (default 100,000; at most 10,000,000).
+    /// More: `RESOURCE_EXHAUSTED`, the rows before imported.
+    pub import_rows_per_call: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -227,6 +230,16 @@ impl LimitsConfig {
                 )));
             }
         };
+        const MAX_IMPORT_ROWS: u64 = 10_000_000;
+        let import_rows_per_call = match self.import_rows_per_call {
+            None => d.import_rows_per_call,
+            Some(n) if (1..=MAX_IMPORT_ROWS).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::Invalid(format!(
+                    "[limits] import_rows_per_call must be between 1 and {MAX_IMPORT_ROWS}"
+                )));
+            }
+        };
         Ok(Limits {
             max_request_bytes: bytes(
                 "max_request_bytes",
@@ -256,6 +269,7 @@ impl LimitsConfig {
                 d.streams_per_connection,
             )?,
             unary_timeout,
+            import_rows_per_call,
         })
     }
 }
@@ -753,7 +767,8 @@ mod tests {
         let c = resolve_with_file(
             "[limits]\nmax_request_bytes = 65536\nrequests_per_second = 0.5\n\
              request_burst = 3\ncalls_in_flight_per_client = 2\ncalls_in_flight = 10\n\
-             streams_per_connection = 4\nunary_timeout_seconds = 0\n",
+             streams_per_connection = 4\nunary_timeout_seconds = 0\n\
+             import_rows_per_call = 5\n",
             &[],
         )?;
         assert_eq!(
@@ -766,6 +781,7 @@ mod tests {
                 calls_in_flight: 10,
                 streams_per_connection: 4,
                 unary_timeout: None,
+                import_rows_per_call: 5,
                 ..Limits::default()
             }
         );
@@ -787,6 +803,7 @@ mod tests {
         assert!(refused("[limits]\nrequest_burst = 0\n").contains("at least 1"));
         assert!(refused("[limits]\ncalls_in_flight = 0\n").contains("at least 1"));
         assert!(refused("[limits]\nunary_timeout_seconds = 99999999\n").contains("a week"));
+        assert!(refused("[limits]\nimport_rows_per_call = 0\n").contains("between 1"));
         Ok(())
     }
 

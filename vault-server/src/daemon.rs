@@ -154,9 +154,12 @@ pub async fn run(
                 .max_encoding_message_size(max_out),
         )
         .add_service(
-            SupportersServer::new(SupportersService::new(Arc::clone(&vault)))
-                .max_decoding_message_size(max_in)
-                .max_encoding_message_size(max_out),
+            SupportersServer::new(
+                SupportersService::new(Arc::clone(&vault))
+                    .with_import_rows(limits.import_rows_per_call),
+            )
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(max_out),
         )
         .add_service(
             ConsentServer::new(ConsentService::new(Arc::clone(&vault)))

@@ -78,6 +78,8 @@ pub struct Limits {
     pub streams_per_connection: u32,
     /// Default deadline of unary calls (`None`: no default deadline).
     pub unary_timeout: Option<Duration>,
+    /// Rows one `Supporters.Import` stream may carry.
+    pub import_rows_per_call: u64,
 }
 
 impl Default for Limits {
@@ -95,6 +97,7 @@ impl Default for Limits {
             calls_in_flight: 1024,
             streams_per_connection: 256,
             unary_timeout: Some(Duration::from_secs(30)),
+            import_rows_per_call: 100_000,
         }
     }
 }

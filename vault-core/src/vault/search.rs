@@ -142,9 +142,18 @@ impl Vault {
                 "" => None,
                 t => Some(self.open_page_token(&plan.digest, t)?),
             };
-            let Evaluated { ids, more, .. } = self
+            let Evaluated {
+                ids,
+                more,
+                peak_held,
+            } = self
                 .evaluate(&plan, after.as_deref(), Bounds::DEFAULT)
                 .await?;
+            tracing::debug!(
+                ids_held = peak_held,
+                page = ids.len(),
+                "search page evaluated"
+            );
             let mut supporters = Vec::with_capacity(ids.len());
             for id in &ids {
                 // Erased since the lists were read: skip.

@@ -20,12 +20,23 @@ use crate::convert::{consent_change, supporter_from_pb, supporter_to_pb};
 /// The Supporters service over a vault.
 pub struct SupportersService {
     vault: Arc<Vault>,
+    import_rows: u64,
 }
 
 impl SupportersService {
-    /// The service for `vault`.
+    /// The service for `vault`, with the default row cap of an Import stream.
     pub fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+        Self {
+            vault,
+            import_rows: MAX_IMPORT_ROWS,
+        }
+    }
+
+    /// The same service taking at most `rows` rows per Import stream (`[limits]
+    /// import_rows_per_call`).
+    pub fn with_import_rows(mut self, rows: u64) -> Self {
+        self.import_rows = rows.max(1);
+        self
     }
 }
 
@@ -215,16 +226,17 @@ impl Supporters for SupportersService {
             let Some(next) = rows.message().await? else {
                 break;
             };
-            if row == MAX_IMPORT_ROWS {
+            if row == self.import_rows {
                 // Finish what runs, then say how far the stream got: each row is its own
                 // transaction, so the rows before stay imported.
                 while let Some(done) = running.join_next().await {
                     tally(&mut summary, done)?;
                 }
+                let cap = self.import_rows;
                 return Err(Status::resource_exhausted(format!(
-                    "an Import stream takes at most {MAX_IMPORT_ROWS} rows; rows 1 to \
-                     {MAX_IMPORT_ROWS} were processed ({} created, {} updated, {} unchanged, \
-                     {} rejected); send the rest in another call",
+                    "an Import stream takes at most {cap} rows ([limits] \
+                     import_rows_per_call); rows 1 to {cap} were processed ({} created, {} \
+                     updated, {} unchanged, {} rejected); send the rest in another call",
                     summary.created, summary.updated, summary.unchanged, summary.rejected_total
                 )));
             }
@@ -314,8 +326,8 @@ impl Supporters for SupportersService {
 pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
 /// Rows of one Import stream processed at once.
 const IMPORT_IN_FLIGHT: usize = 64;
-/// Rows one Import stream may carry (vaultctl sends 10,000 per call by default): a caller
-/// cannot keep one call, and its summary, growing without end.
+/// Rows one Import stream may carry by default (vaultctl sends 10,000 per call by default):
+/// a caller cannot keep one call, and its summary, growing without end.
 pub const MAX_IMPORT_ROWS: u64 = 100_000;
 /// Rejected rows an Import reply lists (the lowest row numbers); `rejected_total` counts all.
 pub const MAX_LISTED_REJECTS: usize = 1_000;
