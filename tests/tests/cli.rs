@@ -479,3 +479,34 @@ fn record_of_processing_activities() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
 }
+
+/// An explicit `--token-file` beats `VAULT_TOKEN`, and a missing one is an error, not a
+/// silent fall-back; a bare `HOST:PORT` (the form `--listen` takes) is an address.
+#[test]
+fn an_explicit_token_file_beats_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path());
+    let missing = dir.path().join("no-such.token");
+    let out = Command::new(VAULTCTL)
+        .args(["--token-file", missing.to_str().unwrap(), "client", "list"])
+        .env("VAULT_ADDR", daemon.addr.to_string())
+        .env("VAULT_TOKEN", daemon.admin_token())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file") && err.contains("no-such.token"), "{err}");
+    let file = dir.path().join("good.token");
+    std::fs::write(&file, daemon.admin_token()).unwrap();
+    let out = Command::new(VAULTCTL)
+        .args(["--token-file", file.to_str().unwrap(), "client", "list"])
+        .env("VAULT_ADDR", daemon.addr.to_string())
+        .env("VAULT_TOKEN", "vault_not-a-token")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

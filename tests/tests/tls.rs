@@ -261,6 +261,122 @@ async fn mutual_tls_identifies_registered_clients() {
         );
     }
 
+    // vaultctl speaks TLS and mutual TLS, with a bare HOST:PORT address.
+    let ca_file = write(pki.path(), "server-ca.crt", &server_ca_pem);
+    let mailer_cert_file = write(pki.path(), "mailer.crt", &mailer_cert);
+    let mailer_key_file = write(pki.path(), "mailer.key", &mailer_key);
+    let addr = format!("localhost:{}", daemon.addr.port());
+    let ctl = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::VAULTCTL);
+        cmd.args(["--addr", &addr, "--ca-cert", &ca_file])
+            .args(args)
+            .env("VAULT_DATA_DIR", pki.path())
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_PURPOSE");
+        if let Some(t) = token {
+            cmd.env("VAULT_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        common::leaks::assert_clean("vaultctl over TLS", &stderr);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    };
+    // TLS with the admin token: register a client.
+    let (ok, out, err) = ctl(
+        Some(&daemon.admin_token()),
+        &[
+            "client",
+            "create",
+            "--name",
+            "ctl-auditor",
+            "--role",
+            "auditor",
+        ],
+    );
+    assert!(ok, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ctl_auditor = created["token"].as_str().unwrap().to_owned();
+    common::leaks::watch_secret(&ctl_auditor);
+    // Mutual TLS, the certificate alone: the mailer upserts.
+    let (ok, out, err) = ctl(
+        None,
+        &[
+            "--cert",
+            &mailer_cert_file,
+            "--key",
+            &mailer_key_file,
+            "--purpose",
+            "membership",
+            "supporter",
+            "upsert",
+            "--email",
+            "lucie.aubrac@example.fr",
+        ],
+    );
+    assert!(ok, "{err}");
+    let upserted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(upserted["created"], true, "{out}");
+    // The auditor exports the log over TLS; it verifies offline.
+    let log_file = pki.path().join("log.jsonl");
+    let key_file = pki.path().join("log.pub");
+    let (ok, _, err) = ctl(
+        Some(&ctl_auditor),
+        &["audit", "export", "--out", log_file.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = ctl(Some(&ctl_auditor), &["audit", "public-key"]);
+    assert!(ok, "{err}");
+    std::fs::write(&key_file, out.trim()).unwrap();
+    let (ok, out, err) = ctl(
+        None,
+        &[
+            "audit",
+            "verify",
+            log_file.to_str().unwrap(),
+            "--public-key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}{out}");
+    // Plaintext to a TLS daemon, and https without a CA: refused with what to do.
+    let (ok, _, err) = std::process::Command::new(common::VAULTCTL)
+        .args(["--addr", &format!("http://{addr}"), "client", "list"])
+        .env("VAULT_TOKEN", daemon.admin_token())
+        .output()
+        .map(|o| {
+            (
+                o.status.success(),
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("https://") && err.contains("--ca-cert"),
+        "{err}"
+    );
+    let (ok, _, err) = std::process::Command::new(common::VAULTCTL)
+        .args(["--addr", &format!("https://{addr}"), "client", "list"])
+        .env("VAULT_TOKEN", daemon.admin_token())
+        .env_remove("VAULT_CA_CERT")
+        .output()
+        .map(|o| {
+            (
+                o.status.success(),
+                (),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert!(!ok);
+    assert!(err.contains("--ca-cert"), "{err}");
+
     // Revoking the client revokes its certificate on the next call.
     admin
         .revoke_client(authed(

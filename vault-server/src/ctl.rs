@@ -20,12 +20,128 @@ pub const RIGHTS_PURPOSE: &str = "data-subject-rights";
 /// The metadata key of the next page's token in a `Search` reply.
 pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
 
-/// `message` with `authorization: Bearer <token>` and, when given, `x-vault-purpose`.
+/// How to reach the daemon over TLS: the CA that signed its certificate and, for mutual
+/// TLS, the client's certificate and key (PEM files).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificate(s) the daemon's certificate must chain to.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<std::path::PathBuf>,
+    /// Name the daemon's certificate must carry (default: the address's host).
+    pub server_name: Option<String>,
+}
+
+impl TlsFiles {
+    /// Whether any TLS option was given.
+    pub fn any(&self) -> bool {
+        self.ca_cert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}
+
+/// The URL of the daemon at `addr`: `http://…` or `https://…` as given, or a bare
+/// `host:port` (the form `--listen` takes), which means TLS when TLS options are given.
+pub fn daemon_url(addr: &str, tls: &TlsFiles) -> Result<String, String> {
+    let a = addr.trim();
+    let url = if a.starts_with("http://") || a.starts_with("https://") {
+        a.to_owned()
+    } else if a.contains("://") {
+        return Err(format!(
+            "bad address {a}: use http://HOST:PORT, https://HOST:PORT or HOST:PORT"
+        ));
+    } else if tls.any() {
+        format!("https://{a}")
+    } else {
+        format!("http://{a}")
+    };
+    if url.starts_with("http://") && tls.any() {
+        return Err(format!(
+            "TLS options were given but the address {a} is plaintext (http://): use \
+             https://HOST:PORT or a bare HOST:PORT"
+        ));
+    }
+    if url.starts_with("https://") && tls.ca_cert.is_none() {
+        return Err(format!(
+            "{a} is a TLS address: pass --ca-cert FILE (or VAULT_CA_CERT), the CA certificate \
+             that signed the daemon's certificate"
+        ));
+    }
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(
+            "mutual TLS needs both --cert and --key (or VAULT_CLIENT_CERT and VAULT_CLIENT_KEY)"
+                .into(),
+        );
+    }
+    Ok(url)
+}
+
+/// An error and its causes, outermost first (`transport error: …: connection refused`).
+pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// Connects to the daemon at `addr` (see [`daemon_url`]), over TLS when `tls` says so.
+/// Failures say what failed and what to check.
+pub async fn connect(addr: &str, tls: &TlsFiles) -> Result<Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let url = daemon_url(addr, tls)?;
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+    };
+    let mut endpoint =
+        Endpoint::from_shared(url.clone()).map_err(|e| format!("bad address {addr}: {e}"))?;
+    let secure = url.starts_with("https://");
+    if secure {
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca_cert {
+            config = config.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            let key = zeroize::Zeroizing::new(read("client key", key)?);
+            config = config.identity(Identity::from_pem(
+                read("client certificate", cert)?,
+                key.as_slice(),
+            ));
+        }
+        if let Some(name) = &tls.server_name {
+            config = config.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| format!("TLS settings: {}", cause_chain(&e)))?;
+    }
+    endpoint.connect().await.map_err(|e| {
+        let hint = if secure {
+            "is the daemon running there with TLS on, signed by --ca-cert, for this host name \
+             (--tls-server-name)?"
+        } else {
+            "is the daemon running there? If it serves TLS, use https:// with --ca-cert"
+        };
+        format!("cannot connect to {url}: {} ({hint})", cause_chain(&e))
+    })
+}
+
+/// `message` with `authorization: Bearer <token>` and, when given, `x-vault-purpose`. An
+/// empty token sends no `authorization` (a client certificate identifies the caller).
 pub fn with_token<T>(message: T, token: &str, purpose: Option<&str>) -> Result<Request<T>, String> {
     let mut req = Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| "the token contains characters that cannot be sent".to_owned())?;
-    req.metadata_mut().insert("authorization", value);
+    if !token.is_empty() {
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| "the token contains characters that cannot be sent".to_owned())?;
+        req.metadata_mut().insert("authorization", value);
+    }
     if let Some(p) = purpose {
         let value = MetadataValue::try_from(p)
             .map_err(|_| "the purpose contains characters that cannot be sent".to_owned())?;
@@ -34,9 +150,19 @@ pub fn with_token<T>(message: T, token: &str, purpose: Option<&str>) -> Result<R
     Ok(req)
 }
 
-/// A gRPC status as one line: `Code: message`.
+/// A gRPC status as one line: `Code: message`. A status made on this side (the connection
+/// failed: it has a cause, a daemon's reply has none) gets its causes and what to check.
 pub fn status_line(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+    let mut line = format!("{:?}: {}", s.code(), s.message());
+    if let Some(cause) = std::error::Error::source(&s) {
+        line.push_str(": ");
+        line.push_str(&cause_chain(cause));
+        line.push_str(
+            " (the connection to the daemon failed: is it running at that address? If it \
+             serves TLS, use https:// with --ca-cert)",
+        );
+    }
+    line
 }
 
 /// `YYYY-MM-DD` as midnight UTC of that day.
@@ -633,6 +759,31 @@ pub async fn import<R: Read + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_take_every_form_and_tls_options_must_agree() {
+        let none = TlsFiles::default();
+        let ca = TlsFiles {
+            ca_cert: Some("ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        assert_eq!(
+            daemon_url("127.0.0.1:50051", &none).unwrap(),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(daemon_url(" http://h:1 ", &none).unwrap(), "http://h:1");
+        assert_eq!(daemon_url("h:1", &ca).unwrap(), "https://h:1");
+        assert_eq!(daemon_url("https://h:1", &ca).unwrap(), "https://h:1");
+        let err = |addr: &str, tls: &TlsFiles| daemon_url(addr, tls).unwrap_err();
+        assert!(err("https://h:1", &none).contains("--ca-cert"));
+        assert!(err("http://h:1", &ca).contains("plaintext"));
+        assert!(err("ftp://h:1", &none).contains("HOST:PORT"));
+        let half = TlsFiles {
+            cert: Some("c.pem".into()),
+            ..ca.clone()
+        };
+        assert!(err("h:1", &half).contains("--cert and --key"));
+    }
 
     #[test]
     fn dates_parse_strictly() {

@@ -2,7 +2,10 @@
 //! `migrate`, `restore` and `audit verify`, which run offline, without one.
 //!
 //! Address and token come from flags, the environment (`VAULT_ADDR`, `VAULT_TOKEN`), or the
-//! admin token file the daemon wrote on first start. Output is JSON on stdout (the rights,
+//! admin token file the daemon wrote on first start; a flag beats the environment, and an
+//! explicit `--token-file` beats `VAULT_TOKEN`. `--ca-cert` (with `--cert`/`--key` for
+//! mutual TLS) reaches a daemon that serves TLS; a registered client certificate may stand
+//! in for the token. Output is JSON on stdout (the rights,
 //! key, backup, retention, import and watch commands print readable lines unless `--json`);
 //! failures print one line on stderr and exit non-zero.
 
@@ -38,13 +41,33 @@ use vault_server::ctl::{self, status_line, supporter_json, with_token, write_lin
     about = "Command line for the vault daemon"
 )]
 struct Cli {
-    /// Daemon address.
+    /// Daemon address: http://HOST:PORT, https://HOST:PORT, or HOST:PORT (TLS when a TLS
+    /// option is given).
     #[arg(long, env = "VAULT_ADDR", default_value_t = format!("http://{DEFAULT_LISTEN}"), global = true)]
     addr: String,
+    /// CA certificate (PEM) that signed the daemon's TLS certificate; means TLS.
+    #[arg(long, env = "VAULT_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --key; a registered certificate
+    /// identifies the client without a token.
+    #[arg(long, env = "VAULT_CLIENT_CERT", global = true, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "VAULT_CLIENT_KEY", global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Name the daemon's certificate must carry (default: the address's host).
+    #[arg(
+        long,
+        env = "VAULT_TLS_SERVER_NAME",
+        global = true,
+        value_name = "NAME"
+    )]
+    tls_server_name: Option<String>,
     /// Bearer token (prefer VAULT_TOKEN or a token file: flags are visible to other users).
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// File holding the token (default: <data-dir>/admin.token).
+    /// File holding the token (default: <data-dir>/admin.token); when given, it beats
+    /// VAULT_TOKEN.
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// Purpose of the call (`x-vault-purpose`), required for supporter, consent, import and
@@ -722,22 +745,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// The token to send: an explicit `--token-file` (which must be readable), else `--token`
+/// or `VAULT_TOKEN`, else the admin token file under the data directory. With a client
+/// certificate and none of them, no token (the certificate identifies the client).
 fn token(cli: &Cli) -> Result<String, String> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| e.to_string())
+    };
+    if let Some(path) = &cli.token_file {
+        return read(path).map_err(|e| format!("cannot read --token-file {}: {e}", path.display()));
+    }
     if let Some(t) = &cli.token {
         return Ok(t.trim().to_owned());
     }
-    let path = cli
-        .token_file
-        .clone()
-        .unwrap_or_else(|| cli.data_dir.join(ADMIN_TOKEN_FILE));
-    std::fs::read_to_string(&path)
-        .map(|t| t.trim().to_owned())
-        .map_err(|e| {
-            format!(
-                "no token: pass --token, set VAULT_TOKEN, or make {} readable ({e})",
-                path.display()
-            )
-        })
+    let path = cli.data_dir.join(ADMIN_TOKEN_FILE);
+    match read(&path) {
+        Ok(t) => Ok(t),
+        Err(_) if cli.cert.is_some() => Ok(String::new()),
+        Err(e) => Err(format!(
+            "no token: pass --token, set VAULT_TOKEN, pass --token-file, make {} readable, or \
+             connect with a registered client certificate (--cert, --key) ({e})",
+            path.display()
+        )),
+    }
+}
+
+fn tls_files(cli: &Cli) -> ctl::TlsFiles {
+    ctl::TlsFiles {
+        ca_cert: cli.ca_cert.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        server_name: cli.tls_server_name.clone(),
+    }
 }
 
 async fn run(cli: Cli) -> Result<String, String> {
@@ -758,11 +799,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         return restore(&cli.data_dir, args).await;
     }
     let token = token(&cli)?;
-    let channel = Channel::from_shared(cli.addr.clone())
-        .map_err(|e| format!("bad address {}: {e}", cli.addr))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", cli.addr))?;
+    let channel = ctl::connect(&cli.addr, &tls_files(&cli)).await?;
     let purpose = cli.purpose.as_deref();
     let json = cli.json;
     let mut client = SupportersClient::new(channel.clone());
