@@ -495,7 +495,10 @@ fn an_explicit_token_file_beats_the_environment() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--token-file") && err.contains("no-such.token"), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("no-such.token"),
+        "{err}"
+    );
     let file = dir.path().join("good.token");
     std::fs::write(&file, daemon.admin_token()).unwrap();
     let out = Command::new(VAULTCTL)

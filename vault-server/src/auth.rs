@@ -223,14 +223,13 @@ where
                 Ok(caller) => {
                     // Reflection has no vault operation to log it: log it here, before it
                     // answers (every authenticated call is one access-log entry).
-                    if path.starts_with(REFLECTION_PREFIX) {
-                        if let Err(e) = auth
+                    if path.starts_with(REFLECTION_PREFIX)
+                        && let Err(e) = auth
                             .vault
                             .log_protocol_call(&caller, &rpc_name(&path))
                             .await
-                        {
-                            return Ok(to_status(e).into_http());
-                        }
+                    {
+                        return Ok(to_status(e).into_http());
                     }
                     req.extensions_mut().insert(caller);
                     inner.call(req).await
