@@ -189,7 +189,8 @@ fn import_search_watch_and_rights_tour() {
          trop@exemple.fr;Trop;De;Champs;75011;x;1\n\
          paul@exemple.fr;Paul;Durand;69001;benevole;non\n\
          pas-une-adresse;Zoé;Petit;75011;benevole;oui\n\
-         lea@exemple.fr;Léa;Moreau;75011;benevole;1\n",
+         lea@exemple.fr;Léa;Moreau;75011;Bénévole;1\n\
+         jean@exemple.fr;Jean;Moulin;75011;Be\u{301}ne\u{301}vole|élu;oui\n",
     );
     let args = [
         "import",
@@ -204,8 +205,8 @@ fn import_search_watch_and_rights_tour() {
     ];
     let out = vaultctl(&daemon, Some(&tool), &args);
     let summary: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
-    assert_eq!(summary["rows"], 5, "{summary}");
-    assert_eq!(summary["created"], 3, "{summary}");
+    assert_eq!(summary["rows"], 6, "{summary}");
+    assert_eq!(summary["created"], 4, "{summary}");
     let rejected: Vec<u64> = summary["rejected"]
         .as_array()
         .unwrap()
@@ -216,7 +217,7 @@ fn import_search_watch_and_rights_tour() {
     // A re-run changes nothing; --strict turns the rejected rows into exit status 1.
     let again = vaultctl(&daemon, Some(&tool), &args);
     let summary: serde_json::Value = serde_json::from_str(&ok(&again)).unwrap();
-    assert_eq!(summary["unchanged"], 3, "{summary}");
+    assert_eq!(summary["unchanged"], 4, "{summary}");
     let mut strict = args.to_vec();
     strict.push("--strict");
     let out = vaultctl(&daemon, Some(&tool), &strict);
@@ -245,7 +246,39 @@ fn import_search_watch_and_rights_tour() {
         })
         .collect();
     emails.sort();
-    assert_eq!(emails, vec!["anne@exemple.fr", "lea@exemple.fr"]);
+    assert_eq!(emails, vec!["anne@exemple.fr"]);
+    // Accents are kept: `Bénévole`, typed composed or decomposed, is the tag `bénévole`.
+    let lines = ok(&vaultctl(
+        &daemon,
+        Some(&tool),
+        &[
+            "supporter",
+            "search",
+            "--purpose",
+            "newsletter",
+            "--tag",
+            "BÉNÉVOLE",
+            "--all-pages",
+        ],
+    ));
+    let mut accented: Vec<(String, serde_json::Value)> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["email"].as_str().unwrap().to_owned(), v["tags"].clone())
+        })
+        .collect();
+    accented.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        accented,
+        vec![
+            (
+                "jean@exemple.fr".to_owned(),
+                serde_json::json!(["bénévole", "élu"])
+            ),
+            ("lea@exemple.fr".to_owned(), serde_json::json!(["bénévole"])),
+        ]
+    );
 
     // The change feed stops by itself once caught up.
     let started = std::time::Instant::now();
