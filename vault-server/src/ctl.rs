@@ -70,7 +70,7 @@ pub fn daemon_url(addr: &str, tls: &TlsFiles) -> Result<String, String> {
     }
     if tls.cert.is_some() != tls.key.is_some() {
         return Err(
-            "mutual TLS needs both --cert and --key (or VAULT_CLIENT_CERT and VAULT_CLIENT_KEY)"
+            "mutual TLS needs both --cert and --key (or VAULT_CERT and VAULT_KEY)"
                 .into(),
         );
     }

@@ -50,10 +50,10 @@ struct Cli {
     ca_cert: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS, with --key; a registered certificate
     /// identifies the client without a token.
-    #[arg(long, env = "VAULT_CLIENT_CERT", global = true, value_name = "FILE")]
+    #[arg(long, env = "VAULT_CERT", global = true, value_name = "FILE")]
     cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "VAULT_CLIENT_KEY", global = true, value_name = "FILE")]
+    #[arg(long, env = "VAULT_KEY", global = true, value_name = "FILE")]
     key: Option<PathBuf>,
     /// Name the daemon's certificate must carry (default: the address's host).
     #[arg(
