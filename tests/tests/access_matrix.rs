@@ -801,9 +801,7 @@ fn want_person(role: Role, declared: Option<&str>, op: Op, kind: Kind) -> Want {
             // A new person: created under a purpose not resting on consent; under a
             // consent-based one the upsert must carry the consent (and says so without
             // telling whether the email is in the file).
-            Op::Upsert if p.consent => {
-                Want::refused(Code::PermissionDenied, "no-consent", false)
-            }
+            Op::Upsert if p.consent => Want::refused(Code::PermissionDenied, "no-consent", false),
             Op::Upsert => Want::ok(true),
             Op::Lookup => Want {
                 msg: Msg::NoSupporterEmail,
@@ -924,8 +922,9 @@ fn want_other(role: Role, declared: Option<&str>, op: Op) -> Want {
     match op {
         // One admin alone may not widen access to personal data: a dpo client, a wider
         // purpose, approving one's own proposal (README, Admin calls).
-        Op::CreateDpoClient => Want::refused(Code::PermissionDenied, "permission-denied", false),
-        Op::WidenPurpose => Want::refused(Code::PermissionDenied, "permission-denied", false),
+        // SECURITY.md, "Two admins": the access-log reason is `needs-second-admin`.
+        Op::CreateDpoClient => Want::refused(Code::PermissionDenied, "needs-second-admin", false),
+        Op::WidenPurpose => Want::refused(Code::PermissionDenied, "needs-second-admin", false),
         Op::ApproveOwnProposal => Want::refused(Code::PermissionDenied, "own-proposal", false),
         // A search may select only by fields its purpose may see (tags here).
         Op::Search if !p.unwrap().fields.contains(&"tags") => {
@@ -1156,6 +1155,8 @@ impl World {
 struct Got {
     fields: Option<BTreeSet<String>>,
     consent_purposes: Option<BTreeSet<String>>,
+    /// The id an upsert created (the access log names it, not the id asked about).
+    created: Option<String>,
     /// Problems an rpc-specific check found in an allowed reply.
     problems: Vec<String>,
 }
@@ -1204,7 +1205,9 @@ fn done<T>(_: T) -> Got {
     Got::default()
 }
 
-async fn drain<T>(stream: Result<tonic::Response<tonic::Streaming<T>>, Status>) -> Result<Vec<T>, Status> {
+async fn drain<T>(
+    stream: Result<tonic::Response<tonic::Streaming<T>>, Status>,
+) -> Result<Vec<T>, Status> {
     let mut s = stream?.into_inner();
     let mut out = Vec::new();
     while let Some(m) = s.message().await? {
@@ -1247,7 +1250,20 @@ async fn call_person(w: &World, creds: &Creds, op: Op, person: &Person, rid: &st
                 consents: vec![],
             }))
             .await
-            .map(|_| Got::default())
+            .map(|x| {
+                let x = x.into_inner();
+                let mut g = Got::default();
+                if x.created == (person.kind == Kind::Absent) {
+                    if x.created {
+                        g.created = Some(x.id);
+                    } else if x.id != person.id {
+                        g.problems.push(format!("merged into {}", x.id));
+                    }
+                } else {
+                    g.problems.push(format!("created = {}", x.created));
+                }
+                g
+            })
         }
         Op::Get => s
             .get(r!(pb::GetRequest { id, fields: None }))
@@ -1294,14 +1310,26 @@ async fn call_person(w: &World, creds: &Creds, op: Op, person: &Person, rid: &st
             .status(r!(pb::ConsentStatusRequest { subject_id: id }))
             .await
             .map(|x| Got {
-                consent_purposes: Some(x.get_ref().states.iter().map(|s| s.purpose.clone()).collect()),
+                consent_purposes: Some(
+                    x.get_ref()
+                        .states
+                        .iter()
+                        .map(|s| s.purpose.clone())
+                        .collect(),
+                ),
                 ..Got::default()
             }),
         Op::History => c
             .history(r!(pb::ConsentHistoryRequest { subject_id: id }))
             .await
             .map(|x| Got {
-                consent_purposes: Some(x.get_ref().events.iter().map(|e| e.purpose.clone()).collect()),
+                consent_purposes: Some(
+                    x.get_ref()
+                        .events
+                        .iter()
+                        .map(|e| e.purpose.clone())
+                        .collect(),
+                ),
                 ..Got::default()
             }),
         Op::Export => rt
@@ -1314,7 +1342,8 @@ async fn call_person(w: &World, creds: &Creds, op: Op, person: &Person, rid: &st
                 let mut g = Got::default();
                 let doc = String::from_utf8_lossy(&x.get_ref().document).into_owned();
                 if x.get_ref().subject_id != person.id || !doc.contains(&person.email) {
-                    g.problems.push("the export is not the person's file".into());
+                    g.problems
+                        .push("the export is not the person's file".into());
                 }
                 g
             }),
@@ -1458,8 +1487,10 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
                 let Some(m) = person.kind.model() else {
                     continue;
                 };
-                let theirs: Vec<&pb::ChangeEvent> =
-                    events.iter().filter(|e| e.subject_id == person.id).collect();
+                let theirs: Vec<&pb::ChangeEvent> = events
+                    .iter()
+                    .filter(|e| e.subject_id == person.id)
+                    .collect();
                 let visible = m.get_refusal(p).is_none();
                 if visible && theirs.is_empty() {
                     g.problems
@@ -1546,7 +1577,10 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
                 .await
                 .map(done)
         }
-        Op::ListClients => a.list_clients(r!(pb::ListClientsRequest {})).await.map(done),
+        Op::ListClients => a
+            .list_clients(r!(pb::ListClientsRequest {}))
+            .await
+            .map(done),
         Op::ListPurposes => a
             .list_purposes(r!(pb::ListPurposesRequest {}))
             .await
@@ -1589,15 +1623,26 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
             .retention_sweep(r!(pb::RetentionSweepRequest { dry_run: true }))
             .await
             .map(|x| {
+                // docs/rights.md: kept while a purpose holds (an active consent for a
+                // consent-based one; having been collected for any other) and its
+                // retention runs; a restricted person is kept. Everyone here is fresh.
                 let mut g = Got::default();
-                let listed: Vec<_> = w
-                    .all_ids()
-                    .into_iter()
-                    .filter(|id| x.get_ref().subject_ids.contains(id))
-                    .collect();
-                if !listed.is_empty() {
-                    g.problems
-                        .push(format!("a dry run would erase fresh people {listed:?}"));
+                for person in &w.population {
+                    let Some(m) = person.kind.model() else {
+                        continue;
+                    };
+                    let holds = !m.consent.is_empty()
+                        || m.collected_for
+                            .iter()
+                            .any(|c| purpose_spec(c).is_some_and(|p| !p.consent));
+                    let erased = !holds && !m.restricted;
+                    if erased != x.get_ref().subject_ids.contains(&person.id) {
+                        g.problems.push(format!(
+                            "the dry run {} {:?}",
+                            if erased { "keeps" } else { "erases" },
+                            person.kind
+                        ));
+                    }
                 }
                 g
             }),
@@ -1775,12 +1820,8 @@ fn check_reply(case: &Case, all_ids: &[String], problems: &mut Vec<String>) {
         match &want.data {
             Data::None => {}
             Data::Fields(fields) => {
-                let have: BTreeSet<&str> = got
-                    .fields
-                    .iter()
-                    .flatten()
-                    .map(String::as_str)
-                    .collect();
+                let have: BTreeSet<&str> =
+                    got.fields.iter().flatten().map(String::as_str).collect();
                 let fields: BTreeSet<&str> = fields.iter().copied().collect();
                 if have != fields {
                     problems.push(format!("fields {have:?}, want {fields:?}"));
@@ -1803,7 +1844,12 @@ fn check_reply(case: &Case, all_ids: &[String], problems: &mut Vec<String>) {
 }
 
 /// Compares a case's access-log entries (those with its request id) with its expectation.
-fn check_log(case: &Case, client_id: &str, entries: &[&pb::AuditEntry], problems: &mut Vec<String>) {
+fn check_log(
+    case: &Case,
+    client_id: &str,
+    entries: &[&pb::AuditEntry],
+    problems: &mut Vec<String>,
+) {
     let [e] = entries else {
         problems.push(format!("{} access-log entries, want 1", entries.len()));
         return;
@@ -1826,7 +1872,15 @@ fn check_log(case: &Case, client_id: &str, entries: &[&pb::AuditEntry], problems
             e.outcome, e.reason
         ));
     }
-    if let Some(person) = &case.person {
+    let created = case.got.as_ref().ok().and_then(|g| g.created.as_deref());
+    if let Some(created) = created {
+        if e.subject_ids != [created] {
+            problems.push(format!(
+                "log subjects {:?}, want the created {created}",
+                e.subject_ids
+            ));
+        }
+    } else if let Some(person) = &case.person {
         let named = e.subject_ids.contains(&person.id);
         if named != want.subject {
             problems.push(format!(
@@ -1879,7 +1933,10 @@ async fn every_call_of_every_service_against_the_written_rules() {
     // Calls about a person: reads first on the shared population, then the calls that
     // change a person, each on a fresh person of the same state.
     for changing in [false, true] {
-        for op in PERSON_OPS.into_iter().filter(|o| o.changes_person() == changing) {
+        for op in PERSON_OPS
+            .into_iter()
+            .filter(|o| o.changes_person() == changing)
+        {
             for role in ROLES {
                 for declared in declared_for(role, op) {
                     for kind in KINDS {
@@ -1956,7 +2013,12 @@ async fn every_call_of_every_service_against_the_written_rules() {
         let mut problems = Vec::new();
         check_reply(case, &all_ids, &mut problems);
         let logged = by_rid.get(case.rid.as_str()).cloned().unwrap_or_default();
-        check_log(case, &w.callers[&case.role].client_id, &logged, &mut problems);
+        check_log(
+            case,
+            &w.callers[&case.role].client_id,
+            &logged,
+            &mut problems,
+        );
         if problems.is_empty() {
             continue;
         }
