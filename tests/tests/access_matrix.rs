@@ -1467,9 +1467,16 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
                 }))
                 .await?
                 .into_inner();
+            // The replay, until the stream has been quiet for a second (the first batch
+            // judges every change since the start, which takes a while on PostgreSQL).
             let mut events = Vec::new();
             loop {
-                match tokio::time::timeout(Duration::from_millis(400), stream.message()).await {
+                let quiet = if events.is_empty() {
+                    Duration::from_secs(15)
+                } else {
+                    Duration::from_secs(1)
+                };
+                match tokio::time::timeout(quiet, stream.message()).await {
                     Ok(Ok(Some(e))) => events.push(e),
                     Ok(Ok(None)) | Err(_) => break,
                     Ok(Err(status)) => return Err(status),
