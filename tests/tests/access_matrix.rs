@@ -40,6 +40,8 @@ use vault_proto::v1::supporters_client::SupportersClient;
 const DSR: &str = "data-subject-rights";
 /// The tag every person of the shared population carries (Search selects by it).
 const POPULATION_TAG: &str = "matrix";
+/// The postcode of the people who signed up as members.
+const POPULATION_POSTCODE: &str = "75011";
 /// A well-formed reference for the DPO's actions and tickets.
 const REF: &str = "REQ-2026-042";
 
@@ -72,6 +74,8 @@ enum Op {
     Tag,
     Untag,
     Search,
+    /// A search by postcode (a field fewer purposes see than tags).
+    SearchByPostcode,
     Import,
     Watch,
     // Consent
@@ -136,8 +140,9 @@ const PERSON_OPS: [Op; 15] = [
     Op::Object,
 ];
 
-const OTHER_OPS: [Op; 29] = [
+const OTHER_OPS: [Op; 30] = [
     Op::Search,
+    Op::SearchByPostcode,
     Op::Import,
     Op::Watch,
     Op::OpenRequest,
@@ -224,7 +229,7 @@ impl Op {
             Update => "Supporters.Update",
             Tag => "Supporters.Tag",
             Untag => "Supporters.Untag",
-            Search => "Supporters.Search",
+            Search | SearchByPostcode => "Supporters.Search",
             Import => "Supporters.Import",
             Watch => "Supporters.Watch",
             Grant => "Consent.Grant",
@@ -930,6 +935,9 @@ fn want_other(role: Role, declared: Option<&str>, op: Op) -> Want {
         Op::Search if !p.unwrap().fields.contains(&"tags") => {
             Want::refused(Code::InvalidArgument, "invalid-argument", false)
         }
+        Op::SearchByPostcode if !p.unwrap().fields.contains(&"address.postcode") => {
+            Want::refused(Code::InvalidArgument, "invalid-argument", false)
+        }
         // The one row (no consent) is rejected, and its refusal logged, under a purpose
         // resting on consent or one that may not write the email; created otherwise.
         Op::Import => {
@@ -1069,7 +1077,7 @@ impl World {
             s.phone = format!("06{:08}", 10_000_000 + n);
             s.address = Some(pb::Address {
                 line1: "1 rue de la Matrice".into(),
-                postcode: "75011".into(),
+                postcode: POPULATION_POSTCODE.into(),
                 city: "Paris".into(),
                 country: "FR".into(),
                 ..Default::default()
@@ -1396,11 +1404,18 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
     let mut au = w.audit.clone();
     let admin = &w.callers[&Role::Admin];
     match op {
-        Op::Search => {
+        Op::Search | Op::SearchByPostcode => {
             let declared = creds.purpose.clone().unwrap_or_default();
+            let by_postcode = op == Op::SearchByPostcode;
+            let (tags_all, postcodes) = if by_postcode {
+                (vec![], vec![POPULATION_POSTCODE.into()])
+            } else {
+                (vec![POPULATION_TAG.into()], vec![])
+            };
             let got = drain(
                 s.search(r!(pb::SearchRequest {
-                    tags_all: vec![POPULATION_TAG.into()],
+                    tags_all,
+                    postcodes,
                     page_size: 1000,
                     ..Default::default()
                 }))
@@ -1411,10 +1426,11 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
             let found: BTreeSet<String> = got.iter().map(|x| x.id.clone()).collect();
             if let Some(p) = purpose_spec(&declared) {
                 for person in &w.population {
-                    let want = person
-                        .kind
-                        .model()
-                        .is_some_and(|m| m.get_refusal(p).is_none());
+                    // The segment: people the purpose may see (as Get), with the value.
+                    let want = person.kind.model().is_some_and(|m| {
+                        m.get_refusal(p).is_none()
+                            && (!by_postcode || m.filled.contains(&"address.postcode"))
+                    });
                     if want != found.contains(&person.id) {
                         g.problems.push(format!(
                             "{:?} {}",
