@@ -322,6 +322,31 @@ impl Vault {
             .collect()
     }
 
+    /// Decides an Import stream once, before its first row is read: the caller's role and
+    /// purpose. A wrong role is refused for the call (`PermissionDenied`), a missing or
+    /// unknown purpose too (`InvalidInput`), not row by row in an "accepted" reply; the
+    /// refusal is the call's one access-log entry. An allowed stream logs nothing here:
+    /// each of its rows is logged as it is upserted ([`Vault::import_row`]).
+    pub async fn import_open(&self, caller: &Caller) -> Result<()> {
+        let mut log = self.record(caller, Rpc::SupportersImport);
+        let decided = async {
+            let registry = self.registry().await?;
+            self.decide(
+                &mut log,
+                caller,
+                Rpc::SupportersImport,
+                &registry,
+                None,
+                None,
+            )
+        }
+        .await;
+        match decided {
+            Ok(_) => Ok(()),
+            Err(e) => log.finish(&self.audit, Err(e)).await,
+        }
+    }
+
     /// One row of a bulk import: an upsert (deduplicated by email and phone), logged as
     /// `Supporters.Import`. Consents already active are not recorded again, so re-importing
     /// a file changes nothing.
@@ -465,6 +490,60 @@ mod tests {
             .iter()
             .map(|e| (e.change.kind, e.change.subject_id.clone()))
             .collect()
+    }
+
+    #[tokio::test]
+    async fn an_import_is_refused_for_the_call_before_any_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let member = tool(&v, &["membership"], "membership").await;
+        let before = v.audit.size().await;
+        // Allowed: nothing logged until a row arrives (each row is its own entry).
+        v.import_open(&member).await.unwrap();
+        assert_eq!(v.audit.size().await, before);
+        let cases = [
+            (caller("auditor", Role::Auditor, &[], "membership"), "role"),
+            (
+                caller("dpo", Role::Dpo, &[], crate::purpose::DPO_PURPOSE),
+                "role",
+            ),
+            (
+                Caller {
+                    purpose: None,
+                    ..member.clone()
+                },
+                "purpose-missing",
+            ),
+            (
+                Caller {
+                    purpose: Some("sms-mobilisation".into()),
+                    ..member.clone()
+                },
+                "purpose-not-allowed",
+            ),
+        ];
+        for (i, (who, reason)) in cases.iter().enumerate() {
+            let e = v.import_open(who).await.unwrap_err();
+            match *reason {
+                "purpose-missing" => assert!(matches!(e, Error::InvalidInput(_)), "{e}"),
+                _ => assert!(matches!(e, Error::PermissionDenied(_)), "{e}"),
+            }
+            // Exactly one entry per refused call, with the reason.
+            let size = v.audit.size().await;
+            assert_eq!(size, before + i as u64 + 1);
+            let (_, entry) = v
+                .audit
+                .entries(size - 1, size)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap();
+            assert_eq!(entry.rpc, "Supporters.Import");
+            assert_eq!(
+                (entry.outcome.as_str(), entry.reason.as_deref()),
+                ("denied", Some(*reason))
+            );
+        }
     }
 
     #[tokio::test]

@@ -211,6 +211,12 @@ impl Supporters for SupportersService {
         request: Request<tonic::Streaming<pb::Supporter>>,
     ) -> Result<Response<pb::ImportResponse>, Status> {
         let caller = Arc::new(caller(&request)?);
+        // Role and purpose are the call's, decided (and a refusal logged) before any row.
+        finish(
+            &caller,
+            "Supporters.Import",
+            self.vault.import_open(&caller).await,
+        )?;
         let mut rows = request.into_inner();
         let mut summary = pb::ImportResponse::default();
         let mut running: JoinSet<(u64, vault_core::Result<UpsertOutcome>)> = JoinSet::new();
