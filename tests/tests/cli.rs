@@ -228,6 +228,55 @@ fn tour_clients_upsert_lookup_get_consent() {
     ]));
     assert_eq!(tagged["tags"].as_array().unwrap().len(), 2);
 
+    // Rectification: only the fields passed (and cleared) change.
+    let updated = json(&tool(&[
+        "--purpose",
+        "membership",
+        "supporter",
+        "update",
+        &id,
+        "--family-name",
+        "de Gouges",
+        "--clear",
+        "phone",
+        "--request-ref",
+        "REQ-2026-001",
+    ]));
+    assert_eq!(updated["family_name"], "de Gouges");
+    assert_eq!(updated["phone"], "");
+    assert_eq!(updated["given_name"], "Olympe");
+    assert_eq!(updated["address"]["postcode"], "75003");
+    assert_eq!(updated["tags"].as_array().unwrap().len(), 2);
+    for (args, says) in [
+        (
+            vec!["supporter", "update", id.as_str()],
+            "nothing to change",
+        ),
+        (
+            vec![
+                "supporter",
+                "update",
+                id.as_str(),
+                "--phone",
+                "0601020304",
+                "--clear",
+                "phone",
+            ],
+            "both set and cleared",
+        ),
+        (
+            vec!["supporter", "update", id.as_str(), "--clear", "created_at"],
+            "InvalidArgument",
+        ),
+    ] {
+        let mut full = vec!["--purpose", "membership"];
+        full.extend(args);
+        let out = tool(&full);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+
     // Newsletter needs consent: answered as for someone not in the file, granted (through
     // the email it came by), read (email but no phone), withdrawn.
     let out = tool(&["--purpose", "newsletter", "supporter", "get", &id]);

@@ -69,10 +69,7 @@ pub fn daemon_url(addr: &str, tls: &TlsFiles) -> Result<String, String> {
         ));
     }
     if tls.cert.is_some() != tls.key.is_some() {
-        return Err(
-            "mutual TLS needs both --cert and --key (or VAULT_CERT and VAULT_KEY)"
-                .into(),
-        );
+        return Err("mutual TLS needs both --cert and --key (or VAULT_CERT and VAULT_KEY)".into());
     }
     Ok(url)
 }

@@ -613,6 +613,10 @@ enum AdminCommand {
 enum SupporterCommand {
     /// Create a supporter, or merge into the one with the same email or phone.
     Upsert(Box<UpsertArgs>),
+    /// Change the given fields of a supporter (rectification, GDPR art. 16): only the
+    /// fields passed (and those named by --clear) change; --tag and --custom replace the
+    /// whole list.
+    Update(Box<UpdateArgs>),
     /// Read a supporter by id.
     Get {
         /// Supporter id.
@@ -707,6 +711,62 @@ struct UpsertArgs {
     /// Where the data came from, e.g. form:petition-2026.
     #[arg(long)]
     source: Option<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct UpdateArgs {
+    /// Supporter id.
+    id: String,
+    #[command(flatten)]
+    fields: UpsertArgs,
+    /// A field to empty (repeatable), by its path: phone, address.line2, tags, custom...
+    #[arg(long = "clear", value_name = "FIELD")]
+    clear: Vec<String>,
+    /// The rights request this rectification answers, recorded in the access log.
+    #[arg(long)]
+    request_ref: Option<String>,
+}
+
+impl UpsertArgs {
+    /// The supporter these flags describe, and the paths of the fields they set.
+    fn into_supporter(self) -> (pb::Supporter, Vec<String>) {
+        let mut paths = Vec::new();
+        let mut set = |value: Option<String>, path: &str| {
+            if value.is_some() {
+                paths.push(path.to_owned());
+            }
+            value.unwrap_or_default()
+        };
+        let supporter = pb::Supporter {
+            email: set(self.email, "email"),
+            phone: set(self.phone, "phone"),
+            given_name: set(self.given_name, "given_name"),
+            family_name: set(self.family_name, "family_name"),
+            address: Some(pb::Address {
+                line1: set(self.line1, "address.line1"),
+                line2: set(self.line2, "address.line2"),
+                postcode: set(self.postcode, "address.postcode"),
+                city: set(self.city, "address.city"),
+                country: set(self.country, "address.country"),
+            }),
+            source: set(self.source, "source"),
+            ..Default::default()
+        };
+        if !self.tags.is_empty() {
+            paths.push("tags".into());
+        }
+        if !self.custom.is_empty() {
+            paths.push("custom".into());
+        }
+        (
+            pb::Supporter {
+                tags: self.tags,
+                custom: self.custom.into_iter().collect(),
+                ..supporter
+            },
+            paths,
+        )
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -955,24 +1015,39 @@ async fn run(cli: Cli) -> Result<String, String> {
             let list: Vec<_> = r.purposes.iter().map(purpose_json).collect();
             return Ok(serde_json::Value::from(list).to_string());
         }
+        Command::Supporter(SupporterCommand::Update(a)) => {
+            let UpdateArgs {
+                id,
+                fields,
+                clear,
+                request_ref,
+            } = *a;
+            let (supporter, mut paths) = fields.into_supporter();
+            for c in clear {
+                let c = c.trim().to_owned();
+                if paths.contains(&c) {
+                    return Err(format!("{c} is both set and cleared: pass one of them"));
+                }
+                paths.push(c);
+            }
+            if paths.is_empty() {
+                return Err("nothing to change: pass the fields to set, or --clear FIELD".into());
+            }
+            client
+                .update(with_token(
+                    pb::UpdateRequest {
+                        id,
+                        supporter: Some(supporter),
+                        update_mask: Some(prost_types::FieldMask { paths }),
+                        request_ref: request_ref.unwrap_or_default(),
+                    },
+                    &token,
+                    purpose,
+                )?)
+                .await
+        }
         Command::Supporter(SupporterCommand::Upsert(a)) => {
-            let supporter = pb::Supporter {
-                email: a.email.unwrap_or_default(),
-                phone: a.phone.unwrap_or_default(),
-                given_name: a.given_name.unwrap_or_default(),
-                family_name: a.family_name.unwrap_or_default(),
-                address: Some(pb::Address {
-                    line1: a.line1.unwrap_or_default(),
-                    line2: a.line2.unwrap_or_default(),
-                    postcode: a.postcode.unwrap_or_default(),
-                    city: a.city.unwrap_or_default(),
-                    country: a.country.unwrap_or_default(),
-                }),
-                tags: a.tags,
-                custom: a.custom.into_iter().collect(),
-                source: a.source.unwrap_or_default(),
-                ..Default::default()
-            };
+            let (supporter, _) = a.into_supporter();
             let r = client
                 .upsert(with_token(
                     pb::UpsertRequest {
