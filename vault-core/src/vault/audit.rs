@@ -273,6 +273,18 @@ mod tests {
             let exported = exported_seqs(&doc);
             assert_eq!(&exported[..4], &by_index[..]);
             assert!(vault.audit_verify(&auditor, None, None).await.unwrap().is_ok());
+            // Everything about the person by now (the export's own entry included).
+            let size = vault.audit.size().await;
+            let about: Vec<u64> = vault
+                .audit
+                .entries(0, size)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|(_, e)| query.matches(e))
+                .map(|(_, e)| e.seq)
+                .collect();
+            assert_eq!(about.len(), 5);
             // Back to a store from before the index.
             let mut b = Batch::new();
             for (k, _) in vault.store.scan_prefix(Table::AuditSubjects, b"").await.unwrap() {
@@ -284,7 +296,7 @@ mod tests {
             );
             vault.store.commit(b).await.unwrap();
             vault.audit.close().await.unwrap();
-            (by_index, exported, id)
+            (about, exported, id)
         };
         let (vault, _) = Vault::open(&VaultOptions::new(dir.path())).await.unwrap();
         let query = AuditQuery {
