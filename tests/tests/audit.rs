@@ -234,7 +234,11 @@ async fn one_entry_per_access_no_personal_data_and_offline_verification() {
             },
         )
         .await;
-    assert_eq!(reads.len(), 3, "two allowed reads and the refused newsletter one");
+    assert_eq!(
+        reads.len(),
+        3,
+        "two allowed reads and the refused newsletter one"
+    );
     let newsletter_read = all
         .iter()
         .find(|e| {

@@ -465,7 +465,11 @@ async fn a_tampered_subject_index_is_caught() {
         &[Code::DataLoss],
     );
     assert_eq!(query_subject(&daemon, &auditor, &b).await.unwrap(), of_b);
-    refused("stray index row", &verify(&daemon, &auditor).await, &[Code::DataLoss]);
+    refused(
+        "stray index row",
+        &verify(&daemon, &auditor).await,
+        &[Code::DataLoss],
+    );
     assert!(daemon.terminate().success());
     {
         // The stray row removed, and one of a's genuine rows deleted.

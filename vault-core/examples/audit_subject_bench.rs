@@ -60,7 +60,7 @@ fn reset_peak() {
 }
 
 fn fake_id(n: u64) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", n, n)
+    format!("{n:08x}-0000-4000-8000-{n:012x}")
 }
 
 async fn build(dir: &Path, entries: u64, subjects: u64) -> Result<(), Failure> {
@@ -161,7 +161,11 @@ async fn query(dir: &Path) -> Result<(), Failure> {
         })
         .await?;
         let doc = measure("Rights.Export", async {
-            Ok(vault.export(&dpo, &ExportKey::Id(target.clone())).await?.1.len())
+            Ok(vault
+                .export(&dpo, &ExportKey::Id(target.clone()))
+                .await?
+                .1
+                .len())
         })
         .await?;
         let scanned = measure("whole-log read + filter (before the index)", async {
@@ -190,7 +194,9 @@ async fn reindex(dir: &Path) -> Result<(), Failure> {
         let tree = store.raw_tree(Table::AuditSubjects);
         let rows = tree.len();
         tree.clear()?;
-        store.raw_tree(Table::Meta).remove(b"audit_subjects_indexed")?;
+        store
+            .raw_tree(Table::Meta)
+            .remove(b"audit_subjects_indexed")?;
         store.raw_tree(Table::Meta).flush()?;
         tree.flush()?;
         println!("dropped {rows} index rows and the marker");
@@ -206,12 +212,17 @@ async fn reindex(dir: &Path) -> Result<(), Failure> {
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: audit_subject_bench build DIR [ENTRIES [SUBJECTS]] | query DIR | reindex DIR";
+    let usage =
+        "usage: audit_subject_bench build DIR [ENTRIES [SUBJECTS]] | query DIR | reindex DIR";
     let (Some(mode), Some(dir)) = (args.first(), args.get(1).map(PathBuf::from)) else {
         return Err(usage.into());
     };
     let number = |i: usize, default: u64| -> Result<u64, Failure> {
-        Ok(args.get(i).map(|s| s.parse()).transpose()?.unwrap_or(default))
+        Ok(args
+            .get(i)
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(default))
     };
     match mode.as_str() {
         "build" => build(&dir, number(2, 1_000_000)?, number(3, 10_000)?).await,

@@ -269,10 +269,19 @@ mod tests {
                 ..query.clone()
             };
             assert_eq!(vault.audit_query(&auditor, &reads).await.unwrap().len(), 3);
-            let (_, doc) = vault.export(&dpo, &ExportKey::Id(id.clone())).await.unwrap();
+            let (_, doc) = vault
+                .export(&dpo, &ExportKey::Id(id.clone()))
+                .await
+                .unwrap();
             let exported = exported_seqs(&doc);
             assert_eq!(&exported[..4], &by_index[..]);
-            assert!(vault.audit_verify(&auditor, None, None).await.unwrap().is_ok());
+            assert!(
+                vault
+                    .audit_verify(&auditor, None, None)
+                    .await
+                    .unwrap()
+                    .is_ok()
+            );
             // Everything about the person by now (the export's own entry included).
             let size = vault.audit.size().await;
             let about: Vec<u64> = vault
@@ -287,7 +296,12 @@ mod tests {
             assert_eq!(about.len(), 5);
             // Back to a store from before the index.
             let mut b = Batch::new();
-            for (k, _) in vault.store.scan_prefix(Table::AuditSubjects, b"").await.unwrap() {
+            for (k, _) in vault
+                .store
+                .scan_prefix(Table::AuditSubjects, b"")
+                .await
+                .unwrap()
+            {
                 b.delete(Table::AuditSubjects, &k);
             }
             b.delete(
@@ -314,7 +328,13 @@ mod tests {
         let (_, doc) = vault.export(&dpo, &ExportKey::Id(id)).await.unwrap();
         let exported = exported_seqs(&doc);
         assert_eq!(&exported[..want_export.len()], &want_export[..]);
-        assert!(vault.audit_verify(&auditor, None, None).await.unwrap().is_ok());
+        assert!(
+            vault
+                .audit_verify(&auditor, None, None)
+                .await
+                .unwrap()
+                .is_ok()
+        );
     }
 
     /// A row deleted behind the vault's back fails Audit.Verify.
@@ -330,7 +350,13 @@ mod tests {
         };
         vault.upsert(&member, &s, &[]).await.unwrap();
         let auditor = caller(Role::Auditor, None);
-        assert!(vault.audit_verify(&auditor, None, None).await.unwrap().is_ok());
+        assert!(
+            vault
+                .audit_verify(&auditor, None, None)
+                .await
+                .unwrap()
+                .is_ok()
+        );
         let (k, _) = vault
             .raw
             .scan_range(Table::AuditSubjects, b"", None, 1)

@@ -57,10 +57,7 @@ impl SubjectIndexKey {
     pub fn derive(root: &RootKey) -> Self {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"vault.v1 audit-subjects");
         let prk = salt.extract(root.key().expose());
-        let key = match prk.expand(
-            &[b"vault.v1/audit-subjects/hmac-sha256"],
-            hmac::HMAC_SHA256,
-        ) {
+        let key = match prk.expand(&[b"vault.v1/audit-subjects/hmac-sha256"], hmac::HMAC_SHA256) {
             Ok(okm) => hmac::Key::from(okm),
             // One HMAC key is one hash block, far within HKDF's limit of 255 blocks.
             Err(_) => unreachable_hkdf(),
@@ -356,7 +353,12 @@ impl Core {
 
     /// Adds to `batch` the deletion of the index rows of the entries `from <= seq < to`,
     /// which the same batch deletes (pruning).
-    pub(super) async fn stage_prune_rows(&self, batch: &mut Batch, from: u64, to: u64) -> Result<()> {
+    pub(super) async fn stage_prune_rows(
+        &self,
+        batch: &mut Batch,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
         let mut next = from;
         while next < to {
             let rows = self

@@ -168,7 +168,10 @@ async fn a_subject_query_reads_only_that_subjects_entries() {
     let size = log.size().await;
     store.entries_read.store(0, Ordering::Relaxed);
     let found = log.subject_entries("s3", 0, size).await.unwrap();
-    assert_eq!(seqs(&found), (0..20).map(|k| 3 + 10 * k).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&found),
+        (0..20).map(|k| 3 + 10 * k).collect::<Vec<_>>()
+    );
     assert!(
         found
             .iter()
@@ -184,7 +187,12 @@ async fn a_subject_query_reads_only_that_subjects_entries() {
     assert_eq!(seqs(&shared), (0..40).map(|k| 5 * k).collect::<Vec<_>>());
     let part = log.subject_entries("s0", 20, 50).await.unwrap();
     assert_eq!(seqs(&part), vec![20, 30, 40]);
-    assert!(log.subject_entries("nobody", 0, size).await.unwrap().is_empty());
+    assert!(
+        log.subject_entries("nobody", 0, size)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -196,7 +204,11 @@ async fn a_row_pointing_at_another_subjects_entry_is_an_integrity_error() {
     let key = SubjectIndexKey::derive(&root());
     // A store writer points s3's index at entry 4, which is s4's.
     let mut b = Batch::new();
-    b.put(Table::AuditSubjects, &row_key(&key.hash("s3"), 4), Vec::new());
+    b.put(
+        Table::AuditSubjects,
+        &row_key(&key.hash("s3"), 4),
+        Vec::new(),
+    );
     store.commit(b).await.unwrap();
     let e = log.subject_entries("s3", 0, size).await.unwrap_err();
     assert!(is_index_problem(&e), "{e}");
@@ -214,19 +226,31 @@ async fn an_entry_rewritten_or_deleted_behind_its_row_is_an_integrity_error() {
     let size = log.size().await;
     // Entry 13 (s3's) rewritten to name s3 but read by someone else: it no longer hashes
     // to its leaf.
-    let raw = store.get(Table::AuditEntries, &seq_key(13)).await.unwrap().unwrap();
-    let text = String::from_utf8(raw).unwrap().replacen("\"c\"", "\"x\"", 1);
+    let raw = store
+        .get(Table::AuditEntries, &seq_key(13))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(raw)
+        .unwrap()
+        .replacen("\"c\"", "\"x\"", 1);
     let mut b = Batch::new();
     b.put(Table::AuditEntries, &seq_key(13), text.into_bytes());
     store.commit(b).await.unwrap();
     let e = log.subject_entries("s3", 0, size).await.unwrap_err();
-    assert!(is_index_problem(&e) && e.to_string().contains("leaf"), "{e}");
+    assert!(
+        is_index_problem(&e) && e.to_string().contains("leaf"),
+        "{e}"
+    );
     // Entry 23 deleted: its row now points at nothing.
     let mut b = Batch::new();
     b.delete(Table::AuditEntries, &seq_key(23));
     store.commit(b).await.unwrap();
     let e = log.subject_entries("s3", 20, size).await.unwrap_err();
-    assert!(is_index_problem(&e) && e.to_string().contains("missing"), "{e}");
+    assert!(
+        is_index_problem(&e) && e.to_string().contains("missing"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -259,7 +283,10 @@ async fn a_deleted_row_hides_an_entry_from_queries_and_verification_finds_it() {
     let check = log.check_subject_index(0, size).await.unwrap();
     assert_eq!((check.missing, check.first_missing), (1, Some(57)));
     let e = check.into_result().unwrap_err();
-    assert!(is_index_problem(&e) && e.to_string().contains("entry 57"), "{e}");
+    assert!(
+        is_index_problem(&e) && e.to_string().contains("entry 57"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +304,10 @@ async fn pruning_removes_the_rows_of_the_entries_it_removes() {
     );
     let size = log.size().await;
     let found = log.subject_entries("s3", 0, size).await.unwrap();
-    assert_eq!(seqs(&found), (10..20).map(|k| 3 + 10 * k).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&found),
+        (10..20).map(|k| 3 + 10 * k).collect::<Vec<_>>()
+    );
     log.check_subject_index(0, size)
         .await
         .unwrap()
@@ -307,7 +337,10 @@ async fn a_store_without_the_index_is_indexed_once_at_open() {
     assert!(log.subject_entries("s3", 0, size).await.unwrap().is_empty());
     assert_eq!(log.index_subjects_once().await.unwrap(), 200);
     let found = log.subject_entries("s3", 0, size).await.unwrap();
-    assert_eq!(seqs(&found), (0..20).map(|k| 3 + 10 * k).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(&found),
+        (0..20).map(|k| 3 + 10 * k).collect::<Vec<_>>()
+    );
     log.check_subject_index(0, size)
         .await
         .unwrap()
