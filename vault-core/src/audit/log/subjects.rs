@@ -6,7 +6,7 @@
 //! range scan over one hash yields the subject's sequence numbers in log order. The key is
 //! derived from the root key (HKDF, its own label): the keys say no more than the log
 //! already holds in clear (ids are in the entries), and a store reader cannot tell from a
-//! key alone which id it is about. Rows are staged by [`Core::stage`] into the batch of the
+//! key alone which id it is about. Rows are staged (`Core::stage`) into the batch of the
 //! entry they point to, so an entry and its rows commit together; pruning deletes the rows
 //! of the entries it deletes, in the same batch.
 //!
@@ -30,7 +30,7 @@ use crate::crypto::root_key::RootKey;
 use crate::error::{Error, IntegrityObject, Result};
 use crate::storage::{Batch, Table};
 
-/// `Meta` key: every entry the log holds has its index rows (value: [`INDEX_VERSION`]).
+/// `Meta` key: every entry the log holds has its index rows (value: the layout version, `INDEX_VERSION`).
 pub const META_SUBJECTS_INDEXED: &[u8] = b"audit_subjects_indexed";
 /// The version of the index layout the marker records; another value means rebuild.
 const INDEX_VERSION: &[u8] = b"1";
