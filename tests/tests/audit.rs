@@ -203,6 +203,42 @@ async fn one_entry_per_access_no_personal_data_and_offline_verification() {
     // person was found), grant, get, lookup, update, tag. The unauthenticated and the
     // auditor's calls were refused before any subject was touched.
     assert_eq!(about_lena.len(), 8);
+    // By subject (through the log's per-subject index): the same entries as filtering the
+    // whole log, in order.
+    let by_subject: Vec<u64> = daemon
+        .audit_entries(
+            &auditor,
+            pb::QueryRequest {
+                subject_id: id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let filtered: Vec<u64> = all
+        .iter()
+        .filter(|e| e.subject_ids.contains(&id))
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(by_subject, filtered);
+    // With another filter, applied on the subject's entries.
+    let reads = daemon
+        .audit_entries(
+            &auditor,
+            pb::QueryRequest {
+                subject_id: id.clone(),
+                action: "Supporters.Get".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(
+        reads.len(),
+        3,
+        "two allowed reads and the refused newsletter one"
+    );
     let newsletter_read = all
         .iter()
         .find(|e| {

@@ -199,6 +199,15 @@ async fn export_holds_everything_about_the_person_and_nothing_else() {
         .collect();
     // The export's own entry is written after the document was built.
     assert_eq!(exported, expected[..expected.len() - 1]);
+    // Both read the per-subject index: check them against a filter of the whole log too.
+    let scanned: Vec<u64> = d
+        .audit_entries(&auditor, pb::QueryRequest::default())
+        .await
+        .iter()
+        .filter(|e| e.subject_ids.contains(&id))
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(scanned, expected);
     assert!(
         exported.len() >= 5,
         "upsert, 3 consent calls, get: {exported:?}"

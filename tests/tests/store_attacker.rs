@@ -385,3 +385,111 @@ async fn a_truncated_ledger_or_a_rolled_back_state_is_refused() {
         &[Code::DataLoss],
     );
 }
+
+/// Audit.Query by subject, read as a whole: its entries or the status that ended it.
+async fn query_subject(
+    daemon: &Daemon,
+    auditor: &Creds,
+    id: &str,
+) -> Result<Vec<u64>, tonic::Status> {
+    let mut stream = daemon
+        .audit()
+        .await
+        .query(authed(
+            pb::QueryRequest {
+                subject_id: id.into(),
+                ..Default::default()
+            },
+            auditor,
+        ))
+        .await?
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(e) = stream.message().await? {
+        seqs.push(e.seq);
+    }
+    Ok(seqs)
+}
+
+async fn verify(daemon: &Daemon, auditor: &Creds) -> Result<pb::VerifyResponse, tonic::Status> {
+    daemon
+        .audit()
+        .await
+        .verify(authed(pb::VerifyRequest::default(), auditor))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The access log's per-subject index is only a pointer. A row pointed at another person's
+/// entry makes the first person's query and export fail rather than answer with the other's
+/// entry; a row deleted hides an entry from that person's answers until Audit.Verify, which
+/// reports it (SECURITY.md, the access log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_subject_index_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let tool = daemon.tool("newsletter").await;
+    let a = sign_up(&daemon, &tool, "Index").await;
+    let b = sign_up(&daemon, &tool, "Pointeur").await;
+    get(&daemon, &tool, &a).await.unwrap();
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let dpo = daemon.dpo().await;
+    let of_a = query_subject(&daemon, &auditor, &a).await.unwrap();
+    let of_b = query_subject(&daemon, &auditor, &b).await.unwrap();
+    assert_eq!((of_a.len(), of_b.len()), (2, 1), "{of_a:?} {of_b:?}");
+    assert!(daemon.terminate().success());
+    // Row keys: keyed hash of the subject (16 bytes) ‖ sequence.
+    let seq_of = |k: &[u8]| u64::from_be_bytes(k[16..24].try_into().unwrap());
+    let hash_of_a = {
+        let store = RawStore::open(dir.path());
+        let rows = store.rows(Table::AuditSubjects);
+        let hash = rows
+            .iter()
+            .find(|(k, _)| seq_of(k) == of_a[0])
+            .map(|(k, _)| k[..16].to_vec())
+            .unwrap();
+        // a's index now also points at b's entry.
+        let forged = [hash.as_slice(), &of_b[0].to_be_bytes()].concat();
+        store.put(Table::AuditSubjects, &forged, b"");
+        hash
+    };
+    daemon = Daemon::start(dir.path());
+    refused(
+        "index row pointing at another's entry (query)",
+        &query_subject(&daemon, &auditor, &a).await,
+        &[Code::DataLoss],
+    );
+    refused(
+        "index row pointing at another's entry (export)",
+        &export(&daemon, &dpo, &a).await,
+        &[Code::DataLoss],
+    );
+    assert_eq!(query_subject(&daemon, &auditor, &b).await.unwrap(), of_b);
+    refused(
+        "stray index row",
+        &verify(&daemon, &auditor).await,
+        &[Code::DataLoss],
+    );
+    assert!(daemon.terminate().success());
+    {
+        // The stray row removed, and one of a's genuine rows deleted.
+        let store = RawStore::open(dir.path());
+        let forged = [hash_of_a.as_slice(), &of_b[0].to_be_bytes()].concat();
+        store.delete(Table::AuditSubjects, &forged);
+        let genuine = [hash_of_a.as_slice(), &of_a[1].to_be_bytes()].concat();
+        store.delete(Table::AuditSubjects, &genuine);
+    }
+    daemon = Daemon::start(dir.path());
+    // What nothing points to, a query by subject cannot see...
+    let now = query_subject(&daemon, &auditor, &a).await.unwrap();
+    assert_eq!(now[0], of_a[0]);
+    assert!(!now.contains(&of_a[1]));
+    // ...but verification finds it.
+    let r = verify(&daemon, &auditor).await;
+    refused("deleted index row", &r, &[Code::DataLoss]);
+    assert!(
+        r.unwrap_err().message().contains("missing"),
+        "the status says what was found"
+    );
+    assert!(daemon.terminate().success());
+}

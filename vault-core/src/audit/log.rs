@@ -7,6 +7,8 @@
 //! checks fail consumes no number. A write's entry rides in the write's own batch, so the
 //! data and its entry commit together; a read's entry is durable before the read returns.
 
+pub mod subjects;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -91,6 +93,8 @@ pub struct Core {
     /// one that was only applied could still vanish in a crash, and a witness that cosigned
     /// it would then see this log fork.
     durable: tokio::sync::watch::Sender<Option<SignedCheckpoint>>,
+    /// Keys the per-subject index rows ([`subjects`]).
+    subjects: subjects::SubjectIndexKey,
 }
 
 /// Work for the writer task.
@@ -283,6 +287,7 @@ impl AuditLog {
             outside: outside.as_ref().map(|o| Arc::clone(&o.file)),
             marked: std::sync::atomic::AtomicU64::new(0),
             durable: tokio::sync::watch::Sender::new(None),
+            subjects: subjects::SubjectIndexKey::derive(root),
         };
         let head = core.restore_head().await?;
         // What the store holds at open is durable.
@@ -566,6 +571,7 @@ impl Core {
             .check(Table::AuditEntries, &seq_key(seq), None)
             .put(Table::AuditEntries, &seq_key(seq), bytes)
             .put(Table::AuditLeaves, &seq_key(seq), leaf.to_vec());
+        self.subjects.stage(batch, seq, &entry.subjects);
         for (index, change) in entry.changes.iter().enumerate() {
             let cursor = crate::changes::Cursor {
                 seq,
@@ -1294,6 +1300,7 @@ impl AuditLog {
         while next < size {
             let upto = (next + SCAN_CHUNK as u64).min(size);
             let mut b = Batch::new();
+            self.stage_prune_rows(&mut b, next, upto).await?;
             for seq in next..upto {
                 b.delete(Table::AuditEntries, &seq_key(seq));
                 b.delete(Table::AuditCheckpoints, &seq_key(seq));

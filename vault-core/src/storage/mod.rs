@@ -79,11 +79,17 @@ pub enum Table {
     /// fingerprint is bound to at most one client, ever: the row is created in the batch
     /// that registers the client, checked absent, and kept after a revocation.
     ClientCerts,
+    /// The access log's per-subject index: keyed hash of a subject id (16 bytes, see
+    /// `audit::log::subjects`) ‖ sequence (u64 big-endian) -> empty. A prefix scan by the
+    /// hash lists one subject's entries in log order. Written in the batch of the entry it
+    /// points to; a pointer only (every entry read through it is checked against its leaf
+    /// and must name the subject), so not authenticated.
+    AuditSubjects,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 22] = [
+    pub const ALL: [Table; 23] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
@@ -106,6 +112,7 @@ impl Table {
         Table::AuditCosignatures,
         Table::Proposals,
         Table::ClientCerts,
+        Table::AuditSubjects,
     ];
 
     /// The stable name of the table.
@@ -133,6 +140,7 @@ impl Table {
             Table::AuditCosignatures => "audit_cosignatures",
             Table::Proposals => "proposals",
             Table::ClientCerts => "client_certs",
+            Table::AuditSubjects => "audit_subjects",
         }
     }
 

@@ -502,6 +502,10 @@ fn in_snapshot(table: Table, key: &[u8], size: u64) -> bool {
     match table {
         Table::AuditEntries | Table::AuditLeaves | Table::Changes => seq < &size[..],
         Table::AuditCheckpoints | Table::AuditCosignatures => seq <= &size[..],
+        // A pointer goes with the entry it points to.
+        Table::AuditSubjects => {
+            crate::audit::log::subjects::row_seq(key).is_some_and(|s| s.to_be_bytes() < size)
+        }
         _ => true,
     }
 }

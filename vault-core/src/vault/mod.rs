@@ -461,6 +461,7 @@ impl Vault {
             min_retention_days: crate::purpose::MIN_RETENTION_DAYS,
         };
         vault.index_collected_for().await?;
+        vault.audit.index_subjects_once().await?;
         Ok(vault)
     }
 
