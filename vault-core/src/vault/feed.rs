@@ -706,6 +706,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_erased_persons_events_collapse_to_one_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _) = vault(dir.path()).await;
+        let member = tool(&v, &["membership", "newsletter"], "membership").await;
+        let dpo = caller("dpo", Role::Dpo, &[], crate::purpose::DPO_PURPOSE);
+        let gone = person(&v, &member, "gone@example.org", &[grant("newsletter")]).await;
+        let kept = person(&v, &member, "kept@example.org", &[]).await;
+        v.tag(&member, &gone, &["a".into()]).await.unwrap();
+        v.tag(&member, &kept, &["b".into()]).await.unwrap();
+        let of = |rows: &[ChangeEvent], id: &str| -> Vec<ChangeKind> {
+            rows.iter()
+                .filter(|e| e.change.subject_id == id)
+                .map(|e| e.change.kind)
+                .collect()
+        };
+        let before = v.changes_after(None, 100).await.unwrap();
+        assert_eq!(
+            of(&before, &gone),
+            [
+                ChangeKind::Created,
+                ChangeKind::ConsentGranted,
+                ChangeKind::Tagged
+            ]
+        );
+        v.erase(&dpo, &gone, "REQ-1", false).await.unwrap();
+        let after = v.changes_after(None, 100).await.unwrap();
+        assert_eq!(of(&after, &gone), [ChangeKind::Erased]);
+        assert_eq!(of(&after, &kept), of(&before, &kept), "others keep theirs");
+    }
+
+    #[tokio::test]
     async fn a_person_who_fails_to_load_is_not_named() {
         let dir = tempfile::tempdir().unwrap();
         let (v, raw) = vault(dir.path()).await;

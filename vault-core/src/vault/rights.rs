@@ -207,10 +207,31 @@ impl Vault {
             key,
             serde_json::to_vec(receipt).map_err(|e| Error::Codec(e.to_string()))?,
         );
+        // The person's earlier change-feed rows collapse into the `erased` this write adds:
+        // the feed keeps that they were erased, not their history.
+        self.collapse_feed(&mut b, id).await?;
         let mut changes = vec![Change::new(id, ChangeKind::Erased)];
         self.note_basis_before(loaded, &mut changes).await?;
         log.changes(changes);
         log.commit_write(&self.audit, b).await
+    }
+
+    /// Adds to `b` the deletion of every change-feed row about `id`. The rows are found
+    /// through the access log's subject index (every change is written with an entry naming
+    /// its subject), and each is decoded and must be about `id` before it goes.
+    async fn collapse_feed(&self, b: &mut Batch, id: &str) -> Result<()> {
+        for seq in self.audit.subject_seqs(id).await? {
+            for (key, value) in self
+                .store
+                .scan_prefix(Table::Changes, &seq.to_be_bytes())
+                .await?
+            {
+                if crate::changes::decode(&key, &value).is_some_and(|e| e.change.subject_id == id) {
+                    b.delete(Table::Changes, &key);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Restricts processing of a supporter's data (`on`), or lifts the restriction.

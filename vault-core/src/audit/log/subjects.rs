@@ -200,6 +200,35 @@ impl Core {
         Ok(out)
     }
 
+    /// The sequence numbers the index lists for `subject` at or after the retention
+    /// anchor, oldest first, as pointers only (nothing is checked against the entries): for
+    /// housekeeping that re-checks what it finds there, such as the change-feed rows an
+    /// erasure collapses.
+    pub async fn subject_seqs(&self, subject: &str) -> Result<Vec<u64>> {
+        let hash = self.subjects.hash(subject);
+        let mut next = self.retained_from().await?;
+        let end = row_key(&hash, u64::MAX);
+        let mut out = Vec::new();
+        loop {
+            let rows = self
+                .store
+                .scan_range(
+                    Table::AuditSubjects,
+                    &row_key(&hash, next),
+                    Some(&end),
+                    SCAN_CHUNK,
+                )
+                .await?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(out);
+            };
+            next = row_seq(last).ok_or(corrupt("audit subject index key"))? + 1;
+            for (key, _) in &rows {
+                out.push(row_seq(key).ok_or(corrupt("audit subject index key"))?);
+            }
+        }
+    }
+
     /// Entry `seq`, which an index row of `subject` points to, checked.
     async fn pointed_entry(&self, seq: u64, subject: &str) -> Result<(Vec<u8>, AuditEntry)> {
         let bytes = self.store.get(Table::AuditEntries, &seq_key(seq)).await?;
