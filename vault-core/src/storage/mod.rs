@@ -79,11 +79,17 @@ pub enum Table {
     /// fingerprint is bound to at most one client, ever: the row is created in the batch
     /// that registers the client, checked absent, and kept after a revocation.
     ClientCerts,
+    /// Stored perfect subtrees of the access log's Merkle tree: level (u8) ‖ index (u64
+    /// big-endian) -> the 32-byte hash of the `2^level` leaves from `index * 2^level`
+    /// (level 1 and up; level 0 is [`Table::AuditLeaves`]). Written in the batch of the entry
+    /// that completes the subtree and kept after pruning, so proofs and roots read O(log n)
+    /// rows (`audit::merkle::NodeSource`).
+    AuditNodes,
 }
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 22] = [
+    pub const ALL: [Table; 23] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
@@ -106,6 +112,7 @@ impl Table {
         Table::AuditCosignatures,
         Table::Proposals,
         Table::ClientCerts,
+        Table::AuditNodes,
     ];
 
     /// The stable name of the table.
@@ -133,6 +140,7 @@ impl Table {
             Table::AuditCosignatures => "audit_cosignatures",
             Table::Proposals => "proposals",
             Table::ClientCerts => "client_certs",
+            Table::AuditNodes => "audit_nodes",
         }
     }
 
