@@ -500,7 +500,14 @@ impl<'w> StreamVerifier<'w> {
                 "entries were added after the signed end",
             ));
         }
-        check_against(&end, frontier, body.prev, body.last_entry, after, "signed end")?;
+        check_against(
+            &end,
+            frontier,
+            body.prev,
+            body.last_entry,
+            after,
+            "signed end",
+        )?;
         let witnessed_by =
             check_witnessed(&body.witnessed, &end, &self.public_key, self.witnesses)?;
         let required = self.required;
@@ -863,7 +870,14 @@ impl<'w> StreamVerifier<'w> {
                         "the checkpoint's signature does not verify",
                     )
                 })?;
-                check_against(&cp, &body.frontier, body.prev, body.last_entry, line, "checkpoint")?;
+                check_against(
+                    &cp,
+                    &body.frontier,
+                    body.prev,
+                    body.last_entry,
+                    line,
+                    "checkpoint",
+                )?;
                 body.checkpoints += 1;
             }
         }
@@ -1369,12 +1383,21 @@ mod tests {
     fn a_file_read_a_byte_at_a_time_verifies_as_a_whole() {
         let log = build(23, 4, 5);
         let whole = verify(&log.file, &log.public).unwrap();
-        let read = verify_reader(Trickle(&log.file), &log.public, Requirements::default(), &[], 0)
-            .unwrap()
-            .unwrap();
+        let read = verify_reader(
+            Trickle(&log.file),
+            &log.public,
+            Requirements::default(),
+            &[],
+            0,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(read, whole);
         for piece in [1, 2, 7, 100, log.file.len()] {
-            assert_eq!(verify_in_pieces(&log.file, &log.public, piece).unwrap(), whole);
+            assert_eq!(
+                verify_in_pieces(&log.file, &log.public, piece).unwrap(),
+                whole
+            );
         }
     }
 
@@ -1424,5 +1447,4 @@ mod tests {
             prop_assert_eq!(read, whole);
         }
     }
-
 }

@@ -563,7 +563,11 @@ impl Core {
     /// A subtree missing from the store (deleted, or written by a build that did not keep
     /// them) is recomputed from its halves: slower, never wrong, as leaves are
     /// authenticated rows too. A row that fails authentication is an error, not a gap.
-    fn node(&self, level: u8, index: u64) -> Pin<Box<dyn Future<Output = Result<Hash>> + Send + '_>> {
+    fn node(
+        &self,
+        level: u8,
+        index: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<Hash>> + Send + '_>> {
         Box::pin(async move {
             if level == 0 {
                 let raw = self
@@ -1315,10 +1319,13 @@ impl AuditLog {
     /// The file of [`AuditLog::export`], produced a page of entries at a time: the header
     /// and the signed end are decided here (O(log n) reads), the entries and the
     /// checkpoints between them are read as [`Export::next_chunk`] is called.
-    pub async fn export_stream(&self, from_seq: Option<u64>, to_seq: Option<u64>) -> Result<Export> {
+    pub async fn export_stream(
+        &self,
+        from_seq: Option<u64>,
+        to_seq: Option<u64>,
+    ) -> Result<Export> {
         // The head gets a checkpoint first, so the export can end there.
         self.checkpoint().await?;
-        let public_key = self.key.public_key();
         let anchor = self.anchor().await?;
         let anchor_size = anchor.as_ref().map(|(c, _)| c.size).unwrap_or(0);
         // The head as of the newest checkpoint: entries appended since have none to end at.
@@ -1368,7 +1375,6 @@ impl AuditLog {
             None => return Err(corrupt("audit head checkpoint")),
         };
         let end_signed = self.key.sign(&end);
-        debug_assert!(end_signed.verify(&public_key).is_some());
         Ok(Export {
             core: Arc::clone(&self.core),
             header: Some(file::header_line(&start, &end_signed)),
@@ -1405,7 +1411,11 @@ impl AuditLog {
     /// The newest stored checkpoint with `lo <= size <= at`, verified, with its frontier.
     /// Searches back from `at` in windows that double, so the cost follows the distance to
     /// that checkpoint (one window of `checkpoint_every` entries, normally), not the log.
-    async fn newest_checkpoint_in(&self, lo: u64, at: u64) -> Result<Option<(Checkpoint, Frontier)>> {
+    async fn newest_checkpoint_in(
+        &self,
+        lo: u64,
+        at: u64,
+    ) -> Result<Option<(Checkpoint, Frontier)>> {
         let end = at.saturating_add(1);
         let mut width = self.options.checkpoint_every.max(1);
         let mut window_end = end;
@@ -2012,7 +2022,10 @@ mod tests {
                     "consistency {old} -> {n}"
                 );
             }
-            assert_eq!(log.root_at(n).await.unwrap(), merkle::root(&leaves, n).unwrap());
+            assert_eq!(
+                log.root_at(n).await.unwrap(),
+                merkle::root(&leaves, n).unwrap()
+            );
         }
     }
 
@@ -2164,7 +2177,11 @@ mod tests {
 
     /// The export as the single-buffer code before paging built it (frontiers from the
     /// leaves): the paged export must equal it byte for byte.
-    async fn reference_export(log: &AuditLog, from_seq: Option<u64>, to_seq: Option<u64>) -> Vec<u8> {
+    async fn reference_export(
+        log: &AuditLog,
+        from_seq: Option<u64>,
+        to_seq: Option<u64>,
+    ) -> Vec<u8> {
         log.checkpoint().await.unwrap();
         let anchor = log.anchor().await.unwrap();
         let anchor_size = anchor.as_ref().map(|(c, _)| c.size).unwrap_or(0);
@@ -2264,13 +2281,24 @@ mod tests {
             check_export(&log, from, to).await;
         }
         // An entry edited in the store: the streamed verification finds it where it is.
-        let mut e = AuditEntry::decode(&log.store.get(Table::AuditEntries, &seq_key(21)).await.unwrap().unwrap()).unwrap();
+        let mut e = AuditEntry::decode(
+            &log.store
+                .get(Table::AuditEntries, &seq_key(21))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
         e.subjects = vec!["someone-else".into()];
         let mut b = Batch::new();
         b.put(Table::AuditEntries, &seq_key(21), e.encode().unwrap());
         log.store.commit(b).await.unwrap();
         let found = log.verify(None, None).await.unwrap().unwrap_err();
-        assert_eq!((found.problem, found.seq), (Problem::Edited, Some(21)), "{found}");
+        assert_eq!(
+            (found.problem, found.seq),
+            (Problem::Edited, Some(21)),
+            "{found}"
+        );
     }
 
     #[tokio::test]
@@ -2281,5 +2309,4 @@ mod tests {
         assert_eq!((v.entries, v.end.size), (0, 0));
         assert_eq!(count(&log.store, Table::AuditNodes).await, 0);
     }
-
 }

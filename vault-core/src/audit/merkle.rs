@@ -1638,7 +1638,11 @@ mod tests {
             let width = 1u64 << level;
             for index in 0..n / width {
                 let expected = root(&leaves[(index * width) as usize..], width).unwrap();
-                assert_eq!(nodes.get(&(level, index)), Some(&expected), "({level}, {index})");
+                assert_eq!(
+                    nodes.get(&(level, index)),
+                    Some(&expected),
+                    "({level}, {index})"
+                );
             }
             // And no incomplete subtree.
             assert!(!nodes.contains_key(&(level, n / width)));
@@ -1680,10 +1684,16 @@ mod tests {
             for index in [0, size / 3, size - 1] {
                 let recorder = NodeRecorder::new();
                 inclusion_proof_from_nodes(&recorder, index, size).unwrap();
-                assert!(recorder.into_asked().len() <= 2 * 64 + 1, "{index} of {size}");
+                assert!(
+                    recorder.into_asked().len() <= 2 * 64 + 1,
+                    "{index} of {size}"
+                );
                 let recorder = NodeRecorder::new();
                 consistency_proof_from_nodes(&recorder, index.max(1), size).unwrap();
-                assert!(recorder.into_asked().len() <= 2 * 64 + 1, "{index} -> {size}");
+                assert!(
+                    recorder.into_asked().len() <= 2 * 64 + 1,
+                    "{index} -> {size}"
+                );
             }
         }
     }
@@ -1730,5 +1740,4 @@ mod tests {
             prop_assert_eq!(root_from_nodes(&nodes, size).unwrap(), root(&leaves, size).unwrap());
         }
     }
-
 }

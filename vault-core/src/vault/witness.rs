@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::access::{Caller, Rpc};
 use crate::audit::SignedCheckpoint;
-use crate::audit::log::Export;
 use crate::audit::file::{self, Witnessed};
+use crate::audit::log::Export;
 use crate::audit::witness::{Cosigned, Cosigner, StoredCosignature, cosignatures_in_reply};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::storage::{Batch, Table};

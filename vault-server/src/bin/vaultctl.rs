@@ -1452,14 +1452,9 @@ fn verify_offline(
     let opened =
         std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let requirements = vault_core::audit::file::Requirements { whole };
-    let verified = vault_core::audit::file::verify_reader(
-        opened,
-        &key,
-        requirements,
-        &witnesses,
-        required,
-    )
-    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let verified =
+        vault_core::audit::file::verify_reader(opened, &key, requirements, &witnesses, required)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     match verified {
         Ok(v) => Ok(serde_json::json!({
             "ok": true,

@@ -172,7 +172,11 @@ impl Audit for AuditService {
                     }
                 };
                 for c in page.chunks(EXPORT_CHUNK) {
-                    if tx.send(Ok(pb::ExportChunk { data: c.to_vec() })).await.is_err() {
+                    if tx
+                        .send(Ok(pb::ExportChunk { data: c.to_vec() }))
+                        .await
+                        .is_err()
+                    {
                         // The client went away: stop reading the log.
                         return;
                     }
