@@ -35,8 +35,14 @@ const SCAN_CHUNK: usize = 4096;
 /// (written by the one-time build at open, [`Core::build_nodes`]); its value is the
 /// version of the node layout.
 const META_NODES: &[u8] = b"audit_nodes_built";
-/// The node layout: level ‖ index, levels 1 and up, every complete perfect subtree.
+/// The node layout: level ‖ index, every complete perfect subtree of level
+/// [`STORED_FROM_LEVEL`] and up.
 const NODES_VERSION: &[u8] = b"1";
+/// The lowest level of subtree stored. Lower ones are hashed from their at most 8 leaves,
+/// one range read each, when a proof needs them (a proof needs at most this many). Storing
+/// every level would add a row to almost every append (measured: appends ~40 % slower,
+/// docs/benchmarks.md); from level 4 on it is one row per 16 entries.
+const STORED_FROM_LEVEL: u8 = 4;
 /// Pages between two progress lines of the one-time node build.
 const BUILD_PROGRESS_EVERY: u64 = 16;
 
@@ -522,7 +528,9 @@ impl Core {
                 let leaf: Hash = v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?;
                 frontier
                     .push_completing(leaf, |level, index, hash| {
-                        b.put(Table::AuditNodes, &node_key(level, index), hash.to_vec());
+                        if level >= STORED_FROM_LEVEL {
+                            b.put(Table::AuditNodes, &node_key(level, index), hash.to_vec());
+                        }
                     })
                     .map_err(|_| corrupt("audit log size"))?;
                 if frontier.size() == total && frontier.root() != head.frontier.root() {
@@ -576,6 +584,30 @@ impl Core {
                     .await?
                     .ok_or(corrupt("audit leaves (gap in the log)"))?;
                 return raw.as_slice().try_into().map_err(|_| corrupt("audit leaf"));
+            }
+            if level < STORED_FROM_LEVEL {
+                // Not stored: hashed from its (at most 2^(STORED_FROM_LEVEL - 1)) leaves,
+                // read in one range.
+                let (first, width) = (index << level, 1u64 << level);
+                let rows = self
+                    .store
+                    .scan_range(
+                        Table::AuditLeaves,
+                        &seq_key(first),
+                        Some(&seq_key(first.saturating_add(width))),
+                        SCAN_CHUNK,
+                    )
+                    .await?;
+                let mut leaves = Vec::with_capacity(rows.len());
+                for (k, v) in rows {
+                    if parse_seq(&k)? != first + leaves.len() as u64 {
+                        return Err(corrupt("audit leaves (gap in the log)"));
+                    }
+                    let leaf: Hash = v.as_slice().try_into().map_err(|_| corrupt("audit leaf"))?;
+                    leaves.push(leaf);
+                }
+                return merkle::root(&leaves, width)
+                    .map_err(|_| corrupt("audit leaves (gap in the log)"));
             }
             match self
                 .store
@@ -721,7 +753,9 @@ impl Core {
         // The subtrees this leaf completes ride in its batch (see `Table::AuditNodes`).
         next.frontier
             .push_completing(leaf, |level, index, hash| {
-                batch.put(Table::AuditNodes, &node_key(level, index), hash.to_vec());
+                if level >= STORED_FROM_LEVEL {
+                    batch.put(Table::AuditNodes, &node_key(level, index), hash.to_vec());
+                }
             })
             .map_err(|_| corrupt("audit log size"))?;
         next.prev = leaf;
@@ -1995,6 +2029,11 @@ mod tests {
         assert_eq!((v.first_seq, v.end.size), (8, 15));
     }
 
+    /// The subtrees a log of `n` entries stores: those of level `STORED_FROM_LEVEL` up.
+    fn stored_nodes(n: u64) -> usize {
+        (STORED_FROM_LEVEL..64).map(|l| (n >> l) as usize).sum()
+    }
+
     async fn count(store: &Arc<dyn Store>, table: Table) -> usize {
         store
             .scan_range(table, &[], None, usize::MAX)
@@ -2036,8 +2075,8 @@ mod tests {
         for i in 0..70 {
             log.append(Batch::new(), &entry(i, 1)).await.unwrap();
         }
-        // One node per completed perfect subtree of level 1 or more: n - popcount(n).
-        assert_eq!(count(&store, Table::AuditNodes).await, 70 - 3);
+        // One node per completed perfect subtree of a stored level.
+        assert_eq!(count(&store, Table::AuditNodes).await, stored_nodes(70));
         proofs_match_leaves(&log, 1..=70).await;
         // Past the head: refused, as before.
         assert!(matches!(
@@ -2077,7 +2116,7 @@ mod tests {
             assert_eq!(count(&store, Table::AuditNodes).await, 0);
         }
         let (store, log) = open(dir.path(), 6).await;
-        assert_eq!(count(&store, Table::AuditNodes).await, 45 - 4);
+        assert_eq!(count(&store, Table::AuditNodes).await, stored_nodes(45));
         assert_eq!(
             store.get(Table::Meta, META_NODES).await.unwrap().as_deref(),
             Some(NODES_VERSION)
@@ -2087,7 +2126,7 @@ mod tests {
         for i in 45..64 {
             log.append(Batch::new(), &entry(i, 1)).await.unwrap();
         }
-        assert_eq!(count(&store, Table::AuditNodes).await, 64 - 1);
+        assert_eq!(count(&store, Table::AuditNodes).await, stored_nodes(64));
         proofs_match_leaves(&log, [64].into_iter()).await;
     }
 
@@ -2140,9 +2179,8 @@ mod tests {
         let leaves = log.leaves(40).await.unwrap();
         let good = log.inclusion_proof(3, 40).await.unwrap();
         merkle::verify_inclusion(&leaves[3], 3, 40, &good, &cp.root).unwrap();
-        // The path of leaf 3 in 40 reads node (5, 0) (leaves 0..32) through (3, 4) and
-        // (2, 0)... Take a node it reads: (3, 4), leaves 32..40.
-        let key = node_key(3, 4);
+        // The path of leaf 3 in 40 reads the stored node (4, 1), leaves 16..32.
+        let key = node_key(4, 1);
         let stored = raw.get(Table::AuditNodes, &key).await.unwrap().unwrap();
         // Deleted (a store writer can always delete): recomputed, the same proof.
         let mut b = Batch::new();
@@ -2157,10 +2195,10 @@ mod tests {
         raw.commit(b).await.unwrap();
         let e = log.inclusion_proof(3, 40).await.unwrap_err();
         assert!(matches!(e, Error::Integrity(_)), "{e}");
-        assert!(log.consistency_proof(32, 40).await.is_err());
+        assert!(log.consistency_proof(16, 40).await.is_err());
         // Another node's valid row moved here: refused too (the tag covers the key).
         let other = raw
-            .get(Table::AuditNodes, &node_key(3, 0))
+            .get(Table::AuditNodes, &node_key(4, 0))
             .await
             .unwrap()
             .unwrap();

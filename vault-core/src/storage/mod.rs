@@ -81,7 +81,8 @@ pub enum Table {
     ClientCerts,
     /// Stored perfect subtrees of the access log's Merkle tree: level (u8) ‖ index (u64
     /// big-endian) -> the 32-byte hash of the `2^level` leaves from `index * 2^level`
-    /// (level 1 and up; level 0 is [`Table::AuditLeaves`]). Written in the batch of the entry
+    /// (level 4 and up: one row per 16 entries; lower levels are hashed from
+    /// [`Table::AuditLeaves`] when needed). Written in the batch of the entry
     /// that completes the subtree and kept after pruning, so proofs and roots read O(log n)
     /// rows (`audit::merkle::NodeSource`).
     AuditNodes,
