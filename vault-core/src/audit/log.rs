@@ -1,6 +1,13 @@
 //! The access log kept in the store: append with sequence numbers, Merkle frontier and hash
 //! links; signed checkpoints; proofs; export; retention.
 //!
+//! Proofs and roots read O(log n) rows: each append stores, in its own batch, the perfect
+//! subtrees of level 4 and up it completes ([`Table::AuditNodes`], row-authenticated and so
+//! bound to its (level, index)); lower subtrees are hashed from their few leaves. A store
+//! written before subtrees were kept gets them once at open, checked against the signed
+//! head (`Meta` row `audit_nodes_built`). Exports are produced a page at a time ([`Export`])
+//! and verification streams them through [`file::StreamVerifier`], so neither holds the log.
+//!
 //! Ordering: one lock serializes appends while the batch is *applied* (visible, in memory
 //! for the embedded store) and releases it before waiting for durability, so concurrent
 //! calls share one flush (group commit) and sequence numbers have no gaps: a batch whose
