@@ -744,3 +744,149 @@ async fn a_request_refused_while_converting_it_is_logged() {
     );
     d.check_logs();
 }
+
+/// Proofs come from the stored Merkle subtrees: a store without them (as older builds wrote
+/// it) gets them once at start, with a progress line; every entry of the streamed export is
+/// then provably in the signed tree, the tree extends an earlier checkpoint, and a subtree
+/// altered in the store makes the proof fail instead of giving a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_come_from_stored_subtrees_built_once_for_older_stores() {
+    use vault_core::storage::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let tool = daemon.tool("membership").await;
+    let auditor = daemon.create_client("auditor", "auditor", &[]).await;
+    let mut s = daemon.supporters().await;
+    for i in 0..40 {
+        s.upsert(authed(
+            pb::UpsertRequest {
+                supporter: Some(supporter("", "", &format!("n{i}@nodes.fr"), "")),
+                consents: vec![],
+            },
+            &tool,
+        ))
+        .await
+        .unwrap();
+    }
+    drop(s);
+    assert!(daemon.terminate().success());
+    {
+        let store = common::RawStore::open(dir.path());
+        let nodes = store.rows(Table::AuditNodes);
+        assert!(!nodes.is_empty(), "no stored subtrees");
+        for (k, _) in nodes {
+            store.delete(Table::AuditNodes, &k);
+        }
+        store.delete(Table::Meta, b"audit_nodes_built");
+    }
+    let mut daemon = Daemon::start(dir.path());
+    let mut audit = daemon.audit().await;
+    let first = audit
+        .checkpoints(authed(pb::CheckpointsRequest { since_seq: 0 }, &auditor))
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints[0]
+        .clone();
+    let mut stream = audit
+        .export_log(authed(pb::ExportLogRequest::default(), &auditor))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut file = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        file.extend(chunk.data);
+    }
+    let key: [u8; 32] = audit
+        .public_key(authed(pb::PublicKeyRequest {}, &auditor))
+        .await
+        .unwrap()
+        .into_inner()
+        .public_key
+        .try_into()
+        .unwrap();
+    let v = vault_core::audit::file::verify(&file, &key).unwrap();
+    let size = v.end.size;
+    let entries: Vec<&[u8]> = file
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .filter(|l| !l.is_empty() && !l.starts_with(b"{\"checkpoint\":"))
+        .collect();
+    assert_eq!(entries.len() as u64, size);
+    let as_hash = |b: &[u8]| -> merkle::Hash { b.try_into().unwrap() };
+    for (seq, line) in entries.iter().enumerate() {
+        let proof: Vec<merkle::Hash> = audit
+            .inclusion_proof(authed(
+                pb::InclusionProofRequest {
+                    seq: seq as u64,
+                    tree_size: size,
+                },
+                &auditor,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .hashes
+            .iter()
+            .map(|h| as_hash(h))
+            .collect();
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(line),
+            seq as u64,
+            size,
+            &proof,
+            &v.end.root,
+        )
+        .unwrap();
+    }
+    let proof: Vec<merkle::Hash> = audit
+        .consistency_proof(authed(
+            pb::ConsistencyProofRequest {
+                from_size: first.size,
+                to_size: size,
+            },
+            &auditor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .hashes
+        .iter()
+        .map(|h| as_hash(h))
+        .collect();
+    merkle::verify_consistency(first.size, size, &as_hash(&first.root), &v.end.root, &proof)
+        .unwrap();
+    drop(audit);
+    assert!(daemon.terminate().success());
+    assert!(
+        daemon
+            .logs()
+            .contains("stored the access log's Merkle subtrees"),
+        "{}",
+        daemon.logs()
+    );
+    // A stored subtree altered behind the vault's back: no proof that reads it.
+    {
+        let store = common::RawStore::open(dir.path());
+        let nodes = store.rows(Table::AuditNodes);
+        assert!(!nodes.is_empty(), "no rebuilt subtrees");
+        for (k, mut value) in nodes {
+            value[0] ^= 1;
+            store.put(Table::AuditNodes, &k, &value);
+        }
+    }
+    let mut daemon = Daemon::start(dir.path());
+    let mut audit = daemon.audit().await;
+    let r = audit
+        .inclusion_proof(authed(
+            pb::InclusionProofRequest {
+                seq: 0,
+                tree_size: size,
+            },
+            &auditor,
+        ))
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::DataLoss);
+    drop(audit);
+    assert!(daemon.terminate().success());
+}

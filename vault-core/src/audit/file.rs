@@ -19,6 +19,12 @@
 //! signed roots), missing or reordered entries, a truncated file, a bad signature.
 //! [`verify_witnessed`] also requires the signed end to carry valid cosignatures from at
 //! least k of the witnesses given. See `docs/audit-log-format.md`.
+//!
+//! Verification streams: [`StreamVerifier`] takes the file in pieces of any size and holds
+//! one line, one not-yet-judged item and the Merkle frontier, never the whole file, so an
+//! auditor's machine ([`verify_reader`], what `vaultctl audit verify` runs) and the daemon
+//! (`AuditLog::verify`, fed by the paged export) verify a log of any length in bounded
+//! memory. [`verify`] and its variants over a byte slice are the same verifier.
 
 use std::fmt;
 
@@ -295,124 +301,399 @@ pub fn verify_full(
     witnesses: &[Cosigner],
     required: usize,
 ) -> Result<Verified, VerifyError> {
-    let ends_clean = file.last() == Some(&b'\n');
-    let body = if ends_clean {
-        &file[..file.len() - 1]
-    } else {
-        file
-    };
-    let lines: Vec<&[u8]> = if body.is_empty() {
-        Vec::new()
-    } else {
-        body.split(|b| *b == b'\n').collect()
-    };
-    let last_line = lines.len();
-    let partial = |line: usize| !ends_clean && line == last_line;
+    let mut verifier = StreamVerifier::new(public_key, requirements, witnesses, required);
+    verifier.push(file)?;
+    verifier.finish()
+}
 
-    // Header.
-    let Some(first) = lines.first() else {
-        return Err(err(1, None, Problem::Truncated, "the file is empty"));
-    };
-    let header: Header = match serde_json::from_slice(first) {
-        Ok(h) => h,
-        Err(_) if partial(1) => {
-            return Err(err(
-                1,
-                None,
-                Problem::Truncated,
-                "the file ends inside its header",
-            ));
+/// [`verify_full`] of a file read from `reader` a piece at a time, in memory bounded by the
+/// longest line (plus the witnessed lines), whatever the file's length.
+///
+/// # Errors
+///
+/// The outer error is a failed read; the inner result is the verification's.
+pub fn verify_reader(
+    mut reader: impl std::io::Read,
+    public_key: &[u8],
+    requirements: Requirements,
+    witnesses: &[Cosigner],
+    required: usize,
+) -> std::io::Result<Result<Verified, VerifyError>> {
+    let mut verifier = StreamVerifier::new(public_key, requirements, witnesses, required);
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = verifier.push(&buf[..n]) {
+            return Ok(Err(e));
         }
-        Err(e) => {
-            return Err(err(
-                1,
+    }
+    Ok(verifier.finish())
+}
+
+/// Bytes read at a time by [`verify_reader`].
+const READ_BUFFER: usize = 64 * 1024;
+/// The longest line the verifier takes: far above any entry the vault writes, and a bound
+/// on what a hostile file without newlines makes it hold.
+pub const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// The verifier of [`verify_full`], fed the file in pieces of any size ([`StreamVerifier::push`])
+/// and then told it ended ([`StreamVerifier::finish`]). It holds the line being read, the
+/// one entry or checkpoint it has not judged yet (an edit is blamed on the entry whose hash
+/// the *next* link contradicts, so each item is judged once its successor is known), the
+/// Merkle frontier (O(log n) hashes) and the witnessed lines: memory independent of the
+/// number of entries. It finds what [`verify_full`] always found, at the same line; of a
+/// file with several problems it reports the first in file order.
+pub struct StreamVerifier<'w> {
+    public_key: Vec<u8>,
+    requirements: Requirements,
+    witnesses: &'w [Cosigner],
+    required: usize,
+    /// The bytes of a line whose newline has not arrived yet.
+    tail: Vec<u8>,
+    /// Complete lines seen.
+    lines: usize,
+    /// Line 1 was complete and empty: the file `"\n"` is empty, anything longer has a
+    /// malformed header.
+    first_empty: bool,
+    body: Option<Body>,
+    /// The first problem found; every later call returns it.
+    failed: Option<VerifyError>,
+}
+
+/// What the verifier knows once the header is read.
+struct Body {
+    end: Checkpoint,
+    cut: Option<SignedCut>,
+    frontier: Frontier,
+    prev: Hash,
+    first_seq: u64,
+    entries_seen: u64,
+    pending: Option<Item>,
+    last_entry: Option<(usize, u64)>,
+    checkpoints: usize,
+    witnessed: Vec<(usize, Witnessed)>,
+    /// The first entry line claiming the end's size (where added entries are reported).
+    extra_line: Option<usize>,
+}
+
+impl<'w> StreamVerifier<'w> {
+    /// A verifier with the log's Ed25519 public key (32 raw bytes) and what it requires
+    /// beyond soundness (as [`verify_full`]).
+    pub fn new(
+        public_key: &[u8],
+        requirements: Requirements,
+        witnesses: &'w [Cosigner],
+        required: usize,
+    ) -> Self {
+        Self {
+            public_key: public_key.to_vec(),
+            requirements,
+            witnesses,
+            required,
+            tail: Vec::new(),
+            lines: 0,
+            first_empty: false,
+            body: None,
+            failed: None,
+        }
+    }
+
+    /// Takes the next bytes of the file.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found so far (then again on every later call).
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), VerifyError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        while let Some(at) = bytes.iter().position(|b| *b == b'\n') {
+            let (line, rest) = bytes.split_at(at);
+            bytes = &rest[1..];
+            let result = if self.tail.is_empty() {
+                self.line(line, false)
+            } else {
+                let mut whole = std::mem::take(&mut self.tail);
+                whole.extend_from_slice(line);
+                self.line(&whole, false)
+            };
+            self.fail_on(result)?;
+        }
+        if self.tail.len() + bytes.len() > MAX_LINE {
+            let e = err(
+                self.lines + 1,
                 None,
                 Problem::Malformed,
-                format!("the header is not valid: {e}"),
+                format!("line {} is longer than {MAX_LINE} bytes", self.lines + 1),
+            );
+            return self.fail_on(Err(e));
+        }
+        self.tail.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn fail_on(&mut self, result: Result<(), VerifyError>) -> Result<(), VerifyError> {
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    /// The file ended: judges what is left and the file as a whole.
+    ///
+    /// # Errors
+    ///
+    /// The first problem of the file.
+    pub fn finish(mut self) -> Result<Verified, VerifyError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let ends_clean = self.tail.is_empty();
+        if !ends_clean {
+            let tail = std::mem::take(&mut self.tail);
+            self.line(&tail, true)?;
+        }
+        let last_line = self.lines;
+        if last_line == 0 || (self.first_empty && last_line == 1) {
+            return Err(err(1, None, Problem::Truncated, "the file is empty"));
+        }
+        let Some(mut body) = self.body.take() else {
+            // Only a header line can leave no body, and it is judged as it arrives.
+            return Err(err(1, None, Problem::Malformed, "the header is missing"));
+        };
+        if let Some(item) = body.pending.take() {
+            self.judge(&mut body, &item, None)?;
+        }
+        if !ends_clean {
+            return Err(err(
+                last_line,
+                None,
+                Problem::Truncated,
+                "the file does not end with a newline: its last line was cut",
             ));
         }
-    };
-    if header.format != FORMAT || !(OLDEST_VERSION..=VERSION).contains(&header.version) {
-        return Err(err(
-            1,
-            None,
-            Problem::Malformed,
-            format!(
-                "not a {FORMAT} file of version {OLDEST_VERSION} to {VERSION} (format {:?}, \
-                 version {})",
-                header.format, header.version
-            ),
-        ));
-    }
-    if header.version < 2 && header.start.cut.is_some() {
-        return Err(err(
-            1,
-            None,
-            Problem::Malformed,
-            "a version 1 file has no retention cut",
-        ));
-    }
-    let end = header.end.verify(public_key).ok_or_else(|| {
-        err(
-            1,
-            None,
-            Problem::BadSignature,
-            "the signature of the end checkpoint does not verify",
-        )
-    })?;
-    let (mut frontier, mut prev) = match (&header.start.checkpoint, &header.start.frontier) {
-        (None, None) => (Frontier::new(), zero_hash()),
-        (Some(cp), Some(fr)) => {
-            let anchor = cp.verify(public_key).ok_or_else(|| {
-                err(
-                    1,
-                    None,
-                    Problem::BadSignature,
-                    "the signature of the start anchor does not verify",
+        let after = last_line + 1;
+        let end = body.end;
+        let frontier = &body.frontier;
+        if frontier.size() < end.size {
+            return Err(err(
+                after,
+                Some(frontier.size()),
+                Problem::Truncated,
+                format!(
+                    "the file ends after {} entries but its signed end is at size {}",
+                    frontier.size(),
+                    end.size
+                ),
+            ));
+        }
+        if frontier.size() > end.size {
+            return Err(err(
+                body.extra_line.unwrap_or(after),
+                Some(end.size),
+                Problem::Edited,
+                "entries were added after the signed end",
+            ));
+        }
+        check_against(
+            &end,
+            frontier,
+            body.prev,
+            body.last_entry,
+            after,
+            "signed end",
+        )?;
+        let witnessed_by =
+            check_witnessed(&body.witnessed, &end, &self.public_key, self.witnesses)?;
+        let required = self.required;
+        if witnessed_by.len() < required {
+            let witnesses = self.witnesses;
+            let given = if witnesses.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} of the {} given: {})",
+                    witnessed_by.len(),
+                    witnesses.len(),
+                    if witnessed_by.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        witnessed_by.join(", ")
+                    }
                 )
-            })?;
-            let frontier = super::checkpoint::lower_hex(fr)
-                .and_then(|b| Frontier::from_bytes(&b).ok())
-                .ok_or_else(|| {
-                    err(
-                        1,
-                        None,
-                        Problem::Malformed,
-                        "the start frontier is not valid",
-                    )
-                })?;
-            if frontier.size() != anchor.size || frontier.root() != anchor.root {
+            };
+            return Err(err(
+                after,
+                None,
+                Problem::Unwitnessed,
+                format!(
+                    "the signed end (size {}) carries valid cosignatures from {} witnesses{given}, \
+                     {required} required; export the log up to a cosigned checkpoint (vaultctl \
+                     audit export --min-cosignatures {required}), or wait until the witnesses have \
+                     cosigned",
+                    end.size,
+                    witnessed_by.len()
+                ),
+            ));
+        }
+        Ok(Verified {
+            first_seq: body.first_seq,
+            entries: frontier.size() - body.first_seq,
+            checkpoints: body.checkpoints,
+            end,
+            cut: body.cut,
+            witnessed_by,
+        })
+    }
+
+    /// One line (without its newline); `partial`: the file's last line, cut before its
+    /// newline.
+    fn line(&mut self, bytes: &[u8], partial: bool) -> Result<(), VerifyError> {
+        self.lines += 1;
+        let line = self.lines;
+        if line == 1 {
+            if bytes.is_empty() && !partial {
+                // Judged by what follows: `"\n"` alone is an empty file.
+                self.first_empty = true;
+                return Ok(());
+            }
+            self.body = Some(self.header(bytes, partial)?);
+            return Ok(());
+        }
+        if self.first_empty {
+            self.first_empty = false;
+            self.body = Some(self.header(b"", false)?);
+        }
+        let Some(mut body) = self.body.take() else {
+            return Err(err(1, None, Problem::Malformed, "the header is missing"));
+        };
+        let result = self.body_line(&mut body, bytes, line, partial);
+        self.body = Some(body);
+        result
+    }
+
+    fn header(&self, first: &[u8], partial: bool) -> Result<Body, VerifyError> {
+        let public_key = self.public_key.as_slice();
+        let header: Header = match serde_json::from_slice(first) {
+            Ok(h) => h,
+            Err(_) if partial => {
                 return Err(err(
                     1,
                     None,
-                    Problem::Edited,
-                    "the start frontier does not match the anchor's signed root",
+                    Problem::Truncated,
+                    "the file ends inside its header",
                 ));
             }
-            (frontier, anchor.last_leaf)
-        }
-        _ => {
+            Err(e) => {
+                return Err(err(
+                    1,
+                    None,
+                    Problem::Malformed,
+                    format!("the header is not valid: {e}"),
+                ));
+            }
+        };
+        if header.format != FORMAT || !(OLDEST_VERSION..=VERSION).contains(&header.version) {
             return Err(err(
                 1,
                 None,
                 Problem::Malformed,
-                "the start needs both a checkpoint and a frontier, or neither",
+                format!(
+                    "not a {FORMAT} file of version {OLDEST_VERSION} to {VERSION} (format {:?}, \
+                     version {})",
+                    header.format, header.version
+                ),
             ));
         }
-    };
-    let first_seq = frontier.size();
-    check_cut(&header.start, first_seq, public_key, requirements)?;
+        if header.version < 2 && header.start.cut.is_some() {
+            return Err(err(
+                1,
+                None,
+                Problem::Malformed,
+                "a version 1 file has no retention cut",
+            ));
+        }
+        let end = header.end.verify(public_key).ok_or_else(|| {
+            err(
+                1,
+                None,
+                Problem::BadSignature,
+                "the signature of the end checkpoint does not verify",
+            )
+        })?;
+        let (frontier, prev) = match (&header.start.checkpoint, &header.start.frontier) {
+            (None, None) => (Frontier::new(), zero_hash()),
+            (Some(cp), Some(fr)) => {
+                let anchor = cp.verify(public_key).ok_or_else(|| {
+                    err(
+                        1,
+                        None,
+                        Problem::BadSignature,
+                        "the signature of the start anchor does not verify",
+                    )
+                })?;
+                let frontier = super::checkpoint::lower_hex(fr)
+                    .and_then(|b| Frontier::from_bytes(&b).ok())
+                    .ok_or_else(|| {
+                        err(
+                            1,
+                            None,
+                            Problem::Malformed,
+                            "the start frontier is not valid",
+                        )
+                    })?;
+                if frontier.size() != anchor.size || frontier.root() != anchor.root {
+                    return Err(err(
+                        1,
+                        None,
+                        Problem::Edited,
+                        "the start frontier does not match the anchor's signed root",
+                    ));
+                }
+                (frontier, anchor.last_leaf)
+            }
+            _ => {
+                return Err(err(
+                    1,
+                    None,
+                    Problem::Malformed,
+                    "the start needs both a checkpoint and a frontier, or neither",
+                ));
+            }
+        };
+        let first_seq = frontier.size();
+        check_cut(&header.start, first_seq, public_key, self.requirements)?;
+        Ok(Body {
+            end,
+            cut: header.start.cut,
+            frontier,
+            prev,
+            first_seq,
+            entries_seen: 0,
+            pending: None,
+            last_entry: None,
+            checkpoints: 1,
+            witnessed: Vec::new(),
+            extra_line: None,
+        })
+    }
 
-    // Lines.
-    let mut items = Vec::with_capacity(lines.len());
-    let mut entries_seen = 0u64;
-    let mut witnessed: Vec<(usize, Witnessed)> = Vec::new();
-    for (i, bytes) in lines.iter().enumerate().skip(1) {
-        let line = i + 1;
+    fn body_line(
+        &self,
+        body: &mut Body,
+        bytes: &[u8],
+        line: usize,
+        partial: bool,
+    ) -> Result<(), VerifyError> {
         if bytes.starts_with(WITNESSED_PREFIX) {
             match serde_json::from_slice::<WitnessedLine>(bytes) {
-                Ok(w) => witnessed.push((line, w.witnessed)),
-                Err(_) if partial(line) => {
+                Ok(w) => body.witnessed.push((line, w.witnessed)),
+                Err(_) if partial => {
                     return Err(err(
                         line,
                         None,
@@ -429,9 +710,9 @@ pub fn verify_full(
                     ));
                 }
             }
-            continue;
+            return Ok(());
         }
-        if let Some((wline, _)) = witnessed.first() {
+        if let Some((wline, _)) = body.witnessed.first() {
             return Err(err(
                 line,
                 None,
@@ -441,13 +722,13 @@ pub fn verify_full(
                 ),
             ));
         }
-        if bytes.starts_with(CHECKPOINT_PREFIX) {
+        let item = if bytes.starts_with(CHECKPOINT_PREFIX) {
             match serde_json::from_slice::<CheckpointLine>(bytes) {
-                Ok(c) => items.push(Item::Checkpoint {
+                Ok(c) => Item::Checkpoint {
                     line,
                     cp: c.checkpoint,
-                }),
-                Err(_) if partial(line) => {
+                },
+                Err(_) if partial => {
                     return Err(err(
                         line,
                         None,
@@ -465,15 +746,20 @@ pub fn verify_full(
                 }
             }
         } else {
-            let expected_seq = first_seq + entries_seen;
-            entries_seen += 1;
+            let expected_seq = body.first_seq + body.entries_seen;
+            body.entries_seen += 1;
             match AuditEntry::decode(bytes) {
-                Some(entry) => items.push(Item::Entry {
-                    line,
-                    hash: entry_hash(bytes),
-                    entry: Box::new(entry),
-                }),
-                None if partial(line) => {
+                Some(entry) => {
+                    if entry.seq == body.end.size && body.extra_line.is_none() {
+                        body.extra_line = Some(line);
+                    }
+                    Item::Entry {
+                        line,
+                        hash: entry_hash(bytes),
+                        entry: Box::new(entry),
+                    }
+                }
+                None if partial => {
                     return Err(err(
                         line,
                         Some(expected_seq),
@@ -490,28 +776,29 @@ pub fn verify_full(
                     ));
                 }
             }
+        };
+        if let Some(before) = body.pending.take() {
+            self.judge(body, &before, Some(&item))?;
         }
+        body.pending = Some(item);
+        Ok(())
     }
 
-    // The link that vouches for item `i`'s hash: the next entry's `prev`, the next
-    // checkpoint's last leaf, or the end's.
-    let next_link = |i: usize| -> Option<Hash> {
-        match items.get(i + 1) {
+    /// Judges `item` knowing the one after it (`None`: it is the last before the end).
+    fn judge(&self, body: &mut Body, item: &Item, next: Option<&Item>) -> Result<(), VerifyError> {
+        // The link that vouches for the item's hash: the next entry's `prev`, the next
+        // checkpoint's last leaf, or the end's.
+        let next_link = match next {
             Some(Item::Entry { entry, .. }) => parse_hash(&entry.prev),
             Some(Item::Checkpoint { cp, .. }) => parse_hash(&cp.last_leaf),
-            None => Some(end.last_leaf),
-        }
-    };
-
-    let mut checkpoints = 1usize;
-    let mut last_entry: Option<(usize, u64)> = None;
-    for (i, item) in items.iter().enumerate() {
+            None => Some(body.end.last_leaf),
+        };
         match item {
             Item::Entry {
                 line, entry, hash, ..
             } => {
                 let line = *line;
-                let expected = frontier.size();
+                let expected = body.frontier.size();
                 if entry.seq != expected {
                     if entry.seq < expected {
                         return Err(err(
@@ -525,7 +812,7 @@ pub fn verify_full(
                             ),
                         ));
                     }
-                    let swapped = matches!(items.get(i + 1), Some(Item::Entry { entry: next, .. }) if next.seq == expected);
+                    let swapped = matches!(next, Some(Item::Entry { entry: next, .. }) if next.seq == expected);
                     return Err(if swapped {
                         err(
                             line,
@@ -542,9 +829,9 @@ pub fn verify_full(
                         )
                     });
                 }
-                if parse_hash(&entry.prev) != Some(prev) {
-                    let intact = next_link(i) == Some(*hash);
-                    return Err(match (intact, last_entry) {
+                if parse_hash(&entry.prev) != Some(body.prev) {
+                    let intact = next_link == Some(*hash);
+                    return Err(match (intact, body.last_entry) {
                         (true, Some((prev_line, prev_seq))) => err(
                             prev_line,
                             Some(prev_seq),
@@ -562,8 +849,8 @@ pub fn verify_full(
                         ),
                     });
                 }
-                prev = *hash;
-                frontier.push(*hash).map_err(|_| {
+                body.prev = *hash;
+                body.frontier.push(*hash).map_err(|_| {
                     err(
                         line,
                         Some(entry.seq),
@@ -571,11 +858,11 @@ pub fn verify_full(
                         "the log is too large",
                     )
                 })?;
-                last_entry = Some((line, entry.seq));
+                body.last_entry = Some((line, entry.seq));
             }
             Item::Checkpoint { line, cp } => {
                 let line = *line;
-                let cp = cp.verify(public_key).ok_or_else(|| {
+                let cp = cp.verify(&self.public_key).ok_or_else(|| {
                     err(
                         line,
                         None,
@@ -583,87 +870,19 @@ pub fn verify_full(
                         "the checkpoint's signature does not verify",
                     )
                 })?;
-                check_against(&cp, &frontier, prev, last_entry, line, "checkpoint")?;
-                checkpoints += 1;
+                check_against(
+                    &cp,
+                    &body.frontier,
+                    body.prev,
+                    body.last_entry,
+                    line,
+                    "checkpoint",
+                )?;
+                body.checkpoints += 1;
             }
         }
+        Ok(())
     }
-
-    if !ends_clean {
-        return Err(err(
-            last_line,
-            None,
-            Problem::Truncated,
-            "the file does not end with a newline: its last line was cut",
-        ));
-    }
-    let after = lines.len() + 1;
-    if frontier.size() < end.size {
-        return Err(err(
-            after,
-            Some(frontier.size()),
-            Problem::Truncated,
-            format!(
-                "the file ends after {} entries but its signed end is at size {}",
-                frontier.size(),
-                end.size
-            ),
-        ));
-    }
-    if frontier.size() > end.size {
-        let extra_line = items
-            .iter()
-            .find_map(|i| match i {
-                Item::Entry { line, entry, .. } if entry.seq == end.size => Some(*line),
-                _ => None,
-            })
-            .unwrap_or(after);
-        return Err(err(
-            extra_line,
-            Some(end.size),
-            Problem::Edited,
-            "entries were added after the signed end",
-        ));
-    }
-    check_against(&end, &frontier, prev, last_entry, after, "signed end")?;
-    let witnessed_by = check_witnessed(&witnessed, &end, public_key, witnesses)?;
-    if witnessed_by.len() < required {
-        let given = if witnesses.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} of the {} given: {})",
-                witnessed_by.len(),
-                witnesses.len(),
-                if witnessed_by.is_empty() {
-                    "none".to_owned()
-                } else {
-                    witnessed_by.join(", ")
-                }
-            )
-        };
-        return Err(err(
-            after,
-            None,
-            Problem::Unwitnessed,
-            format!(
-                "the signed end (size {}) carries valid cosignatures from {} witnesses{given}, \
-                 {required} required; export the log up to a cosigned checkpoint (vaultctl \
-                 audit export --min-cosignatures {required}), or wait until the witnesses have \
-                 cosigned",
-                end.size,
-                witnessed_by.len()
-            ),
-        ));
-    }
-    Ok(Verified {
-        first_seq,
-        entries: frontier.size() - first_seq,
-        checkpoints,
-        end,
-        cut: header.start.cut,
-        witnessed_by,
-    })
 }
 
 /// The retention cut's checks: signed; the file starts at or after it, on the same root when
@@ -1132,6 +1351,100 @@ mod tests {
             let keep = cut.index(log.file.len());
             let e = verify(&log.file[..keep], &log.public).unwrap_err();
             prop_assert_eq!(e.problem, Problem::Truncated, "{}", e);
+        }
+    }
+
+    /// The file pushed in pieces of `piece` bytes.
+    fn verify_in_pieces(file: &[u8], public: &[u8], piece: usize) -> Result<Verified, VerifyError> {
+        let mut v = StreamVerifier::new(public, Requirements::default(), &[], 0);
+        for chunk in file.chunks(piece.max(1)) {
+            v.push(chunk)?;
+        }
+        v.finish()
+    }
+
+    /// A reader that hands out one byte per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(slot)) => {
+                    *slot = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_read_a_byte_at_a_time_verifies_as_a_whole() {
+        let log = build(23, 4, 5);
+        let whole = verify(&log.file, &log.public).unwrap();
+        let read = verify_reader(
+            Trickle(&log.file),
+            &log.public,
+            Requirements::default(),
+            &[],
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(read, whole);
+        for piece in [1, 2, 7, 100, log.file.len()] {
+            assert_eq!(
+                verify_in_pieces(&log.file, &log.public, piece).unwrap(),
+                whole
+            );
+        }
+    }
+
+    #[test]
+    fn empty_and_newline_only_files_are_empty() {
+        let log = build(1, 1, 5);
+        for file in [&b""[..], b"\n"] {
+            let e = verify(file, &log.public).unwrap_err();
+            assert_eq!((e.line, e.problem), (1, Problem::Truncated), "{e}");
+        }
+        let e = verify(b"\n\n", &log.public).unwrap_err();
+        assert_eq!((e.line, e.problem), (1, Problem::Malformed), "{e}");
+        // A header alone, cut before its newline.
+        let header = &log.file[..log.file.iter().position(|b| *b == b'\n').unwrap()];
+        let e = verify(&header[..header.len() - 1], &log.public).unwrap_err();
+        assert_eq!((e.line, e.problem), (1, Problem::Truncated), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Whatever the file and however it is cut into pieces, the streaming verifier's
+        /// answer is the one for the whole file.
+        #[test]
+        fn pieces_give_the_answer_of_the_whole(
+            n in 1u64..25,
+            every in 1u64..6,
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>(), 0u8..3), 0..4),
+            piece in 1usize..200,
+        ) {
+            let log = build(n, every, 6);
+            let mut file = log.file.clone();
+            for (at, byte, how) in edits {
+                if file.is_empty() {
+                    break;
+                }
+                let i = at.index(file.len());
+                match how {
+                    0 => file[i] = byte,
+                    1 => { file.remove(i); }
+                    _ => file.insert(i, byte),
+                }
+            }
+            let whole = verify(&file, &log.public);
+            prop_assert_eq!(verify_in_pieces(&file, &log.public, piece), whole.clone());
+            let read = verify_reader(&file[..], &log.public, Requirements::default(), &[], 0).unwrap();
+            prop_assert_eq!(read, whole);
         }
     }
 }

@@ -15,6 +15,17 @@
 //! The generators read leaf hashes through [`LeafSource`], so the log can keep them in its
 //! store; `[Hash]` and `Vec<Hash>` implement it for in-memory use.
 //!
+//! The same generators also run over stored *perfect subtrees* ([`NodeSource`]): node
+//! `(level, index)` is the MTH of the `2^level` leaves from `index * 2^level` (level 0 is the
+//! leaf). Every subtree an RFC 9162 proof or root names is either such a node or the tree's
+//! right edge, which splits into O(log n) of them, so [`root_from_nodes`],
+//! [`inclusion_proof_from_nodes`] and [`consistency_proof_from_nodes`] read O(log n) nodes
+//! instead of `n` leaves. [`Frontier::push_completing`] names the nodes each append
+//! completes, which is how the log stores them as it grows. [`NodeRecorder`] answers with
+//! placeholders and remembers what was asked, so a caller whose nodes sit behind an
+//! asynchronous store fetches exactly those first (the nodes a proof needs depend on the
+//! sizes and index alone, never on hash values).
+//!
 //! # Invariant
 //!
 //! With SHA-256 as the hash:
@@ -151,6 +162,74 @@ impl LeafSource for Vec<Hash> {
     }
 }
 
+/// Random access to the hashes of perfect subtrees: node `(level, index)` is the MTH of
+/// the `2^level` leaves starting at `index * 2^level`; level 0 is the leaf hash itself.
+pub trait NodeSource {
+    /// Why a node could not be read.
+    type Error;
+
+    /// The hash of node `(level, index)`.
+    ///
+    /// # Errors
+    ///
+    /// When the source has no such node or cannot read it.
+    fn node(&self, level: u8, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// A node a [`NodeSource`] map does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("node (level {level}, index {index}) is not available")]
+pub struct NodeMissing {
+    /// The node's level (0: a leaf).
+    pub level: u8,
+    /// Its index within the level.
+    pub index: u64,
+}
+
+impl NodeSource for std::collections::HashMap<(u8, u64), Hash> {
+    type Error = NodeMissing;
+
+    fn node(&self, level: u8, index: u64) -> Result<Hash, NodeMissing> {
+        self.get(&(level, index))
+            .copied()
+            .ok_or(NodeMissing { level, index })
+    }
+}
+
+/// A [`NodeSource`] that answers every node with a placeholder and remembers which were
+/// asked for: run a generator over it to learn the nodes it needs, fetch them, then run it
+/// again over the fetched nodes. The nodes asked for depend on sizes and indexes only.
+#[derive(Debug, Default)]
+pub struct NodeRecorder {
+    asked: std::cell::RefCell<Vec<(u8, u64)>>,
+}
+
+impl NodeRecorder {
+    /// A recorder that has seen nothing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The nodes asked for, each once, in the order first asked.
+    #[must_use]
+    pub fn into_asked(self) -> Vec<(u8, u64)> {
+        let mut asked = self.asked.into_inner();
+        let mut seen = std::collections::HashSet::new();
+        asked.retain(|n| seen.insert(*n));
+        asked
+    }
+}
+
+impl NodeSource for NodeRecorder {
+    type Error = std::convert::Infallible;
+
+    fn node(&self, level: u8, index: u64) -> Result<Hash, Self::Error> {
+        self.asked.borrow_mut().push((level, index));
+        Ok([0; 32])
+    }
+}
+
 /// Why a root or a proof could not be generated.
 ///
 /// `E` is the [`LeafSource`]'s error type. Verification failures are a separate type,
@@ -261,6 +340,59 @@ fn split_point(n: u64) -> u64 {
     }
 }
 
+/// Where the generators get subtree hashes from: leaves (hashing every interior node) or
+/// stored perfect subtrees.
+trait Subtrees {
+    type Error;
+    /// MTH of the `n` leaves starting at `start`, where `start` is a multiple of the
+    /// smallest power of two `>= n` (true of every subtree of an RFC 9162 tree).
+    fn subtree(&self, start: u64, n: u64) -> Result<Hash, Self::Error>;
+    /// Fails unless leaf `index` exists.
+    fn has_leaf(&self, index: u64) -> Result<(), Self::Error>;
+}
+
+/// Subtrees hashed from their leaves.
+struct FromLeaves<'a, S: ?Sized>(&'a S);
+
+impl<S: LeafSource + ?Sized> Subtrees for FromLeaves<'_, S> {
+    type Error = S::Error;
+
+    fn subtree(&self, start: u64, n: u64) -> Result<Hash, S::Error> {
+        subtree_root(self.0, start, n)
+    }
+
+    fn has_leaf(&self, index: u64) -> Result<(), S::Error> {
+        self.0.leaf(index).map(|_| ())
+    }
+}
+
+/// Subtrees read from stored perfect subtrees: a perfect one is one node, the right edge
+/// splits into one per set bit of its size.
+struct FromNodes<'a, N: ?Sized>(&'a N);
+
+impl<N: NodeSource + ?Sized> Subtrees for FromNodes<'_, N> {
+    type Error = N::Error;
+
+    fn subtree(&self, start: u64, n: u64) -> Result<Hash, N::Error> {
+        if n == 0 {
+            return Ok(empty_root());
+        }
+        if n.is_power_of_two() {
+            let level = n.trailing_zeros();
+            // `level < 64`, so it fits a byte.
+            return self.0.node(level as u8, start >> level);
+        }
+        let k = split_point(n);
+        let left = self.subtree(start, k)?;
+        let right = self.subtree(start + k, n - k)?;
+        Ok(node_hash(&left, &right))
+    }
+
+    fn has_leaf(&self, index: u64) -> Result<(), N::Error> {
+        self.0.node(0, index).map(|_| ())
+    }
+}
+
 /// MTH of the `n` leaves starting at `start` (`start + n` must not overflow, which holds
 /// for every subtree of a tree whose size is a `u64`).
 fn subtree_root<S: LeafSource + ?Sized>(leaves: &S, start: u64, n: u64) -> Result<Hash, S::Error> {
@@ -278,13 +410,8 @@ fn subtree_root<S: LeafSource + ?Sized>(leaves: &S, start: u64, n: u64) -> Resul
 
 /// Fails unless the source holds a leaf at `size - 1` (so all of `0..size`, for a
 /// contiguous store). `size` must be at least 1.
-fn ensure_available<S: LeafSource + ?Sized>(
-    leaves: &S,
-    size: u64,
-) -> Result<(), TreeError<S::Error>> {
-    leaves
-        .leaf(size.saturating_sub(1))
-        .map(|_| ())
+fn ensure_available<T: Subtrees>(tree: &T, size: u64) -> Result<(), TreeError<T::Error>> {
+    tree.has_leaf(size.saturating_sub(1))
         .map_err(TreeError::Leaf)
 }
 
@@ -297,6 +424,18 @@ fn ensure_available<S: LeafSource + ?Sized>(
 /// [`TreeError::Leaf`] when the source cannot supply one of the leaves `0..size`.
 pub fn root<S: LeafSource + ?Sized>(leaves: &S, size: u64) -> Result<Hash, TreeError<S::Error>> {
     subtree_root(leaves, 0, size).map_err(TreeError::Leaf)
+}
+
+/// [`root`] from stored perfect subtrees: reads one node per set bit of `size`.
+///
+/// # Errors
+///
+/// [`TreeError::Leaf`] when the source cannot supply a node.
+pub fn root_from_nodes<N: NodeSource + ?Sized>(
+    nodes: &N,
+    size: u64,
+) -> Result<Hash, TreeError<N::Error>> {
+    FromNodes(nodes).subtree(0, size).map_err(TreeError::Leaf)
 }
 
 /// The inclusion proof (audit path) of leaf `index` in the tree of the first `size`
@@ -313,20 +452,42 @@ pub fn inclusion_proof<S: LeafSource + ?Sized>(
     index: u64,
     size: u64,
 ) -> Result<Vec<Hash>, TreeError<S::Error>> {
+    inclusion_path(&FromLeaves(leaves), index, size)
+}
+
+/// [`inclusion_proof`] from stored perfect subtrees: O(log size) nodes read, the same
+/// proof.
+///
+/// # Errors
+///
+/// As [`inclusion_proof`]; [`TreeError::Leaf`] when the source cannot supply a node.
+pub fn inclusion_proof_from_nodes<N: NodeSource + ?Sized>(
+    nodes: &N,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, TreeError<N::Error>> {
+    inclusion_path(&FromNodes(nodes), index, size)
+}
+
+fn inclusion_path<T: Subtrees>(
+    tree: &T,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, TreeError<T::Error>> {
     if index >= size {
         return Err(TreeError::IndexOutOfRange { index, size });
     }
-    ensure_available(leaves, size)?;
+    ensure_available(tree, size)?;
     // Walk down from the root; each step records the MTH of the subtree beside the path.
     let mut path = Vec::new();
     let (mut start, mut n, mut m) = (0u64, size, index);
     while n > 1 {
         let k = split_point(n);
         if m < k {
-            path.push(subtree_root(leaves, start + k, n - k).map_err(TreeError::Leaf)?);
+            path.push(tree.subtree(start + k, n - k).map_err(TreeError::Leaf)?);
             n = k;
         } else {
-            path.push(subtree_root(leaves, start, k).map_err(TreeError::Leaf)?);
+            path.push(tree.subtree(start, k).map_err(TreeError::Leaf)?);
             start += k;
             m -= k;
             n -= k;
@@ -351,11 +512,33 @@ pub fn consistency_proof<S: LeafSource + ?Sized>(
     old_size: u64,
     new_size: u64,
 ) -> Result<Vec<Hash>, TreeError<S::Error>> {
+    consistency_path(&FromLeaves(leaves), old_size, new_size)
+}
+
+/// [`consistency_proof`] from stored perfect subtrees: O(log new_size) nodes read, the
+/// same proof.
+///
+/// # Errors
+///
+/// As [`consistency_proof`]; [`TreeError::Leaf`] when the source cannot supply a node.
+pub fn consistency_proof_from_nodes<N: NodeSource + ?Sized>(
+    nodes: &N,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, TreeError<N::Error>> {
+    consistency_path(&FromNodes(nodes), old_size, new_size)
+}
+
+fn consistency_path<T: Subtrees>(
+    tree: &T,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, TreeError<T::Error>> {
     if old_size > new_size {
         return Err(TreeError::OldSizeExceedsNewSize { old_size, new_size });
     }
     if new_size > 0 {
-        ensure_available(leaves, new_size)?;
+        ensure_available(tree, new_size)?;
     }
     let mut proof = Vec::new();
     if old_size == 0 || old_size == new_size {
@@ -368,16 +551,16 @@ pub fn consistency_proof<S: LeafSource + ?Sized>(
     loop {
         if m == n {
             if !whole {
-                proof.push(subtree_root(leaves, start, n).map_err(TreeError::Leaf)?);
+                proof.push(tree.subtree(start, n).map_err(TreeError::Leaf)?);
             }
             break;
         }
         let k = split_point(n);
         if m <= k {
-            proof.push(subtree_root(leaves, start + k, n - k).map_err(TreeError::Leaf)?);
+            proof.push(tree.subtree(start + k, n - k).map_err(TreeError::Leaf)?);
             n = k;
         } else {
-            proof.push(subtree_root(leaves, start, k).map_err(TreeError::Leaf)?);
+            proof.push(tree.subtree(start, k).map_err(TreeError::Leaf)?);
             start += k;
             m -= k;
             n -= k;
@@ -635,11 +818,28 @@ impl Frontier {
     /// [`FrontierError::Full`] when the frontier already holds 2^64 - 1 leaves; it is then
     /// unchanged.
     pub fn push(&mut self, leaf_hash: Hash) -> Result<(), FrontierError> {
+        self.push_completing(leaf_hash, |_, _, _| {})
+    }
+
+    /// Appends a leaf hash and calls `completed(level, index, hash)` for every perfect
+    /// subtree of level 1 or more this leaf completes, smallest first: the nodes a
+    /// [`NodeSource`] holds. Over a whole log, every such node is named exactly once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Frontier::push`]; `completed` is then not called.
+    pub fn push_completing(
+        &mut self,
+        leaf_hash: Hash,
+        mut completed: impl FnMut(u8, u64, &Hash),
+    ) -> Result<(), FrontierError> {
+        let seq = self.size;
         let new_size = self.size.checked_add(1).ok_or(FrontierError::Full)?;
         // Each trailing set bit of `size` is a perfect subtree as large as the carry:
         // merge them, smallest first, like a binary increment.
         let mut carry = leaf_hash;
         let mut bits = self.size;
+        let mut level = 0u8;
         while bits & 1 == 1 {
             // The invariant (one node per set bit) makes `pop` always return a node here.
             let Some(left) = self.nodes.pop() else {
@@ -647,6 +847,8 @@ impl Frontier {
             };
             carry = node_hash(&left, &carry);
             bits >>= 1;
+            level += 1;
+            completed(level, seq >> level, &carry);
         }
         self.nodes.push(carry);
         self.size = new_size;
@@ -1407,6 +1609,135 @@ mod tests {
             let _ = verify_inclusion(&a, index, size, &proof, &b);
             let _ = verify_consistency(old_size, size, &a, &b, &proof);
             let _ = verify_consistency(old_size.min(size), size, &a, &b, &proof);
+        }
+    }
+
+    /// The leaves `0..n` (distinct, deterministic) and every node a log of them stores:
+    /// level 0 from the leaves, the rest as [`Frontier::push_completing`] names them.
+    fn stored_tree(n: u64) -> (Vec<Hash>, std::collections::HashMap<(u8, u64), Hash>) {
+        let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut nodes = std::collections::HashMap::new();
+        let mut frontier = Frontier::new();
+        for (i, leaf) in leaves.iter().enumerate() {
+            nodes.insert((0u8, i as u64), *leaf);
+            frontier
+                .push_completing(*leaf, |level, index, hash| {
+                    let fresh = nodes.insert((level, index), *hash).is_none();
+                    assert!(fresh, "node ({level}, {index}) named twice");
+                })
+                .unwrap();
+        }
+        (leaves, nodes)
+    }
+
+    #[test]
+    fn push_completing_names_every_perfect_subtree_with_its_hash() {
+        let n = 70u64;
+        let (leaves, nodes) = stored_tree(n);
+        for level in 1..8u8 {
+            let width = 1u64 << level;
+            for index in 0..n / width {
+                let expected = root(&leaves[(index * width) as usize..], width).unwrap();
+                assert_eq!(
+                    nodes.get(&(level, index)),
+                    Some(&expected),
+                    "({level}, {index})"
+                );
+            }
+            // And no incomplete subtree.
+            assert!(!nodes.contains_key(&(level, n / width)));
+        }
+    }
+
+    #[test]
+    fn proofs_from_nodes_equal_proofs_from_leaves_for_every_size_up_to_70() {
+        let (leaves, nodes) = stored_tree(70);
+        for size in 0..=70u64 {
+            assert_eq!(
+                root_from_nodes(&nodes, size).unwrap(),
+                root(&leaves, size).unwrap(),
+                "root at {size}"
+            );
+            for index in 0..size {
+                assert_eq!(
+                    inclusion_proof_from_nodes(&nodes, index, size).unwrap(),
+                    inclusion_proof(&leaves, index, size).unwrap(),
+                    "inclusion of {index} in {size}"
+                );
+            }
+            for old in 0..=size {
+                assert_eq!(
+                    consistency_proof_from_nodes(&nodes, old, size).unwrap(),
+                    consistency_proof(&leaves, old, size).unwrap(),
+                    "consistency {old} -> {size}"
+                );
+            }
+        }
+        // Past the stored leaves: an error, as from leaves.
+        assert!(inclusion_proof_from_nodes(&nodes, 0, 71).is_err());
+        assert!(consistency_proof_from_nodes(&nodes, 1, 71).is_err());
+    }
+
+    #[test]
+    fn proofs_from_nodes_read_logarithmically_many_nodes() {
+        for size in [1u64, 2, 3, 1000, 1 << 20, (1 << 40) + 12345, u64::MAX] {
+            for index in [0, size / 3, size - 1] {
+                let recorder = NodeRecorder::new();
+                inclusion_proof_from_nodes(&recorder, index, size).unwrap();
+                assert!(
+                    recorder.into_asked().len() <= 2 * 64 + 1,
+                    "{index} of {size}"
+                );
+                let recorder = NodeRecorder::new();
+                consistency_proof_from_nodes(&recorder, index.max(1), size).unwrap();
+                assert!(
+                    recorder.into_asked().len() <= 2 * 64 + 1,
+                    "{index} -> {size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_proof_from_a_wrong_node_does_not_verify() {
+        let (leaves, mut nodes) = stored_tree(37);
+        let good = root(&leaves, 37).unwrap();
+        for (key, value) in nodes.clone() {
+            let recorder = NodeRecorder::new();
+            inclusion_proof_from_nodes(&recorder, 5, 37).unwrap();
+            if key.0 == 0 || !recorder.into_asked().contains(&key) {
+                continue;
+            }
+            let mut wrong = value;
+            wrong[0] ^= 1;
+            nodes.insert(key, wrong);
+            let proof = inclusion_proof_from_nodes(&nodes, 5, 37).unwrap();
+            assert!(verify_inclusion(&leaves[5], 5, 37, &proof, &good).is_err());
+            nodes.insert(key, value);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn proofs_from_nodes_equal_proofs_from_leaves_for_random_pairs(
+            size in 1u64..600,
+            a in any::<proptest::sample::Index>(),
+            b in any::<proptest::sample::Index>(),
+        ) {
+            let (leaves, nodes) = stored_tree(size);
+            let index = a.index(size as usize) as u64;
+            let old = b.index(size as usize + 1) as u64;
+            prop_assert_eq!(
+                inclusion_proof_from_nodes(&nodes, index, size).unwrap(),
+                inclusion_proof(&leaves, index, size).unwrap()
+            );
+            prop_assert_eq!(
+                consistency_proof_from_nodes(&nodes, old, size).unwrap(),
+                consistency_proof(&leaves, old, size).unwrap()
+            );
+            prop_assert_eq!(root_from_nodes(&nodes, size).unwrap(), root(&leaves, size).unwrap());
         }
     }
 }

@@ -19,4 +19,4 @@ pub mod witness;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entry::AuditEntry;
-pub use log::{AuditLog, AuditOptions};
+pub use log::{AuditLog, AuditOptions, Export};

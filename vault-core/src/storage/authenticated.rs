@@ -2,7 +2,7 @@
 //!
 //! [`AuthenticatedStore`] wraps an engine. For the tables [`Table::is_authenticated`] names
 //! (clients, the token index, purposes, store metadata with the key-epoch dates and the
-//! access log's anchor, the keyring, the access log's leaves, checkpoints and cosignatures,
+//! access log's anchor, the keyring, the access log's leaves, stored subtrees, checkpoints and cosignatures,
 //! suppressions, the erasure journal, rights requests, admin proposals, the certificate
 //! index, the email and phone indexes), it
 //! appends a tag ([`RowKey`]: HMAC-SHA256 under a root-derived key over table, key and
@@ -48,6 +48,7 @@ impl Table {
                 | Table::Clients
                 | Table::ClientTokens
                 | Table::AuditLeaves
+                | Table::AuditNodes
                 | Table::AuditCheckpoints
                 | Table::AuditCosignatures
                 | Table::Suppressions

@@ -85,6 +85,13 @@ pub enum Table {
     /// points to; a pointer only (every entry read through it is checked against its leaf
     /// and must name the subject), so not authenticated.
     AuditSubjects,
+    /// Stored perfect subtrees of the access log's Merkle tree: level (u8) ‖ index (u64
+    /// big-endian) -> the 32-byte hash of the `2^level` leaves from `index * 2^level`
+    /// (level 4 and up: one row per 16 entries; lower levels are hashed from
+    /// [`Table::AuditLeaves`] when needed). Written in the batch of the entry
+    /// that completes the subtree and kept after pruning, so proofs and roots read O(log n)
+    /// rows (`audit::merkle::NodeSource`).
+    AuditNodes,
 }
 
 impl Table {
@@ -113,6 +120,7 @@ impl Table {
         Table::Proposals,
         Table::ClientCerts,
         Table::AuditSubjects,
+        Table::AuditNodes,
     ];
 
     /// The stable name of the table.
@@ -141,6 +149,7 @@ impl Table {
             Table::Proposals => "proposals",
             Table::ClientCerts => "client_certs",
             Table::AuditSubjects => "audit_subjects",
+            Table::AuditNodes => "audit_nodes",
         }
     }
 

@@ -495,8 +495,12 @@ fn backup_order() -> Vec<Table> {
 }
 
 /// Whether the row `key` of `table` belongs to the snapshot at access-log size `size`:
-/// entries, leaves and change events below it, checkpoints up to it, everything else.
+/// entries, leaves and change events below it, checkpoints up to it, the stored subtrees
+/// that end at or below it, everything else.
 fn in_snapshot(table: Table, key: &[u8], size: u64) -> bool {
+    if table == Table::AuditNodes {
+        return crate::audit::log::node_end(key).is_some_and(|end| end <= size);
+    }
     let size = size.to_be_bytes();
     let seq = key.get(..8).unwrap_or(key);
     match table {
@@ -1224,6 +1228,13 @@ mod tests {
         assert!(in_snapshot(Table::Changes, &change(9), 10));
         assert!(!in_snapshot(Table::Changes, &change(10), 10));
         assert!(in_snapshot(Table::Records, &k(u64::MAX), 0));
+        // Subtree (level 1, index 4) covers leaves 8 and 9; (1, 5) covers 10 and 11.
+        let node = |level: u8, index: u64| crate::audit::log::node_key(level, index);
+        assert!(in_snapshot(Table::AuditNodes, &node(1, 4), 10));
+        assert!(!in_snapshot(Table::AuditNodes, &node(1, 5), 10));
+        assert!(!in_snapshot(Table::AuditNodes, &node(4, 0), 10));
+        assert!(!in_snapshot(Table::AuditNodes, &node(64, 0), 10));
+        assert!(!in_snapshot(Table::AuditNodes, b"junk", 10));
         let order = backup_order();
         assert_eq!(order.len(), Table::ALL.len());
         assert_eq!(order.last(), Some(&Table::Meta));

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::access::{Caller, Rpc};
 use crate::audit::SignedCheckpoint;
 use crate::audit::file::{self, Witnessed};
+use crate::audit::log::Export;
 use crate::audit::witness::{Cosigned, Cosigner, StoredCosignature, cosignatures_in_reply};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::storage::{Batch, Table};
@@ -136,13 +137,17 @@ impl Vault {
     /// `min_cosignatures` above 0 the file ends at the newest checkpoint (within `to_seq`)
     /// that at least that many witnesses cosigned, so that every entry in it is vouched for
     /// by them; `NOT_FOUND` when there is none yet.
+    ///
+    /// The file comes as an [`Export`], produced a page at a time as it is sent: the call is
+    /// decided and logged before the first page, the signed end and the witnessed lines
+    /// are fixed then too.
     pub async fn audit_export_witnessed(
         &self,
         caller: &Caller,
         from_seq: Option<u64>,
         to_seq: Option<u64>,
         min_cosignatures: u32,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Export> {
         self.audit_call(caller, Rpc::AuditExportLog, async {
             let min = usize::try_from(min_cosignatures).unwrap_or(usize::MAX);
             let mut to = to_seq;
@@ -159,10 +164,8 @@ impl Vault {
                 to = Some(cp.size.saturating_sub(1));
                 wanted_end = Some(cp.size);
             }
-            let mut bytes = self.access_log().export(from_seq, to).await?;
-            let end = file::signed_end(&bytes).ok_or(Error::Integrity(
-                IntegrityObject::Metadata("audit export header"),
-            ))?;
+            let mut export = self.access_log().export_stream(from_seq, to).await?;
+            let end = export.signed_end().clone();
             if wanted_end.is_some_and(|w| w != end.size) {
                 return Err(InvalidInput::new(
                     "from_seq",
@@ -171,12 +174,12 @@ impl Vault {
                 .into());
             }
             for n in self.witnessed_notes(&end).await? {
-                bytes.extend(file::witnessed_line(&Witnessed {
+                export.push_trailer(&file::witnessed_line(&Witnessed {
                     size: end.size,
                     note: n.note,
                 }));
             }
-            Ok(bytes)
+            Ok(export)
         })
         .await
     }

@@ -1560,9 +1560,14 @@ fn verify_offline(
             witnesses.len()
         ));
     }
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    // Read and verified a piece at a time: an export of any length in bounded memory.
+    let opened =
+        std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let requirements = vault_core::audit::file::Requirements { whole };
-    match vault_core::audit::file::verify_full(&bytes, &key, requirements, &witnesses, required) {
+    let verified =
+        vault_core::audit::file::verify_reader(opened, &key, requirements, &witnesses, required)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    match verified {
         Ok(v) => Ok(serde_json::json!({
             "ok": true,
             "first_seq": v.first_seq,
@@ -1692,14 +1697,22 @@ async fn audit(
                 .await
                 .map_err(status_line)?
                 .into_inner();
-            let mut bytes = Vec::new();
+            // Written as it arrives, never held whole: an export of any length. A failed
+            // stream leaves a cut file, which the verifier reports as truncated.
+            use std::io::Write as _;
+            let cannot = |e: std::io::Error| format!("cannot write {}: {e}", out.display());
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&out).map_err(cannot)?);
+            let (mut bytes, mut lines) = (0usize, 0usize);
             while let Some(chunk) = stream.message().await.map_err(status_line)? {
-                bytes.extend_from_slice(&chunk.data);
+                file.write_all(&chunk.data).map_err(cannot)?;
+                bytes += chunk.data.len();
+                lines += bytecount_lines(&chunk.data);
             }
-            std::fs::write(&out, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-            let lines = bytecount_lines(&bytes);
-            Ok(serde_json::json!({ "out": out.display().to_string(), "bytes": bytes.len(), "lines": lines }).to_string())
+            file.into_inner()
+                .map_err(|e| cannot(e.into_error()))?
+                .sync_all()
+                .map_err(cannot)?;
+            Ok(serde_json::json!({ "out": out.display().to_string(), "bytes": bytes, "lines": lines }).to_string())
         }
         AuditCommand::Checkpoints { since_seq } => {
             let r = client

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vault_core::audit::SignedCheckpoint;
 use vault_core::{AuditQuery, Vault};
@@ -156,12 +157,33 @@ impl Audit for AuditService {
             .vault
             .audit_export_witnessed(&caller, from, to, r.min_cosignatures)
             .await;
-        let bytes = finish(&caller, "Audit.ExportLog", result)?;
-        let chunks: Vec<Result<pb::ExportChunk, Status>> = bytes
-            .chunks(EXPORT_CHUNK)
-            .map(|c| Ok(pb::ExportChunk { data: c.to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        let mut export = finish(&caller, "Audit.ExportLog", result)?;
+        // The file is read a page at a time as the client takes it: the channel holds two
+        // chunks, so the daemon never holds more than a page and a little of the log.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let page = match export.next_chunk().await {
+                    Ok(Some(page)) => page,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(crate::status::to_status(e))).await;
+                        return;
+                    }
+                };
+                for c in page.chunks(EXPORT_CHUNK) {
+                    if tx
+                        .send(Ok(pb::ExportChunk { data: c.to_vec() }))
+                        .await
+                        .is_err()
+                    {
+                        // The client went away: stop reading the log.
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn public_key(
