@@ -96,7 +96,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 23] = [
+    pub const ALL: [Table; 24] = [
         Table::Meta,
         Table::Keyring,
         Table::SubjectKeys,
