@@ -870,9 +870,10 @@ async fn kill_9_during_erasures_keeps_acknowledged_erasures_and_never_half_one()
             row,
         }));
 
-        // Erase them concurrently, and kill after a random delay, or earlier once a random
-        // number of them is acknowledged (so the kill lands among the calls on a fast
-        // machine too).
+        // Erase them concurrently, and kill after a random delay once at least one of them
+        // is acknowledged (so every round tests a kept erasure, however slow the store), or
+        // earlier once a random number of them is (so the kill lands among the calls on a
+        // fast machine too).
         let queue = Arc::new(Mutex::new(std::mem::take(&mut live)));
         let (done, mut progress) = tokio::sync::watch::channel(0);
         let done = Arc::new(done);
@@ -887,9 +888,18 @@ async fn kill_9_during_erasures_keeps_acknowledged_erasures_and_never_half_one()
             .collect();
         let delay = chance.kill_delay();
         let enough = 1 + chance.below((ERASABLE - WORKERS) as u64) as usize;
+        let mut first = progress.clone();
         let trigger = async move {
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = async {
+                    tokio::time::sleep(delay).await;
+                    // Bounded: a store that acknowledges nothing fails the floor below.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        first.wait_for(|n| *n >= 1),
+                    )
+                    .await;
+                } => {}
                 _ = progress.wait_for(|n| *n >= enough) => {}
             }
         };
