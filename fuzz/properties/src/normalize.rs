@@ -49,9 +49,11 @@ pub fn check(data: &[u8]) {
     });
     idempotent("tags", raw, normalize::tag, |v| {
         assert!(!v.is_empty() && v.chars().count() <= normalize::MAX_TAG_LEN);
-        assert!(v.bytes().all(|b| b.is_ascii_lowercase()
-            || b.is_ascii_digit()
-            || matches!(b, b'-' | b'_' | b':' | b'.')));
+        // a-z, digits, `- _ : .`, and lower-case accented Latin letters (U+00C0 to U+024F).
+        assert!(v.chars().all(|c| c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, '-' | '_' | ':' | '.')
+            || (('\u{00C0}'..='\u{024F}').contains(&c) && c.is_lowercase())));
     });
     idempotent(
         "given_name",

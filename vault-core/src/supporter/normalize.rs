@@ -324,10 +324,11 @@ pub fn tag(raw: &str) -> Result<String, InvalidInput> {
     Ok(lowered)
 }
 
-/// A lower-case letter of the Latin-1 Supplement or Latin Extended-A/B blocks (`à`-`ÿ`,
-/// `œ`, `ŝ`...), once composed: the accented letters of French and its neighbours.
+/// A lower-case letter (Unicode `Ll`) of the Latin-1 Supplement or Latin Extended-A/B
+/// blocks (`à`-`ÿ`, `œ`, `ŝ`...), once composed: the accented letters of French and its
+/// neighbours; not the other letters of those blocks (`ǀ`, a click letter, looks like `|`).
 fn is_accented_latin_letter(c: char) -> bool {
-    ('\u{00C0}'..='\u{024F}').contains(&c) && c.is_alphabetic() && !c.is_uppercase()
+    ('\u{00C0}'..='\u{024F}').contains(&c) && c.is_lowercase()
 }
 
 /// Normalizes a list of tags with [`tag`] and removes duplicates.
@@ -677,6 +678,7 @@ mod tests {
             "two words",
             "caf\u{0435}",
             "\u{0430}dmin",
+            "a\u{01C0}b",
             "é\u{0300}\u{0300}",
             "a/b",
             &"a".repeat(MAX_TAG_LEN + 1),
