@@ -74,6 +74,10 @@ pub struct FileConfig {
     /// Most connections this daemon opens to PostgreSQL (default 16). Keep replicas ×
     /// pool size under the server's `max_connections`.
     pub database_pool_size: Option<usize>,
+    /// Connect to PostgreSQL without TLS although the host is not this machine (loopback
+    /// or a Unix socket). Off by default: the database password would cross the network
+    /// in clear; prefer `sslmode=verify-full&sslrootcert=...` in the URL.
+    pub database_allow_plaintext: Option<bool>,
     /// Page cache of the embedded store, in MiB (default 256).
     pub cache_capacity_mib: Option<u64>,
     /// Serve plaintext gRPC on a non-loopback address. Off by default: without TLS,
@@ -380,6 +384,8 @@ pub struct DatabaseConfig {
     pub schema: String,
     /// Most connections to open.
     pub pool_size: usize,
+    /// Plaintext to a host that is not this machine is allowed (`database_allow_plaintext`).
+    pub allow_plaintext: bool,
 }
 
 /// Configuration errors, with what to change.
@@ -512,6 +518,7 @@ impl Config {
                 options: PostgresOptions {
                     pool_size: db.pool_size,
                     schema: db.schema.clone(),
+                    allow_plaintext: db.allow_plaintext,
                     ..PostgresOptions::default()
                 },
             },
@@ -598,10 +605,14 @@ fn resolve_database(args: &Args, file: &FileConfig) -> Result<Option<DatabaseCon
         .clone()
         .or_else(|| file.database_schema.clone());
     if !postgres {
-        if schema.is_some() || file.database_pool_size.is_some() {
+        if schema.is_some()
+            || file.database_pool_size.is_some()
+            || file.database_allow_plaintext.is_some()
+        {
             return Err(ConfigError::Invalid(
-                "database_schema / database_pool_size (or VAULT_DATABASE_SCHEMA) apply to \
-                 the PostgreSQL store only, and no database URL is set"
+                "database_schema / database_pool_size / database_allow_plaintext (or \
+                 VAULT_DATABASE_SCHEMA) apply to the PostgreSQL store only, and no database \
+                 URL is set"
                     .into(),
             ));
         }
@@ -617,6 +628,7 @@ fn resolve_database(args: &Args, file: &FileConfig) -> Result<Option<DatabaseCon
         url: DatabaseUrl::new(url.unwrap_or_default()),
         schema: schema.unwrap_or_else(|| "public".to_owned()),
         pool_size,
+        allow_plaintext: file.database_allow_plaintext.unwrap_or(false),
     }))
 }
 
@@ -872,6 +884,18 @@ mod tests {
         let db = c.database.ok_or(ConfigError::Invalid("no db".into()))?;
         assert_eq!(db.url.expose(), url);
         assert_eq!((db.schema.as_str(), db.pool_size), ("vault_a", 4));
+        assert!(
+            !db.allow_plaintext,
+            "plaintext to a remote host is off by default"
+        );
+        let c = resolve_with_file(
+            "database_url = \"postgres://file/db\"\ndatabase_allow_plaintext = true\n",
+            &[],
+        )?;
+        let StorageChoice::Postgres { options, .. } = c.vault_options().storage else {
+            return Err(ConfigError::Invalid("not postgres".into()));
+        };
+        assert!(options.allow_plaintext);
         let c = resolve_with_file(
             "database_url = \"postgres://file/db\"\n",
             &["--database-schema", "flag_schema"],
@@ -893,6 +917,9 @@ mod tests {
         assert!(refused("storage = \"mysql\"\n", &[]).contains("not a storage engine"));
         assert!(refused("", &["--database-url", " "]).contains("empty"));
         assert!(refused("database_schema = \"x\"\n", &[]).contains("PostgreSQL store only"));
+        assert!(
+            refused("database_allow_plaintext = true\n", &[]).contains("PostgreSQL store only")
+        );
         assert!(
             refused(
                 "database_url = \"postgres://h/d\"\ndatabase_pool_size = 0\n",

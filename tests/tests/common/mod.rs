@@ -741,12 +741,12 @@ where
     .unwrap()
 }
 
+/// A raw connection with the store's own TLS rules (the CI cluster's URL asks for
+/// verify-full).
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    vault_core::storage::postgres::connect_client(url)
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
-    tokio::spawn(connection);
-    client
+        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"))
 }
 
 fn quote_ident(name: &str) -> String {

@@ -15,6 +15,7 @@ pub mod authenticated;
 pub mod copy;
 mod group_commit;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod sled_store;
 
 use async_trait::async_trait;

@@ -16,10 +16,12 @@
 //!
 //! # Transport
 //!
-//! Connections use **no TLS** (`NoTls`): this is for a database on the same host (Unix
-//! socket or loopback) or on a private network the campaign controls. The bytes on the
-//! wire are ciphertext and HMACs, but the credentials are not: TLS to the database is
-//! future work. A URL with `sslmode=require` is refused at connect time for that reason.
+//! The URL's `sslmode` and `sslrootcert` choose the transport ([`super::postgres_tls`]):
+//! TLS with rustls that always authenticates the server against the CA file given
+//! (`require`/`verify-ca`: the chain; `verify-full`: the chain and the host name), or
+//! plaintext. Plaintext is for a database on the same host (Unix socket or loopback): to
+//! any other host it is refused unless [`PostgresOptions::allow_plaintext`] says so, since
+//! the bytes on the wire are ciphertext and HMACs but the credentials are not.
 //!
 //! # Durability contract
 //!
@@ -87,6 +89,7 @@ use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::{IsolationLevel, NoTls};
 use zeroize::Zeroizing;
 
+use super::postgres_tls::{self, MakeRustls, TlsSettings};
 use super::{Batch, Op, Store, StoreError, Table};
 
 /// Tuning for the PostgreSQL store.
@@ -105,6 +108,9 @@ pub struct PostgresOptions {
     /// (serialization failure, deadlock, unique violation) before it returns
     /// [`StoreError::Conflict`]. At least 1.
     pub commit_attempts: u32,
+    /// Connect without TLS to a host that is not this machine (loopback or a Unix socket).
+    /// Off by default: the database's credentials would cross the network in clear.
+    pub allow_plaintext: bool,
 }
 
 impl Default for PostgresOptions {
@@ -114,6 +120,7 @@ impl Default for PostgresOptions {
             schema: "public".to_owned(),
             connect_timeout: Duration::from_secs(10),
             commit_attempts: 10,
+            allow_plaintext: false,
         }
     }
 }
@@ -139,9 +146,12 @@ impl DatabaseUrl {
     /// `user@host:port/dbname`, without the password (or a placeholder when the URL does
     /// not parse).
     pub fn redacted(&self) -> String {
-        match self.0.parse::<tokio_postgres::Config>() {
-            Ok(config) => describe_target(&config),
-            Err(_) => "(unparseable PostgreSQL URL, not shown)".to_owned(),
+        match TlsSettings::split(&self.0)
+            .ok()
+            .and_then(|(rest, _)| rest.parse::<tokio_postgres::Config>().ok())
+        {
+            Some(config) => describe_target(&config),
+            None => "(unparseable PostgreSQL URL, not shown)".to_owned(),
         }
     }
 }
@@ -491,26 +501,74 @@ fn describe_target(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Parses `url` into tokio-postgres's configuration and the TLS connector it asks for
+/// (`None`: plaintext), refusing plaintext to a remote host unless `allow_plaintext`.
+/// Errors never include the password (the [`Secrets`] returned scrub later messages).
+fn client_config(
+    url: &str,
+    allow_plaintext: bool,
+) -> Result<(tokio_postgres::Config, Option<MakeRustls>, Secrets), StoreError> {
+    let mut secrets = Secrets::from_url(url);
+    let (rest, tls) = TlsSettings::split(url).map_err(|e| StoreError::Engine(secrets.scrub(e)))?;
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
+        StoreError::Engine(secrets.scrub(format!(
+            "invalid PostgreSQL URL (not shown: it may hold a password): {}",
+            describe(&e)
+        )))
+    })?;
+    secrets.add(config.get_password());
+    let transport = tls
+        .connector()
+        .map_err(|e| StoreError::Engine(secrets.scrub(e)))?;
+    match transport {
+        Some(_) => {
+            config.ssl_mode(SslMode::Require);
+        }
+        None => {
+            if !allow_plaintext && !postgres_tls::is_loopback(&config) {
+                return Err(StoreError::Engine(format!(
+                    "refusing to connect to PostgreSQL at {} without TLS: the password would \
+                     cross the network in clear. Add sslmode=verify-full&sslrootcert=/path/to/ca.pem \
+                     to the URL, or set database_allow_plaintext = true for a private network \
+                     the campaign controls",
+                    describe_target(&config)
+                )));
+            }
+            config.ssl_mode(SslMode::Disable);
+        }
+    }
+    Ok((config, transport, secrets))
+}
+
+/// One connection to the database at `url`, with the store's TLS rules (for tools and
+/// tests that need SQL the [`Store`] does not offer); its driver runs on the current
+/// tokio runtime until the client is dropped.
+pub async fn connect_client(url: &str) -> Result<tokio_postgres::Client, StoreError> {
+    let (config, transport, secrets) = client_config(url, false)?;
+    let fail = |e: tokio_postgres::Error| {
+        StoreError::Engine(secrets.scrub(format!("cannot connect to PostgreSQL: {}", describe(&e))))
+    };
+    let client = match transport {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            client
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            client
+        }
+    };
+    Ok(client)
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or
     /// the `key=value` form), creates or migrates the schema, and checks that the server
     /// makes commits durable. Errors never include the password.
     pub async fn connect(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
-        let mut secrets = Secrets::from_url(url);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Engine(secrets.scrub(format!(
-                "invalid PostgreSQL URL (not shown: it may hold a password): {}",
-                describe(&e)
-            )))
-        })?;
-        secrets.add(config.get_password());
-        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            return Err(StoreError::Engine(
-                "the PostgreSQL URL requires TLS (sslmode=require), which this store does not \
-                 support yet: connect over a private network or the same host without it"
-                    .to_owned(),
-            ));
-        }
+        let (mut config, transport, secrets) = client_config(url, options.allow_plaintext)?;
         if options.pool_size == 0 {
             return Err(StoreError::Engine(
                 "the PostgreSQL pool size must be at least 1".to_owned(),
@@ -522,13 +580,13 @@ impl PostgresStore {
         }
         let names = Names::new(&options.schema)?;
         let target = describe_target(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match transport {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
@@ -964,6 +1022,7 @@ impl Store for PostgresStore {
 mod tests {
     use std::collections::BTreeMap;
     use std::io::Write;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use super::*;
@@ -1025,14 +1084,8 @@ mod tests {
                     .build()
                     .map_err(|e| e.to_string())?;
                 runtime.block_on(async {
-                    let (client, connection) = tokio_postgres::connect(&url, NoTls)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let driver = tokio::spawn(connection);
-                    let result = client.batch_execute(&sql).await.map_err(|e| e.to_string());
-                    drop(client);
-                    let _ = driver.await;
-                    result
+                    let client = connect_client(&url).await.map_err(|e| e.to_string())?;
+                    client.batch_execute(&sql).await.map_err(|e| e.to_string())
                 })
             })
             .join();
@@ -1112,14 +1165,14 @@ mod tests {
             .unwrap_err();
         assert!(!err.to_string().contains(password), "{err}");
 
-        // TLS to the database is not supported yet: refused, not silently downgraded.
+        // TLS without a CA file would authenticate no server: refused, not downgraded.
         let err = PostgresStore::connect(
             &format!("postgres://vault:{password}@127.0.0.1:1/v?sslmode=require"),
             &options,
         )
         .await
         .unwrap_err();
-        assert!(err.to_string().contains("sslmode=require"), "{err}");
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
         assert!(!err.to_string().contains(password), "{err}");
 
         // With a database: a wrong password is refused without echoing it, and Debug of a
@@ -1149,6 +1202,122 @@ mod tests {
         }
         assert!(debug.contains(&db.options.schema), "{debug}");
     }
+
+    #[tokio::test]
+    async fn plaintext_to_a_remote_host_is_refused_before_connecting() {
+        // 192.0.2.0/24 is TEST-NET-1: nothing answers there, so an attempt to connect would
+        // time out; the refusal comes first, naming the remedies, never the password.
+        let options = PostgresOptions {
+            connect_timeout: Duration::from_secs(2),
+            ..PostgresOptions::default()
+        };
+        for url in [
+            "postgres://vault:pw-Remote-1@192.0.2.10:5432/vault",
+            "postgres://vault:pw-Remote-1@db.example.fr/vault?sslmode=prefer",
+            "host=192.0.2.10 user=vault password=pw-Remote-1 dbname=vault sslmode=disable",
+        ] {
+            let err = PostgresStore::connect(url, &options).await.unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains("without TLS"), "{url}: {message}");
+            assert!(message.contains("sslmode=verify-full"), "{message}");
+            assert!(message.contains("database_allow_plaintext"), "{message}");
+            assert!(!message.contains("pw-Remote-1"), "{message}");
+        }
+        // Allowed explicitly: it goes on to connect (and fails there, nothing listens).
+        let allowed = PostgresOptions {
+            allow_plaintext: true,
+            connect_timeout: Duration::from_millis(200),
+            ..PostgresOptions::default()
+        };
+        let err = PostgresStore::connect("postgres://vault:pw@192.0.2.10/vault", &allowed)
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("without TLS"), "{err}");
+    }
+
+    /// The test cluster's URL (from `.ci/postgres-start`) asks for verify-full: its parts,
+    /// to build variants of it.
+    fn tls_parts(url: &str) -> (tokio_postgres::Config, PathBuf) {
+        let (rest, tls) = TlsSettings::split(url).unwrap();
+        let ca = tls.root_cert.unwrap_or_else(|| {
+            panic!("VAULT_TEST_DATABASE_URL names no sslrootcert: use the URL .ci/postgres-start prints (TLS, verify-full)")
+        });
+        assert_eq!(tls.mode, postgres_tls::TlsMode::VerifyFull);
+        (rest.parse().unwrap(), ca)
+    }
+
+    /// A keyword connection string to the test cluster, connecting to 127.0.0.1 under the
+    /// TLS name `host`.
+    fn keyword_url(config: &tokio_postgres::Config, host: &str, mode: &str, ca: &Path) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+        format!(
+            "host={host} hostaddr=127.0.0.1 port={} user={} password={} dbname={} sslmode={mode} sslrootcert={}",
+            config.get_ports().first().copied().unwrap_or(5432),
+            quote(config.get_user().unwrap()),
+            quote(std::str::from_utf8(config.get_password().unwrap()).unwrap()),
+            quote(config.get_dbname().unwrap()),
+            quote(ca.to_str().unwrap()),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_store_speaks_tls_and_authenticates_the_server() {
+        let Some(db) = TestDb::new() else { return };
+        // The store's own connections are encrypted (the server says so).
+        let store = db.open().await.unwrap();
+        let client = store.pool.get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "the store's connection is not TLS");
+        let version: String = row.get(1);
+        assert!(version == "TLSv1.3" || version == "TLSv1.2", "{version}");
+        drop(client);
+
+        let (config, ca) = tls_parts(&db.url);
+        let options = PostgresOptions {
+            connect_timeout: Duration::from_secs(5),
+            ..db.options.clone()
+        };
+        // verify-full checks the name: the certificate names 127.0.0.1 and localhost, not
+        // this host, so the handshake fails; require (verify-ca) checks only the chain.
+        let wrong_name = keyword_url(&config, "db.wrong-name.example", "verify-full", &ca);
+        let err = connect_client(&wrong_name).await.unwrap_err();
+        assert!(format!("{err}").contains("cannot connect"), "{err}");
+        let chain_only = keyword_url(&config, "db.wrong-name.example", "require", &ca);
+        let client = connect_client(&chain_only).await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0));
+        PostgresStore::connect(
+            &keyword_url(&config, "localhost", "verify-full", &ca),
+            &options,
+        )
+        .await
+        .unwrap();
+
+        // A CA that did not sign the server's certificate: refused in every TLS mode.
+        let dir = tempfile::tempdir().unwrap();
+        let other_ca = dir.path().join("other-ca.pem");
+        std::fs::write(&other_ca, OTHER_CA).unwrap();
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = keyword_url(&config, "localhost", mode, &other_ca);
+            let err = PostgresStore::connect(&url, &options).await.unwrap_err();
+            assert!(matches!(err, StoreError::Engine(_)), "{mode}: {err}");
+        }
+    }
+
+    /// A self-signed CA certificate that signed nothing the test cluster holds.
+    const OTHER_CA: &str = include_str!("testdata/other-ca.pem");
 
     #[tokio::test]
     async fn round_trip_put_get_delete() {

@@ -344,6 +344,9 @@ struct RestoreArgs {
     /// PostgreSQL schema of the vault's tables.
     #[arg(long, env = "VAULT_DATABASE_SCHEMA", default_value = "public")]
     database_schema: String,
+    /// Connect to PostgreSQL without TLS although its host is not this machine.
+    #[arg(long, env = "VAULT_DATABASE_ALLOW_PLAINTEXT")]
+    database_allow_plaintext: bool,
     /// An erasure journal to replay too (repeatable): one exported after the backup was
     /// taken (`vaultctl erasures export`), or one saved by an earlier, interrupted restore
     /// (erasure-journal.before-restore-*.json).
@@ -459,6 +462,9 @@ struct MigrateArgs {
     /// PostgreSQL schema to fill (created if missing).
     #[arg(long, env = "VAULT_DATABASE_SCHEMA", default_value = "public")]
     database_schema: String,
+    /// Connect to PostgreSQL without TLS although its host is not this machine.
+    #[arg(long, env = "VAULT_DATABASE_ALLOW_PLAINTEXT")]
+    database_allow_plaintext: bool,
     /// Rows per destination transaction.
     #[arg(long, default_value_t = DEFAULT_BATCH_ROWS)]
     batch_rows: usize,
@@ -1123,6 +1129,7 @@ async fn migrate(data_dir: &Path, args: &MigrateArgs) -> Result<String, String> 
     })?;
     let options = PostgresOptions {
         schema: args.database_schema.clone(),
+        allow_plaintext: args.database_allow_plaintext,
         ..PostgresOptions::default()
     };
     let to = PostgresStore::connect(args.database_url.expose(), &options)
@@ -1161,6 +1168,7 @@ async fn restore(data_dir: &Path, args: &RestoreArgs) -> Result<String, String> 
             url: url.clone(),
             options: PostgresOptions {
                 schema: args.database_schema.clone(),
+                allow_plaintext: args.database_allow_plaintext,
                 ..PostgresOptions::default()
             },
         },
