@@ -637,10 +637,20 @@ pub fn on_postgres() -> bool {
     matches!(backend(), Backend::Postgres(_))
 }
 
+/// The suite's database URL. It must ask for TLS with the server authenticated by name
+/// (`sslmode=verify-full`, as `.ci/postgres-start` prints it): the PostgreSQL pass then
+/// proves the whole suite over TLS, and a plaintext URL fails loudly rather than testing
+/// less than production runs.
 fn test_database_url() -> Option<String> {
-    std::env::var("VAULT_TEST_DATABASE_URL")
+    let url = std::env::var("VAULT_TEST_DATABASE_URL")
         .ok()
-        .filter(|u| !u.trim().is_empty())
+        .filter(|u| !u.trim().is_empty())?;
+    assert!(
+        url.contains("sslmode=verify-full") && url.contains("sslrootcert="),
+        "VAULT_TEST_DATABASE_URL must ask for TLS (sslmode=verify-full&sslrootcert=...): use \
+         the URL .ci/postgres-start prints"
+    );
+    Some(url)
 }
 
 /// The test database URL for tests that need PostgreSQL whatever the backend, or `None`
