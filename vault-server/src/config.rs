@@ -54,6 +54,10 @@ pub struct Args {
     pub database_schema: Option<String>,
 }
 
+/// The access log's retention a config may set, in days: at least six months (the CNIL's
+/// floor for access logs), at most three years.
+pub const AUDIT_RETENTION_DAYS: std::ops::RangeInclusive<u32> = 183..=1095;
+
 /// The TOML configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +98,8 @@ pub struct FileConfig {
     pub purposes: Option<Vec<vault_core::Purpose>>,
     /// The controller named in the record of processing activities.
     pub controller: Option<vault_core::report::Controller>,
-    /// Days access-log entries are kept (default 365; CNIL: six months to a year).
+    /// Days access-log entries are kept (default 365; CNIL: six months to a year; 183 to
+    /// 1095 accepted).
     pub audit_retention_days: Option<u32>,
     /// A signed checkpoint every this many access-log entries (default 1000).
     pub audit_checkpoint_entries: Option<u64>,
@@ -453,6 +458,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "audit_checkpoint_entries and audit_checkpoint_seconds must be at least 1".into(),
             ));
+        }
+        if let Some(days) = file.audit_retention_days
+            && !AUDIT_RETENTION_DAYS.contains(&days)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "audit_retention_days = {days} is outside {}..={} days: the CNIL asks that \
+                 access logs be kept six months to a year (délibération 2021-122), and the \
+                 vault keeps them at most three years (metadata about people is not kept \
+                 without bound)",
+                AUDIT_RETENTION_DAYS.start(),
+                AUDIT_RETENTION_DAYS.end()
+            )));
         }
         let audit = vault_core::audit::AuditOptions {
             checkpoint_every,
@@ -917,6 +934,16 @@ mod tests {
         assert!(refused("storage = \"mysql\"\n", &[]).contains("not a storage engine"));
         assert!(refused("", &["--database-url", " "]).contains("empty"));
         assert!(refused("database_schema = \"x\"\n", &[]).contains("PostgreSQL store only"));
+        for days in [0, 1, 182, 1096] {
+            let message = refused(&format!("audit_retention_days = {days}\n"), &[]);
+            assert!(
+                message.contains("six months to a year"),
+                "{days}: {message}"
+            );
+        }
+        for days in [183, 365, 1095] {
+            resolve_with_file(&format!("audit_retention_days = {days}\n"), &[])?;
+        }
         assert!(
             refused("database_allow_plaintext = true\n", &[]).contains("PostgreSQL store only")
         );

@@ -534,6 +534,17 @@ impl Vault {
                 .await?;
             self.ensure_unclaimed(&id, IndexKind::Phone, &next.phone)
                 .await?;
+            // A contact point a person asked never to be contacted on again may not come
+            // back through a rectification of someone else either (save pins its absence).
+            let added = |kind, before: &str, after: &str| {
+                (before != after)
+                    .then(|| self.index_of(kind, after))
+                    .flatten()
+            };
+            let email_h = added(IndexKind::Email, &loaded.supporter.email, &next.email);
+            let phone_h = added(IndexKind::Phone, &loaded.supporter.phone, &next.phone);
+            self.refuse_suppressed(log, email_h.as_ref(), phone_h.as_ref())
+                .await?;
             let attempt = self.save(log, &loaded, next).await;
             if !is_conflict(&attempt) {
                 return attempt.map(|s| s.project(purpose.fields));
@@ -709,7 +720,10 @@ impl Vault {
                 b.check(table, &h, Some(id)).delete(table, &h);
             }
             if let Some(h) = self.index_of(kind, after) {
-                b.check(table, &h, None).put(table, &h, id.to_vec());
+                // A suppression landing after our read makes the batch fail.
+                b.check(table, &h, None)
+                    .check(Table::Suppressions, &h, None)
+                    .put(table, &h, id.to_vec());
             }
         }
         self.append_consent(&mut b, &loaded.dek, events)?;
