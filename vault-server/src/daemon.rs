@@ -87,11 +87,24 @@ pub async fn run(
     health_reporter
         .set_serving::<SupportersServer<SupportersService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| DaemonError::Serve(format!("reflection: {e}")))?;
+    // Reflection v1 and v1alpha: many clients (grpcurl's older releases, Python's
+    // grpcio-reflection) still speak only v1alpha. Same descriptors, same authentication.
+    let reflection_builder = || {
+        // Each version lists both reflection services, not only itself.
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| DaemonError::Serve(format!("reflection: {e}"));
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
     let unary = unary_methods(&[
         vault_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -150,6 +163,11 @@ pub async fn run(
         )
         .add_service(
             reflection
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            reflection_v1alpha
                 .max_decoding_message_size(max_in)
                 .max_encoding_message_size(max_out),
         )
