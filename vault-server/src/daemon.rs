@@ -21,6 +21,7 @@ use vault_proto::v1::rights_server::RightsServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
 use crate::auth::{AuthLayer, Authenticator};
+use crate::call_log::{CallLogLayer, CallerTagLayer};
 use crate::config::Config;
 use crate::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
 use crate::services::admin::AdminService;
@@ -110,6 +111,7 @@ pub async fn run(
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ])
     .map_err(|e| DaemonError::Serve(format!("reading the service descriptors: {e}")))?;
+    let (metrics, metrics_task) = crate::metrics::start(config.metrics_listen, &vault).await?;
 
     // The shutdown signal starts the drain; calls still running after the grace period
     // (or clients that keep idle connections open) do not hold the daemon forever.
@@ -149,12 +151,15 @@ pub async fn run(
         tracing::info!(%origin, witnesses = witnesses.len(), "submitting access-log checkpoints to witnesses");
     }
     tracing::info!("listening on {addr}");
-    // Outermost first: daemon-wide limits see every call, authentication then identifies
-    // the caller, and the per-client limits key on it.
+    // Outermost first: the call log times and counts every call, daemon-wide limits see
+    // every call, authentication then identifies the caller (tagged for the call log), and
+    // the per-client limits key on it.
     let (max_in, max_out) = (limits.max_request_bytes, limits.max_response_bytes);
     let serve = builder
+        .layer(CallLogLayer::new(metrics))
         .layer(GlobalLimitLayer::new(&limits, unary))
         .layer(AuthLayer::new(auth))
+        .layer(CallerTagLayer)
         .layer(ClientLimitLayer::new(&limits))
         .add_service(
             health_service
@@ -214,6 +219,9 @@ pub async fn run(
 
     housekeeping.abort();
     key_housekeeping.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     for w in &witnesses {
         w.abort();
     }
