@@ -211,12 +211,12 @@ impl CallRecord {
                 tracing::event!(
                     target: "vault_server::call",
                     $level,
-                    rpc,
-                    code = code_name(code),
+                    rpc = %rpc,
+                    code = %code_name(code),
                     latency_us,
-                    client,
-                    request_id,
-                    transport,
+                    client = %client,
+                    request_id = %request_id,
+                    transport = %transport,
                     "call"
                 )
             };
@@ -261,7 +261,9 @@ impl http_body::Body for LoggedBody {
             Poll::Ready(None) => Some(Code::Unknown),
             Poll::Pending => None,
         };
-        if let (Some(code), Some(mut record)) = (ended, this.record.take()) {
+        if let Some(code) = ended
+            && let Some(mut record) = this.record.take()
+        {
             record.finish(code);
         }
         polled
@@ -309,6 +311,46 @@ mod tests {
         assert_eq!(grpc_status(&h), None);
     }
 
+    fn render(metrics: &Metrics) -> String {
+        metrics.render(&crate::metrics::VaultFigures {
+            access_log_entries: 0,
+            checkpoint_age_seconds: None,
+            flushes: vault_core::latency::LatencyHistogram::new().snapshot(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_reply_body_ends_its_call_at_the_trailers_not_before() {
+        use http_body_util::BodyExt as _;
+        const PATH: &str = "/vault.v1.Supporters/Get";
+        let metrics = Arc::new(Metrics::new([PATH]));
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames: Vec<Result<Frame<Bytes>, Status>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"reply"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = LoggedBody {
+            inner: tonic::body::Body::new(http_body_util::StreamBody::new(tokio_stream::iter(
+                frames,
+            ))),
+            record: Some(CallRecord::start(
+                Arc::clone(&metrics),
+                PATH.into(),
+                "plaintext",
+                CallerSlot::default(),
+            )),
+        };
+        let collected = body.collect().await.ok().map(|c| c.to_bytes());
+        assert_eq!(collected.as_deref(), Some(&b"reply"[..]));
+        let text = render(&metrics);
+        assert!(
+            text.contains("vault_calls_total{rpc=\"Supporters.Get\",code=\"OK\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("CANCELLED"), "{text}");
+    }
+
     #[test]
     fn a_record_ends_once_and_a_dropped_one_is_cancelled() {
         let metrics = Arc::new(Metrics::new(["/vault.v1.Supporters/Get"]));
@@ -326,12 +368,7 @@ mod tests {
             "plaintext",
             CallerSlot::default(),
         ));
-        let figures = crate::metrics::VaultFigures {
-            access_log_entries: 0,
-            checkpoint_age_seconds: None,
-            flushes: vault_core::latency::LatencyHistogram::new().snapshot(),
-        };
-        let text = metrics.render(&figures);
+        let text = render(&metrics);
         assert!(
             text.contains("vault_calls_total{rpc=\"Supporters.Get\",code=\"NOT_FOUND\"} 1"),
             "{text}"
