@@ -123,6 +123,9 @@ enum Op {
     PublicKey,
     InclusionProof,
     ConsistencyProof,
+    // Server reflection, both versions served
+    ReflectionV1,
+    ReflectionV1alpha,
 }
 
 const PERSON_OPS: [Op; 15] = [
@@ -143,7 +146,7 @@ const PERSON_OPS: [Op; 15] = [
     Op::Object,
 ];
 
-const OTHER_OPS: [Op; 30] = [
+const OTHER_OPS: [Op; 32] = [
     Op::Search,
     Op::SearchByPostcode,
     Op::Import,
@@ -174,10 +177,13 @@ const OTHER_OPS: [Op; 30] = [
     Op::PublicKey,
     Op::InclusionProof,
     Op::ConsistencyProof,
+    Op::ReflectionV1,
+    Op::ReflectionV1alpha,
 ];
 
-/// The 41 calls of the five services (proto/vault/v1/*.proto).
-const ALL_RPCS: [&str; 41] = [
+/// The 41 calls of the five services (proto/vault/v1/*.proto), and server reflection (v1
+/// and v1alpha share the access log's name).
+const ALL_RPCS: [&str; 42] = [
     "Admin.CreateClient",
     "Admin.RevokeClient",
     "Admin.ListClients",
@@ -219,6 +225,7 @@ const ALL_RPCS: [&str; 41] = [
     "Supporters.Search",
     "Supporters.Import",
     "Supporters.Watch",
+    "ServerReflection.ServerReflectionInfo",
 ];
 
 impl Op {
@@ -267,6 +274,7 @@ impl Op {
             PublicKey => "Audit.PublicKey",
             InclusionProof => "Audit.InclusionProof",
             ConsistencyProof => "Audit.ConsistencyProof",
+            ReflectionV1 | ReflectionV1alpha => "ServerReflection.ServerReflectionInfo",
         }
     }
 
@@ -274,6 +282,10 @@ impl Op {
     fn allows(self, role: Role) -> bool {
         let rpc = self.rpc();
         let (service, _) = rpc.split_once('.').unwrap();
+        // README, "Credentials": reflection needs credentials, of any role.
+        if service == "ServerReflection" {
+            return true;
+        }
         match role {
             // Supporters.*, Consent.*.
             Role::Tool => matches!(service, "Supporters" | "Consent"),
@@ -1781,6 +1793,36 @@ async fn call_other(w: &World, role: Role, creds: &Creds, op: Op, rid: &str) -> 
             }))
             .await
             .map(done),
+        Op::ReflectionV1 | Op::ReflectionV1alpha => {
+            let channel = Channel::from_shared(format!("http://{}", w.daemon.addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            macro_rules! list_services {
+                ($v:ident) => {{
+                    use tonic_reflection::pb::$v::ServerReflectionRequest;
+                    use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+                    use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+                    let list = tokio_stream::iter([ServerReflectionRequest {
+                        host: String::new(),
+                        message_request: Some(MessageRequest::ListServices(String::new())),
+                    }]);
+                    drain(
+                        ServerReflectionClient::new(channel)
+                            .server_reflection_info(r!(list))
+                            .await,
+                    )
+                    .await
+                    .map(done)
+                }};
+            }
+            if op == Op::ReflectionV1 {
+                list_services!(v1)
+            } else {
+                list_services!(v1alpha)
+            }
+        }
         other => unreachable!("{other:?} names a person"),
     }
 }

@@ -16,6 +16,7 @@ pub mod consent;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
+pub mod latency;
 pub mod postings;
 pub mod proposal;
 pub mod purpose;

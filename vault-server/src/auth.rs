@@ -23,7 +23,7 @@ use crate::status::to_status;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Metadata key declaring the purpose of a call.
 pub const PURPOSE_HEADER: &str = "x-vault-purpose";
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+pub(crate) const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Server reflection, every version: served to authenticated clients, logged here.
 const REFLECTION_PREFIX: &str = "/grpc.reflection.";
 
@@ -115,7 +115,7 @@ fn peer_cert<B>(req: &http::Request<B>) -> Option<Vec<u8>> {
 }
 
 /// `Service.Method` from a gRPC path `/vault.v1.Service/Method`.
-fn rpc_name(path: &str) -> String {
+pub(crate) fn rpc_name(path: &str) -> String {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();

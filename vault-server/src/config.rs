@@ -52,6 +52,11 @@ pub struct Args {
     /// PostgreSQL schema holding the vault's tables (default: public).
     #[arg(long, env = "VAULT_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this address, for example
+    /// 127.0.0.1:9464; off when absent. Loopback only unless the config file's `[metrics]
+    /// allow_non_loopback = true`.
+    #[arg(long, env = "VAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The access log's retention a config may set, in days: at least six months (the CNIL's
@@ -123,6 +128,44 @@ pub struct FileConfig {
     pub keys: Option<KeysConfig>,
     /// Message sizes, rates, calls in flight and deadlines (`[limits]`).
     pub limits: Option<LimitsConfig>,
+    /// The Prometheus metrics listener (`[metrics]`).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The `[metrics]` section: where Prometheus scrapes the daemon's metrics.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the metrics listener (`--metrics-listen` and `VAULT_METRICS_LISTEN`
+    /// take precedence); off when absent.
+    pub listen: Option<String>,
+    /// Serve metrics on a non-loopback address. Off by default: the listener has no TLS
+    /// and no authentication, so it stays on loopback unless a firewall or a private
+    /// network restricts who can reach it.
+    pub allow_non_loopback: Option<bool>,
+}
+
+impl MetricsConfig {
+    /// The metrics listener's address, `flag` (flag or environment) before the file's.
+    fn listen(&self, flag: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(text) = flag.or_else(|| self.listen.clone()) else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "metrics listen address {text:?} is not an IP:port such as 127.0.0.1:9464"
+            ))
+        })?;
+        if !addr.ip().is_loopback() && !self.allow_non_loopback.unwrap_or(false) {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve metrics on non-loopback address {addr}: the metrics \
+                 listener is plain HTTP without authentication. Listen on 127.0.0.1 and \
+                 scrape locally or through a proxy, or set allow_non_loopback = true in the \
+                 [metrics] section if a firewall restricts who reaches it"
+            )));
+        }
+        Ok(Some(addr))
+    }
 }
 
 /// One `[[audit_witnesses]]` table: a C2SP tlog-witness and its cosigning key.
@@ -378,6 +421,9 @@ pub struct Config {
     pub keys: vault_core::KeyOptions,
     /// See [`FileConfig::limits`].
     pub limits: Limits,
+    /// Where the Prometheus metrics are served (`[metrics]`, `--metrics-listen`); `None`:
+    /// off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the PostgreSQL store is. `Debug` never shows the URL's password.
@@ -495,6 +541,10 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let keys = file.keys.unwrap_or_default().options()?;
         let limits = file.limits.unwrap_or_default().limits()?;
+        let metrics_listen = file
+            .metrics
+            .unwrap_or_default()
+            .listen(args.metrics_listen)?;
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -521,6 +571,7 @@ impl Config {
             controller: file.controller,
             keys,
             limits,
+            metrics_listen,
         })
     }
 
@@ -728,6 +779,44 @@ mod tests {
             err.map(|e| e.to_string())
                 .unwrap_or_default()
                 .contains("refusing to serve plaintext")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn metrics_listener_is_off_by_default_and_loopback_unless_allowed() -> Result<(), ConfigError> {
+        assert_eq!(Config::resolve(args(&[]))?.metrics_listen, None);
+        let c = Config::resolve(args(&["--metrics-listen", "127.0.0.1:9464"]))?;
+        assert_eq!(
+            c.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        let refused = Config::resolve(args(&["--metrics-listen", "0.0.0.0:9464"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("refusing to serve metrics"), "{refused}");
+        let bad = Config::resolve(args(&["--metrics-listen", "localhost"]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(bad.contains("is not an IP:port"), "{bad}");
+
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let file = dir.path().join("vault.toml");
+        std::fs::write(
+            &file,
+            "[metrics]\nlisten = \"0.0.0.0:9464\"\nallow_non_loopback = true\n",
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = file.to_string_lossy().to_string();
+        let c = Config::resolve(args(&["--config", &path]))?;
+        assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9464));
+        // The flag wins over the file's address, and the file's permission still applies.
+        let c = Config::resolve(args(&["--config", &path, "--metrics-listen", "10.0.0.1:1"]))?;
+        assert_eq!(
+            c.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("10.0.0.1:1")
         );
         Ok(())
     }

@@ -21,6 +21,7 @@ use vault_proto::v1::rights_server::RightsServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
 use crate::auth::{AuthLayer, Authenticator};
+use crate::call_log::{CallLogLayer, CallerTagLayer};
 use crate::config::Config;
 use crate::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
 use crate::services::admin::AdminService;
@@ -87,16 +88,30 @@ pub async fn run(
     health_reporter
         .set_serving::<SupportersServer<SupportersService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| DaemonError::Serve(format!("reflection: {e}")))?;
+    // Reflection v1 and v1alpha: many clients (grpcurl's older releases, Python's
+    // grpcio-reflection) still speak only v1alpha. Same descriptors, same authentication.
+    let reflection_builder = || {
+        // Each version lists both reflection services, not only itself.
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| DaemonError::Serve(format!("reflection: {e}"));
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
     let unary = unary_methods(&[
         vault_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ])
     .map_err(|e| DaemonError::Serve(format!("reading the service descriptors: {e}")))?;
+    let (metrics, metrics_task) = crate::metrics::start(config.metrics_listen, &vault).await?;
 
     // The shutdown signal starts the drain; calls still running after the grace period
     // (or clients that keep idle connections open) do not hold the daemon forever.
@@ -136,12 +151,15 @@ pub async fn run(
         tracing::info!(%origin, witnesses = witnesses.len(), "submitting access-log checkpoints to witnesses");
     }
     tracing::info!("listening on {addr}");
-    // Outermost first: daemon-wide limits see every call, authentication then identifies
-    // the caller, and the per-client limits key on it.
+    // Outermost first: the call log times and counts every call, daemon-wide limits see
+    // every call, authentication then identifies the caller (tagged for the call log), and
+    // the per-client limits key on it.
     let (max_in, max_out) = (limits.max_request_bytes, limits.max_response_bytes);
     let serve = builder
+        .layer(CallLogLayer::new(metrics))
         .layer(GlobalLimitLayer::new(&limits, unary))
         .layer(AuthLayer::new(auth))
+        .layer(CallerTagLayer)
         .layer(ClientLimitLayer::new(&limits))
         .add_service(
             health_service
@@ -150,6 +168,11 @@ pub async fn run(
         )
         .add_service(
             reflection
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            reflection_v1alpha
                 .max_decoding_message_size(max_in)
                 .max_encoding_message_size(max_out),
         )
@@ -196,6 +219,9 @@ pub async fn run(
 
     housekeeping.abort();
     key_housekeeping.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     for w in &witnesses {
         w.abort();
     }

@@ -7,12 +7,15 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod call_log;
 pub mod config;
 pub mod convert;
 pub mod csv_import;
 pub mod ctl;
 pub mod daemon;
+pub mod descriptors;
 pub mod limits;
+pub mod metrics;
 pub mod services;
 pub mod status;
 pub mod witness;

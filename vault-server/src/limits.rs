@@ -28,7 +28,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body::{Frame, SizeHint};
-use prost::Message as _;
 use prost::bytes::Bytes;
 use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
@@ -306,30 +305,11 @@ impl ClientLimiter {
 /// The gRPC paths (`/package.Service/Method`) of the unary methods in these encoded
 /// `FileDescriptorSet`s.
 pub fn unary_methods(descriptor_sets: &[&[u8]]) -> Result<HashSet<String>, prost::DecodeError> {
-    let mut out = HashSet::new();
-    for set in descriptor_sets {
-        let set = prost_types::FileDescriptorSet::decode(*set)?;
-        for file in set.file {
-            let package = file.package.unwrap_or_default();
-            for service in file.service {
-                let service_name = service.name.unwrap_or_default();
-                for method in service.method {
-                    if !method.client_streaming() && !method.server_streaming() {
-                        let prefix = if package.is_empty() {
-                            String::new()
-                        } else {
-                            format!("{package}.")
-                        };
-                        out.insert(format!(
-                            "/{prefix}{service_name}/{}",
-                            method.name.unwrap_or_default()
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
+    Ok(crate::descriptors::methods(descriptor_sets)?
+        .into_iter()
+        .filter(|m| m.unary)
+        .map(|m| m.path)
+        .collect())
 }
 
 /// A reply body that holds `held` (a permit) until the body is finished or dropped.

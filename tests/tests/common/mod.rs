@@ -198,6 +198,20 @@ impl Daemon {
         token
     }
 
+    /// The address of the daemon's metrics listener (started with `--metrics-listen`), from
+    /// its `serving metrics on http://ADDR/metrics` line, logged before `listening on`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let log = self.logs();
+        let line = log
+            .lines()
+            .find_map(|l| l.split("serving metrics on http://").nth(1))
+            .unwrap_or_else(|| panic!("no metrics listener in the log:\n{log}"));
+        line.trim()
+            .trim_end_matches("/metrics")
+            .parse()
+            .expect("metrics address")
+    }
+
     /// Everything the daemon logged so far.
     pub fn logs(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -116,6 +116,8 @@ pub struct Core {
     durable: tokio::sync::watch::Sender<Option<SignedCheckpoint>>,
     /// Keys the per-subject index rows ([`subjects`]).
     subjects: subjects::SubjectIndexKey,
+    /// How long the writer's flushes take (the daemon's store flush metric).
+    flushes: crate::latency::LatencyHistogram,
 }
 
 /// Work for the writer task.
@@ -328,6 +330,7 @@ impl AuditLog {
             marked: std::sync::atomic::AtomicU64::new(0),
             durable: tokio::sync::watch::Sender::new(None),
             subjects: subjects::SubjectIndexKey::derive(root),
+            flushes: crate::latency::LatencyHistogram::new(),
         };
         let head = core.restore_head().await?;
         core.build_nodes(&head).await?;
@@ -700,6 +703,28 @@ impl Core {
         *self.head.lock().unwrap_or_else(|p| p.into_inner()) = head.clone();
     }
 
+    /// The latencies of the writer's flushes so far: each makes a group of calls and their
+    /// entries durable, so this is the store's share of a call's latency.
+    pub fn flush_latency(&self) -> crate::latency::HistogramSnapshot {
+        self.flushes.snapshot()
+    }
+
+    /// Time since the newest durable signed checkpoint was made (`None` before the first;
+    /// zero if the clock stepped back past it).
+    pub fn checkpoint_age(&self) -> Option<Duration> {
+        let at = self.durable.borrow().as_ref().map(|c| c.at_us)?;
+        let micros = now_us().saturating_sub(at).max(0);
+        Some(Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+    }
+
+    /// Flushes the store, timing it.
+    async fn timed_sync(&self) -> std::result::Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let synced = self.store.sync().await;
+        self.flushes.record(started.elapsed());
+        synced
+    }
+
     /// Number of entries appended (as of the last applied batch).
     pub async fn size(&self) -> u64 {
         self.head().frontier.size()
@@ -1028,7 +1053,7 @@ async fn run_group(core: &Core, head: &mut Head, jobs: Vec<Job>) -> Flow {
         }
     }
     flush_lone(core, head, &mut lone, &mut done).await;
-    let synced = core.store.sync().await;
+    let synced = core.timed_sync().await;
     if synced.is_ok() {
         core.note_durable(head);
     }
@@ -1092,7 +1117,7 @@ async fn apply_together(
     }
     *head = next;
     core.publish(head);
-    let synced = core.store.sync().await;
+    let synced = core.timed_sync().await;
     if synced.is_ok() {
         core.note_durable(head);
     }
