@@ -84,9 +84,7 @@ pub async fn run(
     let auth = Authenticator::new(Arc::clone(&vault));
     let limits = config.limits.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<SupportersServer<SupportersService>>()
-        .await;
+    let store_health = crate::health::follow_store(Arc::clone(&vault), health_reporter).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -196,6 +194,7 @@ pub async fn run(
 
     housekeeping.abort();
     key_housekeeping.abort();
+    store_health.abort();
     for w in &witnesses {
         w.abort();
     }

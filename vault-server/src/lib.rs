@@ -12,6 +12,7 @@ pub mod convert;
 pub mod csv_import;
 pub mod ctl;
 pub mod daemon;
+pub mod health;
 pub mod limits;
 pub mod services;
 pub mod status;

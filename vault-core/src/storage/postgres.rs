@@ -87,7 +87,7 @@ use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::{IsolationLevel, NoTls};
 use zeroize::Zeroizing;
 
-use super::{Batch, Op, Store, StoreError, Table};
+use super::{Batch, Op, Store, StoreError, Table, Unavailable};
 
 /// Tuning for the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -413,6 +413,17 @@ impl Failure {
         }
     }
 
+    /// The database out of space or another resource (SQLSTATE class 53): the operator
+    /// must act, and the daemon reports itself unavailable until a write commits again.
+    fn unavailable(&self) -> Option<Unavailable> {
+        let code = match self {
+            Failure::Query(e) => e.code(),
+            Failure::Pool(PoolError::Backend(e)) => e.code(),
+            Failure::Pool(_) => None,
+        }?;
+        Unavailable::of_sqlstate(code.code())
+    }
+
     /// A lost race with a concurrent transaction: nothing was written, the transaction
     /// can run again.
     fn lost_race(&self) -> Option<&DbError> {
@@ -584,11 +595,13 @@ impl PostgresStore {
     }
 
     fn engine(&self, failure: &Failure) -> StoreError {
-        StoreError::Engine(self.secrets.scrub(format!(
-            "{} (database {})",
-            failure.describe(),
-            self.target
-        )))
+        let detail =
+            self.secrets
+                .scrub(format!("{} (database {})", failure.describe(), self.target));
+        match failure.unavailable() {
+            Some(cause) => StoreError::Unavailable { cause, detail },
+            None => StoreError::Engine(detail),
+        }
     }
 
     /// Refuses a server that would acknowledge commits before they are durable.
