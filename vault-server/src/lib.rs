@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod convert;
 pub mod csv_import;
 pub mod ctl;
