@@ -56,6 +56,7 @@ use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 
 pub mod leaks;
+pub mod pki;
 
 pub use pb::Supporter;
 
@@ -186,6 +187,11 @@ impl Daemon {
             }
         }
         cmd
+    }
+
+    /// The daemon's process id (for `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     /// The bootstrap admin token the daemon wrote.
