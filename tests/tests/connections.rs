@@ -72,14 +72,19 @@ fn count_closed(streams: &[TcpStream]) -> usize {
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
-        assert!(start.elapsed() < BOUND, "still waiting after {BOUND:?}: {what}");
+        assert!(
+            start.elapsed() < BOUND,
+            "still waiting after {BOUND:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// Open descriptors and resident memory (KiB) of `pid`.
 fn fds_and_rss(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let rss = status
         .lines()
@@ -154,9 +159,10 @@ async fn excess_connections_are_closed_at_once_and_other_peers_served() {
             others.push(connect_from(from, daemon.addr, true).await);
         }
     }
-    wait_until("9 of the 16 connections over the daemon's cap closed", || {
-        count_closed(&others) >= 9
-    })
+    wait_until(
+        "9 of the 16 connections over the daemon's cap closed",
+        || count_closed(&others) >= 9,
+    )
     .await;
     assert_eq!(count_closed(&others), 9);
     assert_eq!(count_closed(&from_2), 6, "held connections stay open");
