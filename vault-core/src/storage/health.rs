@@ -230,16 +230,13 @@ mod tests {
 
     #[test]
     fn io_errors_name_their_cause() {
-        use std::io::{Error, ErrorKind};
+        use std::io::Error;
         let of = |code| Unavailable::of_io(&Error::from_raw_os_error(code));
         assert_eq!(of(28), Unavailable::NoSpace); // ENOSPC
         assert_eq!(of(122), Unavailable::QuotaExceeded); // EDQUOT
         assert_eq!(of(30), Unavailable::ReadOnly); // EROFS
         assert_eq!(of(5), Unavailable::Io); // EIO
-        assert_eq!(
-            Unavailable::of_io(&Error::new(ErrorKind::Other, "x")),
-            Unavailable::Io
-        );
+        assert_eq!(Unavailable::of_io(&Error::other("x")), Unavailable::Io);
     }
 
     #[test]

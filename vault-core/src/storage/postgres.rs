@@ -1105,6 +1105,51 @@ mod tests {
         assert!(!format!("{bad:?}").contains("Zq9-secret-pw"));
     }
 
+    /// The database's own class-53 errors, raised by the server (a real `DbError`, as a
+    /// full disk gives), become [`StoreError::Unavailable`] with their cause; other errors
+    /// stay engine errors. A database's disk cannot be filled from a test.
+    #[tokio::test]
+    async fn insufficient_resources_make_the_store_unavailable() -> Result<(), StoreError> {
+        let Some(db) = TestDb::new() else {
+            return Ok(());
+        };
+        let store = db.open().await?;
+        let raise = |code: &'static str| {
+            let store = &store;
+            async move {
+                let run = async {
+                    let client = store.pool.get().await?;
+                    client
+                        .batch_execute(&format!(
+                            "DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$"
+                        ))
+                        .await?;
+                    Ok::<_, Failure>(())
+                };
+                match run.await {
+                    Ok(()) => panic!("RAISE did not fail"),
+                    Err(failure) => store.engine(&failure),
+                }
+            }
+        };
+        assert!(matches!(
+            raise("53100").await,
+            StoreError::Unavailable {
+                cause: Unavailable::DatabaseDiskFull,
+                ..
+            }
+        ));
+        assert!(matches!(
+            raise("53200").await,
+            StoreError::Unavailable {
+                cause: Unavailable::DatabaseResources("53200"),
+                ..
+            }
+        ));
+        assert!(matches!(raise("XX000").await, StoreError::Engine(_)));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn errors_and_debug_never_show_the_password() {
         // No database needed: nothing listens on port 1.
