@@ -6,50 +6,14 @@
 
 mod common;
 
-use std::path::Path;
-
+use common::pki::{ca, leaf, write};
 use common::{Daemon, authed};
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::ExtendedKeyUsagePurpose;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use vault_proto::v1 as pb;
 use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::supporters_client::SupportersClient;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    Ca {
-        cert: params.self_signed(&key).unwrap(),
-        key,
-    }
-}
-
-/// (certificate PEM, key PEM, certificate DER)
-fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String, Vec<u8>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    common::leaks::watch_pem_key(&key.serialize_pem());
-    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-}
-
-fn write(dir: &Path, name: &str, contents: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, contents).unwrap();
-    p.to_str().unwrap().to_owned()
-}
 
 async fn tls_channel(
     daemon: &Daemon,

@@ -123,6 +123,15 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(crate::storage::StoreError),
 
+    /// The store refuses writes for a reason the operator must fix (a full disk, a
+    /// read-only file system, an I/O error, a database out of space). Nothing of the call
+    /// was acknowledged. The cause's text names the remedy.
+    #[error("the vault's store refused a write: {cause}")]
+    StoreUnavailable {
+        /// What happened.
+        cause: crate::storage::Unavailable,
+    },
+
     /// Concurrent writers kept changing the same rows; the operation gave up after retrying.
     #[error("too much contention on {0}; retry the call")]
     Contention(String),
@@ -138,12 +147,16 @@ pub enum Error {
 
 impl From<crate::storage::StoreError> for Error {
     /// A row that failed its authentication is an integrity failure like a ciphertext that
-    /// does not open (`DATA_LOSS` on the wire); every other store failure stays a storage
-    /// error.
+    /// does not open (`DATA_LOSS` on the wire); a store refusing writes for an operator's
+    /// reason is [`Error::StoreUnavailable`] (`UNAVAILABLE`); every other store failure
+    /// stays a storage error.
     fn from(e: crate::storage::StoreError) -> Self {
         match e {
             crate::storage::StoreError::Tampered { table, key } => {
                 Error::Integrity(IntegrityObject::Row { table, key })
+            }
+            crate::storage::StoreError::Unavailable { cause, .. } => {
+                Error::StoreUnavailable { cause }
             }
             other => Error::Storage(other),
         }
@@ -161,6 +174,20 @@ mod tests {
     fn invalid_input_names_field_and_rule() {
         let e = Error::from(InvalidInput::new("email", "is missing an '@'"));
         assert_eq!(e.to_string(), "invalid argument: email: is missing an '@'");
+    }
+
+    #[test]
+    fn a_full_disk_is_unavailable_with_its_remedy() {
+        let e = Error::from(crate::storage::StoreError::Unavailable {
+            cause: crate::storage::Unavailable::NoSpace,
+            detail: "IO error: No space left on device (os error 28)".into(),
+        });
+        assert!(matches!(e, Error::StoreUnavailable { .. }));
+        assert_eq!(
+            e.to_string(),
+            "the vault's store refused a write: no space left on the data directory's file \
+             system; free space and restart the daemon"
+        );
     }
 
     #[test]

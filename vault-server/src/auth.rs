@@ -108,9 +108,8 @@ fn caller_of(client: vault_core::Client, headers: &HeaderMap, request_id: String
 
 /// The DER bytes of the TLS client certificate of the connection, if any.
 fn peer_cert<B>(req: &http::Request<B>) -> Option<Vec<u8>> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
+    let info = req.extensions().get::<crate::connections::ConnInfo>()?;
+    let certs = info.peer_certs.as_ref()?;
     certs.first().map(|c| c.as_ref().to_vec())
 }
 

@@ -236,6 +236,21 @@ pub struct LimitsConfig {
     /// Rows one `Supporters.Import` stream may carry (default 100,000; at most 10,000,000).
     /// More: `RESOURCE_EXHAUSTED`, the rows before imported.
     pub import_rows_per_call: Option<u64>,
+    /// Open connections in the whole daemon (default 4,096). More are accepted and closed
+    /// at once.
+    pub max_connections: Option<u32>,
+    /// Open connections from one peer IP address (default 256; at most `max_connections`).
+    pub connections_per_peer: Option<u32>,
+    /// Seconds from accept to the end of the TLS handshake and the HTTP/2 client preface
+    /// (default 10; 1 to 300).
+    pub handshake_timeout_seconds: Option<u64>,
+    /// Seconds a connection may stay with no call in flight (default 300; 0: forever).
+    pub idle_timeout_seconds: Option<u64>,
+    /// Seconds between HTTP/2 keepalive pings (default 60; 0: no pings).
+    pub keepalive_interval_seconds: Option<u64>,
+    /// Seconds a keepalive ping may go unanswered before the connection is closed
+    /// (default 20; at least 1).
+    pub keepalive_timeout_seconds: Option<u64>,
 }
 
 impl LimitsConfig {
@@ -292,7 +307,60 @@ impl LimitsConfig {
                 )));
             }
         };
+        let seconds = |name: &str, value: Option<u64>, min: u64, max: u64| match value {
+            Some(s) if !(min..=max).contains(&s) => Err(ConfigError::Invalid(format!(
+                "[limits] {name} must be between {min} and {max}{}",
+                if min == 0 { " (0: none)" } else { "" }
+            ))),
+            other => Ok(other.map(std::time::Duration::from_secs)),
+        };
+        // 0 switches these off; `None` from `seconds` means "not set".
+        let optional = |name: &str, value: Option<u64>, default: Option<std::time::Duration>| {
+            Ok::<_, ConfigError>(match seconds(name, value, 0, MAX_TIMEOUT_SECONDS)? {
+                None => default,
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+            })
+        };
+        let max_connections =
+            at_least_one("max_connections", self.max_connections, d.max_connections)?;
+        let connections_per_peer = at_least_one(
+            "connections_per_peer",
+            self.connections_per_peer,
+            d.connections_per_peer.min(max_connections),
+        )?;
+        if connections_per_peer > max_connections {
+            return Err(ConfigError::Invalid(
+                "[limits] connections_per_peer must be at most max_connections".into(),
+            ));
+        }
         Ok(Limits {
+            max_connections,
+            connections_per_peer,
+            handshake_timeout: seconds(
+                "handshake_timeout_seconds",
+                self.handshake_timeout_seconds,
+                1,
+                300,
+            )?
+            .unwrap_or(d.handshake_timeout),
+            idle_timeout: optional(
+                "idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                d.idle_timeout,
+            )?,
+            keepalive_interval: optional(
+                "keepalive_interval_seconds",
+                self.keepalive_interval_seconds,
+                d.keepalive_interval,
+            )?,
+            keepalive_timeout: seconds(
+                "keepalive_timeout_seconds",
+                self.keepalive_timeout_seconds,
+                1,
+                3600,
+            )?
+            .unwrap_or(d.keepalive_timeout),
             max_request_bytes: bytes(
                 "max_request_bytes",
                 self.max_request_bytes,
@@ -903,6 +971,27 @@ mod tests {
                 ..Limits::default()
             }
         );
+        let c = resolve_with_file(
+            "[limits]\nmax_connections = 10\nconnections_per_peer = 3\n\
+             handshake_timeout_seconds = 2\nidle_timeout_seconds = 0\n\
+             keepalive_interval_seconds = 5\nkeepalive_timeout_seconds = 1\n",
+            &[],
+        )?;
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_connections: 10,
+                connections_per_peer: 3,
+                handshake_timeout: std::time::Duration::from_secs(2),
+                idle_timeout: None,
+                keepalive_interval: Some(std::time::Duration::from_secs(5)),
+                keepalive_timeout: std::time::Duration::from_secs(1),
+                ..Limits::default()
+            }
+        );
+        // A small daemon cap lowers the default per-peer cap with it.
+        let c = resolve_with_file("[limits]\nmax_connections = 8\n", &[])?;
+        assert_eq!(c.limits.connections_per_peer, 8);
         // Integers are accepted for the rate.
         let c = resolve_with_file("[limits]\nrequests_per_second = 100\n", &[])?;
         assert_eq!(c.limits.requests_per_second, 100.0);
@@ -913,6 +1002,13 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(refused("[limits]\nmax_request_byte = 1\n").contains("unknown field"));
+        assert!(
+            refused("[limits]\nmax_connections = 4\nconnections_per_peer = 5\n")
+                .contains("at most max_connections")
+        );
+        assert!(refused("[limits]\nmax_connections = 0\n").contains("at least 1"));
+        assert!(refused("[limits]\nhandshake_timeout_seconds = 0\n").contains("between 1 and 300"));
+        assert!(refused("[limits]\nkeepalive_timeout_seconds = 0\n").contains("between 1"));
         assert!(refused("[limits]\nmax_request_bytes = 10\n").contains("between 1024"));
         assert!(refused("[limits]\nmax_response_bytes = 99999999999\n").contains("1 GiB"));
         assert!(refused("[limits]\nrequests_per_second = 0\n").contains("0.001"));

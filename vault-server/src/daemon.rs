@@ -11,8 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
 use vault_core::Vault;
 use vault_proto::v1::admin_server::AdminServer;
 use vault_proto::v1::audit_server::AuditServer;
@@ -23,6 +27,7 @@ use vault_proto::v1::supporters_server::SupportersServer;
 use crate::auth::{AuthLayer, Authenticator};
 use crate::call_log::{CallLogLayer, CallerTagLayer};
 use crate::config::Config;
+use crate::connections::{ConnectionGate, ConnectionLimits};
 use crate::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
 use crate::services::admin::AdminService;
 use crate::services::audit::AuditService;
@@ -85,9 +90,7 @@ pub async fn run(
     let auth = Authenticator::new(Arc::clone(&vault));
     let limits = config.limits.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<SupportersServer<SupportersService>>()
-        .await;
+    let store_health = crate::health::follow_store(Arc::clone(&vault), health_reporter).await;
     // Reflection v1 and v1alpha: many clients (grpcurl's older releases, Python's
     // grpcio-reflection) still speak only v1alpha. Same descriptors, same authentication.
     let reflection_builder = || {
@@ -129,18 +132,23 @@ pub async fn run(
         }
     };
 
-    let mut builder = Server::builder().max_concurrent_streams(limits.streams_per_connection);
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(server_tls(tls)?)
-            .map_err(|e| DaemonError::Serve(format!("TLS configuration: {e}")))?;
-        let mutual = if tls.client_ca_file.is_some() {
-            " (mutual TLS)"
-        } else {
-            ""
-        };
-        tracing::info!("TLS enabled{mutual}");
-    }
+    let builder = Server::builder()
+        .max_concurrent_streams(limits.streams_per_connection)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
+    let tls = match &config.tls {
+        Some(tls) => {
+            let acceptor = server_tls(tls)?;
+            let mutual = if tls.client_ca_file.is_some() {
+                " (mutual TLS)"
+            } else {
+                ""
+            };
+            tracing::info!("TLS enabled{mutual}");
+            Some(acceptor)
+        }
+        None => None,
+    };
     let housekeeping = tokio::spawn(housekeeping(
         Arc::clone(&vault),
         config.retention_sweep_every,
@@ -208,7 +216,14 @@ pub async fn run(
                 .max_decoding_message_size(max_in)
                 .max_encoding_message_size(max_out),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            ReceiverStream::new(crate::connections::incoming(
+                listener,
+                ConnectionGate::new(ConnectionLimits::of(&limits)),
+                tls,
+            )),
+            signal,
+        );
     tokio::select! {
         served = serve => served.map_err(|e| DaemonError::Serve(e.to_string()))?,
         () = deadline => tracing::warn!(
@@ -222,6 +237,7 @@ pub async fn run(
     if let Some(task) = metrics_task {
         task.abort();
     }
+    store_health.abort();
     for w in &witnesses {
         w.abort();
     }
@@ -313,24 +329,55 @@ async fn key_housekeeping(vault: Arc<Vault>) {
     }
 }
 
-/// The server's TLS settings from the `[tls]` section's files.
-fn server_tls(tls: &crate::config::TlsConfig) -> Result<ServerTlsConfig, DaemonError> {
+/// The server's TLS settings from the `[tls]` section's files: what tonic's own TLS would
+/// set up (ALPN `h2`; with a client CA, client certificates verified against it, optional
+/// unless `require_client_cert`), on rustls with the ring provider.
+fn server_tls(tls: &crate::config::TlsConfig) -> Result<TlsAcceptor, DaemonError> {
     let read = |path: &Path, what: &str| {
         std::fs::read(path).map_err(|e| {
             DaemonError::Serve(format!("cannot read TLS {what} {}: {e}", path.display()))
         })
     };
-    let identity = Identity::from_pem(
-        read(&tls.cert_file, "certificate")?,
-        read(&tls.key_file, "key")?,
-    );
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &tls.client_ca_file {
-        config = config
-            .client_ca_root(Certificate::from_pem(read(ca, "client CA")?))
-            .client_auth_optional(!tls.require_client_cert.unwrap_or(false));
-    }
-    Ok(config)
+    let bad = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
+        DaemonError::Serve(format!("TLS {what} {}: {e}", path.display()))
+    };
+    let certs = |path: &Path, what: &str| -> Result<Vec<CertificateDer<'static>>, DaemonError> {
+        CertificateDer::pem_slice_iter(&read(path, what)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(path, what, &e))
+    };
+    let chain = certs(&tls.cert_file, "certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key_file, "key")?)
+        .map_err(|e| bad(&tls.key_file, "key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DaemonError::Serve(format!("TLS configuration: {e}")))?;
+    let builder = match &tls.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs(ca, "client CA")? {
+                roots.add(cert).map_err(|e| bad(ca, "client CA", &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if tls.require_client_cert.unwrap_or(false) {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder
+                .with_client_cert_verifier(verifier.build().map_err(|e| bad(ca, "client CA", &e))?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&tls.cert_file, "certificate and key", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Writes a secret to `path` with mode 0600, atomically (temporary file, fsync, rename).

@@ -9,11 +9,13 @@
 pub mod auth;
 pub mod call_log;
 pub mod config;
+pub mod connections;
 pub mod convert;
 pub mod csv_import;
 pub mod ctl;
 pub mod daemon;
 pub mod descriptors;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod services;

@@ -6,7 +6,9 @@
 //!
 //! - [`GlobalLimitLayer`], outermost, sees every call, authenticated or not (health checks
 //!   included): a cap on calls in flight for the whole daemon, the default deadline of unary
-//!   calls, and the status of an oversized request.
+//!   calls, and the status of an oversized request. It also marks the call in flight on its
+//!   connection, which stops that connection's idle timeout (`connections.rs`, where the
+//!   caps on connections and their deadlines live).
 //! - [`ClientLimitLayer`], just inside authentication, sees the authenticated
 //!   [`vault_core::Caller`]: a token bucket of calls per second and a cap on calls in
 //!   flight, both keyed by client id.
@@ -79,6 +81,18 @@ pub struct Limits {
     pub unary_timeout: Option<Duration>,
     /// Rows one `Supporters.Import` stream may carry.
     pub import_rows_per_call: u64,
+    /// Open connections in the whole daemon (`connections.rs`).
+    pub max_connections: u32,
+    /// Open connections from one peer IP address.
+    pub connections_per_peer: u32,
+    /// From accept to the end of the TLS handshake and the HTTP/2 client preface.
+    pub handshake_timeout: Duration,
+    /// How long a connection may stay with no call in flight (`None`: forever).
+    pub idle_timeout: Option<Duration>,
+    /// Interval of HTTP/2 keepalive pings (`None`: no pings).
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -97,6 +111,12 @@ impl Default for Limits {
             streams_per_connection: 256,
             unary_timeout: Some(Duration::from_secs(30)),
             import_rows_per_call: 100_000,
+            max_connections: 4096,
+            connections_per_peer: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -460,6 +480,11 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
+        // The connection has a call in flight (no idle timeout) until the reply is done.
+        let on_connection = req
+            .extensions()
+            .get::<crate::connections::ConnInfo>()
+            .map(crate::connections::ConnInfo::call_started);
         Box::pin(async move {
             let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
                 let refusal = Refusal::DaemonInFlight {
@@ -483,7 +508,7 @@ where
                 },
             };
             let response = oversized_request_status(response, shared.max_request_bytes);
-            Ok(hold(response, permit))
+            Ok(hold(response, (permit, on_connection)))
         })
     }
 }

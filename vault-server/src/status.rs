@@ -27,6 +27,11 @@ pub fn to_status(err: Error) -> Status {
             tracing::error!(error = %msg, "store not durable");
             Code::Unavailable
         }
+        // The store's own log line (`vault::store`) has the engine's detail; the message
+        // names the cause and the remedy, which the client can pass on to the operator.
+        Error::StoreUnavailable { .. } | Error::Storage(StoreError::Unavailable { .. }) => {
+            Code::Unavailable
+        }
         _ => {
             tracing::error!(error = %msg, "internal error");
             return Status::internal(
@@ -64,6 +69,31 @@ mod tests {
             to_status(Error::Integrity(IntegrityObject::Record("a".into()))).code(),
             Code::DataLoss
         );
+        let full = to_status(Error::StoreUnavailable {
+            cause: vault_core::storage::Unavailable::NoSpace,
+        });
+        assert_eq!(full.code(), Code::Unavailable);
+        assert!(
+            full.message()
+                .contains("no space left on the data directory's file system; free space and restart the daemon"),
+            "{}",
+            full.message()
+        );
+        let db_full = to_status(
+            StoreError::Unavailable {
+                cause: vault_core::storage::Unavailable::DatabaseDiskFull,
+                detail: "PostgreSQL: ERROR 53100: could not extend file".into(),
+            }
+            .into(),
+        );
+        assert_eq!(db_full.code(), Code::Unavailable);
+        assert!(
+            db_full.message().contains("SQLSTATE 53100"),
+            "{}",
+            db_full.message()
+        );
+        // The engine's detail stays in the server log.
+        assert!(!db_full.message().contains("could not extend"));
         let internal = to_status(Error::Storage(StoreError::Engine(
             "/secret/path: EIO".into(),
         )));

@@ -56,6 +56,7 @@ use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 
 pub mod leaks;
+pub mod pki;
 
 pub use pb::Supporter;
 
@@ -89,7 +90,13 @@ impl Daemon {
 
     /// Starts a daemon with extra flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Daemon {
-        let mut child = Self::command(data_dir)
+        Self::start_via(&[], data_dir, extra)
+    }
+
+    /// Starts a daemon through a command that execs it (`prefix` then the daemon's path and
+    /// arguments: `nsenter -t PID -m --` runs it in another mount namespace).
+    pub fn start_via(prefix: &[&str], data_dir: &Path, extra: &[&str]) -> Daemon {
+        let mut child = Self::command_via(prefix, data_dir)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
@@ -173,7 +180,19 @@ impl Daemon {
     /// The daemon binary with the environment for `data_dir`'s store (see the module
     /// documentation): PostgreSQL URL and schema, or none of them for the embedded store.
     pub fn command(data_dir: &Path) -> Command {
-        let mut cmd = Command::new(VAULT_SERVER);
+        Self::command_via(&[], data_dir)
+    }
+
+    /// [`Daemon::command`] run through `prefix` (see [`Daemon::start_via`]).
+    fn command_via(prefix: &[&str], data_dir: &Path) -> Command {
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(VAULT_SERVER),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(VAULT_SERVER);
+                cmd
+            }
+        };
         cmd.env_remove("VAULT_CONFIG");
         match store_for(data_dir) {
             TestStore::Embedded => {
@@ -186,6 +205,11 @@ impl Daemon {
             }
         }
         cmd
+    }
+
+    /// The daemon's process id (for `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     /// The bootstrap admin token the daemon wrote.
@@ -427,7 +451,7 @@ impl Daemon {
         ConsentClient::new(self.channel().await)
     }
 
-    async fn channel(&self) -> Channel {
+    pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()

@@ -922,7 +922,16 @@ fn advance_mark(file: &MarkFile, cp: &Checkpoint) {
 }
 
 fn store_err(e: &StoreError) -> Error {
-    Error::Storage(e.clone())
+    Error::from(e.clone())
+}
+
+/// The same failure for each of several waiters (`Error` is not `Clone`): its kind is
+/// kept where a client's status depends on it, the rest travels as text.
+fn for_each_waiter(e: &Error) -> Error {
+    match e {
+        Error::StoreUnavailable { cause } => Error::StoreUnavailable { cause: *cause },
+        other => Error::Storage(StoreError::Engine(other.to_string())),
+    }
 }
 
 /// The writer task: takes every job waiting, applies the lone entries together in one
@@ -1146,9 +1155,8 @@ async fn flush_lone(
             }
         }
         Err(e) => {
-            let shown = e.to_string();
             for (_, reply) in lone.drain(..) {
-                let _ = reply.send(Err(Error::Storage(StoreError::Engine(shown.clone()))));
+                let _ = reply.send(Err(for_each_waiter(&e)));
             }
         }
     }

@@ -94,10 +94,14 @@ fn bad(path: &Path, what: &str) -> Error {
 }
 
 fn io(path: &Path, what: &str, e: &std::io::Error) -> Error {
-    Error::Storage(crate::storage::StoreError::Engine(format!(
-        "{what} {}: {e}",
-        path.display()
-    )))
+    // The mark lives beside the root key, usually on the data directory's file system: a
+    // full or read-only disk there is the store's unavailability too. Other errors
+    // (permissions, a missing directory) are the configuration's.
+    let detail = format!("{what} {}: {e}", path.display());
+    Error::from(match crate::storage::Unavailable::of_io(e) {
+        crate::storage::Unavailable::Io => crate::storage::StoreError::Engine(detail),
+        cause => crate::storage::StoreError::Unavailable { cause, detail },
+    })
 }
 
 impl MarkFile {

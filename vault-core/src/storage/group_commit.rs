@@ -20,8 +20,8 @@ use super::StoreError;
 struct Durable {
     /// Highest ticket known durable.
     ticket: u64,
-    /// Set once a flush failed; every later wait fails.
-    failed: Option<String>,
+    /// Set once a flush failed; every later wait fails with it.
+    failed: Option<StoreError>,
 }
 
 struct Requests {
@@ -50,10 +50,12 @@ pub(super) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the flusher thread; `flush` makes everything applied so far durable.
+    /// Starts the flusher thread; `flush` makes everything applied so far durable. Its
+    /// error is what every later write gets (classified by the engine: a full disk is
+    /// [`StoreError::Unavailable`]).
     pub(super) fn start<F>(flush: F) -> std::io::Result<Self>
     where
-        F: Fn() -> Result<(), String> + Send + 'static,
+        F: Fn() -> Result<(), StoreError> + Send + 'static,
     {
         let (durable, _) = watch::channel(Durable {
             ticket: 0,
@@ -94,13 +96,13 @@ impl GroupCommit {
             .await
             .map_err(|_| StoreError::NotDurable("the flusher stopped".into()))?;
         match &state.failed {
-            Some(reason) => Err(StoreError::NotDurable(reason.clone())),
+            Some(failure) => Err(failure.clone()),
             None => Ok(()),
         }
     }
 
-    /// Whether a flush has failed (writes must then be refused).
-    pub(super) fn failed(&self) -> Option<String> {
+    /// The failure of a flush, if one failed (writes must then be refused).
+    pub(super) fn failed(&self) -> Option<StoreError> {
         self.shared.durable.borrow().failed.clone()
     }
 
@@ -123,7 +125,7 @@ impl Drop for GroupCommit {
 
 fn flusher<F>(shared: &Shared, flush: F)
 where
-    F: Fn() -> Result<(), String>,
+    F: Fn() -> Result<(), StoreError>,
 {
     let mut done = 0u64;
     loop {
@@ -140,9 +142,9 @@ where
             Ok(()) => {
                 shared.durable.send_modify(|d| d.ticket = target);
             }
-            Err(reason) => {
-                tracing::error!(%reason, "flush to disk failed; refusing further writes");
-                shared.durable.send_modify(|d| d.failed = Some(reason));
+            Err(failure) => {
+                tracing::error!(reason = %failure, "flush to disk failed; refusing further writes");
+                shared.durable.send_modify(|d| d.failed = Some(failure));
                 return;
             }
         }
@@ -184,17 +186,17 @@ mod tests {
 
     #[tokio::test]
     async fn failed_flush_fails_waiters_and_later_writes() -> Result<(), StoreError> {
-        let gc = GroupCommit::start(|| Err("disk on fire".into()))
+        let full = StoreError::Unavailable {
+            cause: super::super::Unavailable::NoSpace,
+            detail: "disk full".into(),
+        };
+        let failure = full.clone();
+        let gc = GroupCommit::start(move || Err(failure.clone()))
             .map_err(|e| StoreError::Engine(e.to_string()))?;
-        assert!(matches!(
-            gc.wait_durable().await,
-            Err(StoreError::NotDurable(_))
-        ));
-        assert!(matches!(
-            gc.wait_durable().await,
-            Err(StoreError::NotDurable(_))
-        ));
-        assert!(gc.failed().is_some());
+        // The flush's own error, kept for every later write.
+        assert_eq!(gc.wait_durable().await, Err(full.clone()));
+        assert_eq!(gc.wait_durable().await, Err(full.clone()));
+        assert_eq!(gc.failed(), Some(full));
         Ok(())
     }
 }

@@ -14,6 +14,7 @@
 pub mod authenticated;
 pub mod copy;
 mod group_commit;
+pub mod health;
 pub mod postgres;
 pub mod postgres_tls;
 pub mod sled_store;
@@ -21,6 +22,7 @@ pub mod sled_store;
 use async_trait::async_trait;
 
 pub use authenticated::AuthenticatedStore;
+pub use health::{HealthWatchedStore, StoreHealth, Unavailable};
 pub use postgres::{DatabaseUrl, PostgresOptions, PostgresStore};
 pub use sled_store::SledStore;
 
@@ -263,6 +265,16 @@ pub enum StoreError {
     /// acknowledge writes it cannot make durable. Restart the daemon.
     #[error("the store could not make writes durable ({0}) and stopped accepting writes")]
     NotDurable(String),
+    /// The store refuses writes for a reason outside the vault (a full disk, a read-only
+    /// file system, an I/O error, a database out of space): nothing of the failed call was
+    /// acknowledged; the operator must act (see [`Unavailable`]).
+    #[error("the vault's store refused a write: {cause}")]
+    Unavailable {
+        /// What happened, and the remedy.
+        cause: Unavailable,
+        /// The engine's own words, for the server log (no personal data, no secret).
+        detail: String,
+    },
     /// A row of an authenticated table (see [`Table::is_authenticated`]) does not carry the
     /// tag the vault's root key gives it: it was written, altered or moved behind the
     /// vault's back. The row is not used.

@@ -90,7 +90,7 @@ use tokio_postgres::{IsolationLevel, NoTls};
 use zeroize::Zeroizing;
 
 use super::postgres_tls::{self, MakeRustls, TlsSettings};
-use super::{Batch, Op, Store, StoreError, Table};
+use super::{Batch, Op, Store, StoreError, Table, Unavailable};
 
 /// Tuning for the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -423,6 +423,17 @@ impl Failure {
         }
     }
 
+    /// The database out of space or another resource (SQLSTATE class 53): the operator
+    /// must act, and the daemon reports itself unavailable until a write commits again.
+    fn unavailable(&self) -> Option<Unavailable> {
+        let code = match self {
+            Failure::Query(e) => e.code(),
+            Failure::Pool(PoolError::Backend(e)) => e.code(),
+            Failure::Pool(_) => None,
+        }?;
+        Unavailable::of_sqlstate(code.code())
+    }
+
     /// A lost race with a concurrent transaction: nothing was written, the transaction
     /// can run again.
     fn lost_race(&self) -> Option<&DbError> {
@@ -642,11 +653,13 @@ impl PostgresStore {
     }
 
     fn engine(&self, failure: &Failure) -> StoreError {
-        StoreError::Engine(self.secrets.scrub(format!(
-            "{} (database {})",
-            failure.describe(),
-            self.target
-        )))
+        let detail =
+            self.secrets
+                .scrub(format!("{} (database {})", failure.describe(), self.target));
+        match failure.unavailable() {
+            Some(cause) => StoreError::Unavailable { cause, detail },
+            None => StoreError::Engine(detail),
+        }
     }
 
     /// Refuses a server that would acknowledge commits before they are durable.
@@ -1143,6 +1156,51 @@ mod tests {
         assert!(url.expose().contains("Zq9-secret-pw"));
         let bad = DatabaseUrl::new("postgres://vault:Zq9-secret-pw@[bad");
         assert!(!format!("{bad:?}").contains("Zq9-secret-pw"));
+    }
+
+    /// The database's own class-53 errors, raised by the server (a real `DbError`, as a
+    /// full disk gives), become [`StoreError::Unavailable`] with their cause; other errors
+    /// stay engine errors. A database's disk cannot be filled from a test.
+    #[tokio::test]
+    async fn insufficient_resources_make_the_store_unavailable() -> Result<(), StoreError> {
+        let Some(db) = TestDb::new() else {
+            return Ok(());
+        };
+        let store = db.open().await?;
+        let raise = |code: &'static str| {
+            let store = &store;
+            async move {
+                let run = async {
+                    let client = store.pool.get().await?;
+                    client
+                        .batch_execute(&format!(
+                            "DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$"
+                        ))
+                        .await?;
+                    Ok::<_, Failure>(())
+                };
+                match run.await {
+                    Ok(()) => panic!("RAISE did not fail"),
+                    Err(failure) => store.engine(&failure),
+                }
+            }
+        };
+        assert!(matches!(
+            raise("53100").await,
+            StoreError::Unavailable {
+                cause: Unavailable::DatabaseDiskFull,
+                ..
+            }
+        ));
+        assert!(matches!(
+            raise("53200").await,
+            StoreError::Unavailable {
+                cause: Unavailable::DatabaseResources("53200"),
+                ..
+            }
+        ));
+        assert!(matches!(raise("XX000").await, StoreError::Engine(_)));
+        Ok(())
     }
 
     #[tokio::test]

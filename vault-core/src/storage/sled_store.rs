@@ -12,7 +12,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::group_commit::GroupCommit;
-use super::{Batch, Op, Store, StoreError, Table};
+use super::{Batch, Op, Store, StoreError, Table, Unavailable};
 
 /// Tuning for the embedded store.
 #[derive(Debug, Clone)]
@@ -41,6 +41,20 @@ fn engine(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// A sled error as a store error: an I/O error means the file system under the store is
+/// not working (full, read-only, failing), which the operator must fix, so it is
+/// [`StoreError::Unavailable`] with its cause; anything else (corruption, a bug) stays an
+/// engine error.
+fn classify(e: sled::Error) -> StoreError {
+    match &e {
+        sled::Error::Io(io) => StoreError::Unavailable {
+            cause: Unavailable::of_io(io),
+            detail: e.to_string(),
+        },
+        _ => engine(e),
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, StoreError> {
@@ -56,10 +70,10 @@ impl SledStore {
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(engine)?;
+            .map_err(classify)?;
         let flush_db = db.clone();
         let group_commit =
-            GroupCommit::start(move || flush_db.flush().map(|_| ()).map_err(|e| e.to_string()))
+            GroupCommit::start(move || flush_db.flush().map(|_| ()).map_err(classify))
                 .map_err(engine)?;
         Ok(Self {
             db,
@@ -133,7 +147,7 @@ impl SledStore {
         match result {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(table)) => Err(StoreError::Conflict(table.name())),
-            Err(TransactionError::Storage(e)) => Err(engine(e)),
+            Err(TransactionError::Storage(e)) => Err(classify(e)),
         }
     }
 }
@@ -152,7 +166,7 @@ impl Store for SledStore {
         Ok(self
             .tree(table)
             .get(key)
-            .map_err(engine)?
+            .map_err(classify)?
             .map(|v| v.to_vec()))
     }
 
@@ -163,7 +177,7 @@ impl Store for SledStore {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.tree(table)
             .scan_prefix(prefix)
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine))
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(classify))
             .collect()
     }
 
@@ -180,7 +194,7 @@ impl Store for SledStore {
             None => tree.range(start..),
         };
         iter.take(limit)
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine))
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(classify))
             .collect()
     }
 
@@ -188,27 +202,27 @@ impl Store for SledStore {
         Ok(self
             .tree(table)
             .last()
-            .map_err(engine)?
+            .map_err(classify)?
             .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        if let Some(reason) = self.group_commit.failed() {
-            return Err(StoreError::NotDurable(reason));
+        if let Some(failure) = self.group_commit.failed() {
+            return Err(failure);
         }
         self.apply_batch(&batch)
     }
 
     async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
-        if let Some(reason) = self.group_commit.failed() {
-            return Some(Err(StoreError::NotDurable(reason)));
+        if let Some(failure) = self.group_commit.failed() {
+            return Some(Err(failure));
         }
         Some(self.apply_batches(batches))
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if let Some(reason) = self.group_commit.failed() {
-            return Err(StoreError::NotDurable(reason));
+        if let Some(failure) = self.group_commit.failed() {
+            return Err(failure);
         }
         self.apply_batch(&batch)?;
         self.group_commit.wait_durable().await

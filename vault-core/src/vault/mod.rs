@@ -14,6 +14,7 @@ mod audit;
 pub mod backup;
 mod consent;
 mod feed;
+mod health;
 mod keys;
 mod retention;
 mod rights;
@@ -195,6 +196,8 @@ pub struct Vault {
     pub(crate) key_ops: tokio::sync::Mutex<()>,
     /// The retention floor, in days (`purpose::check_retention`).
     min_retention_days: u32,
+    /// Whether the store accepts writes (`health.rs`), fed by every call on the engine.
+    health: crate::storage::StoreHealth,
 }
 
 impl std::fmt::Debug for Vault {
@@ -402,6 +405,13 @@ impl Vault {
             Some(f) => f.read()?,
             None => None,
         };
+        // Every use of the engine, through the authenticated view or raw (backups), feeds
+        // the store's health.
+        let health = crate::storage::StoreHealth::default();
+        let store: Arc<dyn Store> = Arc::new(crate::storage::HealthWatchedStore::new(
+            store,
+            health.clone(),
+        ));
         let row_key = RowKey::derive(root);
         Self::authenticate_rows(
             store.as_ref(),
@@ -459,6 +469,7 @@ impl Vault {
             key_options: KeyOptions::default(),
             key_ops: tokio::sync::Mutex::new(()),
             min_retention_days: crate::purpose::MIN_RETENTION_DAYS,
+            health,
         };
         vault.index_collected_for().await?;
         vault.audit.index_subjects_once().await?;

@@ -1,0 +1,28 @@
+//! The store's health as the vault sees it, and the probe that finds out whether writes
+//! work again (see `storage::health`).
+
+use super::Vault;
+use crate::Result;
+use crate::storage::{Batch, StoreHealth, Table};
+
+/// The [`Table::Meta`] row the probe writes: the time of the last probe (microseconds since
+/// the Unix epoch, big-endian). Nothing reads it.
+const STORE_PROBE: &[u8] = b"store_probe";
+
+impl Vault {
+    /// Whether the store accepts writes: `None`, or why not. Follow it with
+    /// [`StoreHealth::subscribe`].
+    pub fn store_health(&self) -> &StoreHealth {
+        &self.health
+    }
+
+    /// Writes one small row durably, so that a store that refused writes is seen to accept
+    /// them again (which clears [`Vault::store_health`]), or to still refuse them. The
+    /// daemon calls it while its health service says `NOT_SERVING`.
+    pub async fn probe_store(&self) -> Result<()> {
+        let now = super::now_us();
+        let mut batch = Batch::new();
+        batch.put(Table::Meta, STORE_PROBE, now.to_be_bytes().to_vec());
+        Ok(self.store.commit(batch).await?)
+    }
+}
