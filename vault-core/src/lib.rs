@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod audit;
 pub mod changes;
 pub mod client;
+pub mod clock;
 pub mod consent;
 pub mod credentials;
 pub mod crypto;

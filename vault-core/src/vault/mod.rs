@@ -195,6 +195,9 @@ pub struct Vault {
     pub(crate) key_ops: tokio::sync::Mutex<()>,
     /// The retention floor, in days (`purpose::check_retention`).
     min_retention_days: u32,
+    /// What rights request deadlines are judged by (`tickets.rs`); the system clock but in
+    /// tests.
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for Vault {
@@ -459,6 +462,7 @@ impl Vault {
             key_options: KeyOptions::default(),
             key_ops: tokio::sync::Mutex::new(()),
             min_retention_days: crate::purpose::MIN_RETENTION_DAYS,
+            clock: crate::clock::Clock::system(),
         };
         vault.index_collected_for().await?;
         vault.audit.index_subjects_once().await?;
@@ -470,6 +474,13 @@ impl Vault {
     /// [`crate::purpose::MIN_RETENTION_DAYS`] is taken as that.
     pub fn with_min_retention_days(mut self, days: u32) -> Self {
         self.min_retention_days = days.max(crate::purpose::MIN_RETENTION_DAYS);
+        self
+    }
+
+    /// Judges rights request deadlines (due, overdue, answered at) by `clock` instead of
+    /// the system clock: for tests that cross a deadline without waiting.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
         self
     }
 
