@@ -516,6 +516,15 @@ async fn a_pinned_checkpoint_catches_a_rewritten_log() {
     let key = vaultctl(&daemon, &auditor.token, &["audit", "public-key"]);
     let key_path = dir.path().join("key.pub");
     std::fs::write(&key_path, &key.stdout).unwrap();
+    // With --json, the same key (and the vkey) as JSON.
+    let as_json = vaultctl(&daemon, &auditor.token, &["audit", "public-key", "--json"]);
+    let as_json: serde_json::Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(
+        as_json["public_key"],
+        String::from_utf8_lossy(&key.stdout).trim(),
+        "{as_json}"
+    );
+    assert!(as_json["vkey"].as_str().unwrap().contains('+'), "{as_json}");
     let pin = dir.path().join("pin.json");
     let pinned = vaultctl(
         &daemon,
@@ -687,7 +696,10 @@ async fn a_pinned_checkpoint_catches_a_rewritten_log() {
         &["audit", "export", "--out", forked_export.to_str().unwrap()],
     );
     assert!(exported.status.success());
-    assert!(offline(&forked_export, true).status.success(), "sound alone");
+    assert!(
+        offline(&forked_export, true).status.success(),
+        "sound alone"
+    );
     let diverged = offline_since(&forked_export);
     assert!(!diverged.status.success());
     assert!(

@@ -217,7 +217,12 @@ fn tour_clients_upsert_lookup_get_consent() {
     assert_eq!(got["email"], "olympe@gouges.fr");
     assert_eq!(got["tags"][0], "volunteer");
     // Fields the mask left out are absent, not "": only the id and the asked fields.
-    let keys: Vec<&str> = got.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = got
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(keys, ["email", "id", "tags"], "{got}");
 
     let tagged = json(&tool(&[

@@ -364,38 +364,31 @@ fn import_search_watch_and_rights_tour() {
         &daemon,
         Some(&dpo),
         &[
-            "rights", "requests", "open", "--kind", "access", "--subject", id, "--reference",
-            "REQ-1", "--json",
+            "rights",
+            "requests",
+            "open",
+            "--kind",
+            "access",
+            "--subject",
+            id,
+            "--reference",
+            "REQ-1",
+            "--json",
         ],
     )))
     .unwrap();
-    let wrong = vaultctl(
-        &daemon,
-        Some(&dpo),
-        &[
-            "rights",
-            "erase",
-            "--id",
-            id,
-            "--request-ref",
-            access["id"].as_str().unwrap(),
-        ],
+    let erase = |request_ref: &str, extra: &[&str]| {
+        let mut args = vec!["rights", "erase", "--id", id, "--request-ref", request_ref];
+        args.extend_from_slice(extra);
+        vaultctl(&daemon, Some(&dpo), &args)
+    };
+    let wrong = erase(access["id"].as_str().unwrap(), &[]);
+    refused(
+        &wrong,
+        "FailedPrecondition: failed precondition: rights request",
     );
-    refused(&wrong, "FailedPrecondition: rights request");
     refused(&wrong, "is of kind access, not erasure");
-    let receipt = ok(&vaultctl(
-        &daemon,
-        Some(&dpo),
-        &[
-            "rights",
-            "erase",
-            "--id",
-            id,
-            "--request-ref",
-            ticket_id,
-            "--suppress",
-        ],
-    ));
+    let receipt = ok(&erase(ticket_id, &["--suppress"]));
     assert!(
         receipt.contains("erased") && receipt.contains(id),
         "{receipt}"
@@ -441,8 +434,9 @@ fn import_search_watch_and_rights_tour() {
     // Readable lines without --json (the JSON shape is below).
     assert!(manifest.starts_with("backup "), "{manifest}");
     assert!(manifest.contains("\nsupporters "), "{manifest}");
+    assert!(manifest.contains("\nroot key "), "{manifest}");
     assert!(
-        manifest.contains("root key          not included"),
+        manifest.contains("not included: keep the root key file apart"),
         "{manifest}"
     );
     assert!(serde_json::from_str::<serde_json::Value>(&manifest).is_err());

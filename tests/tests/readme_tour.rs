@@ -94,8 +94,10 @@ fn steps(readme: &str) -> Result<Vec<Step>, String> {
             under_command = false;
         } else if let Some(comment) = trimmed.strip_prefix('#') {
             if under_command && let Some(step) = steps.last_mut() {
-                step.expected
-                    .push((number, comment.strip_prefix(' ').unwrap_or(comment).to_owned()));
+                step.expected.push((
+                    number,
+                    comment.strip_prefix(' ').unwrap_or(comment).to_owned(),
+                ));
             }
         } else {
             let mut command = trimmed.to_owned();
@@ -242,60 +244,60 @@ fn glob(pattern: &str, text: &str) -> bool {
 /// a trailing `,…` in an object is the key `"…"` (more keys allowed).
 fn expected_json(shown: &str) -> Result<Value, String> {
     let mut out = String::new();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     let chars: Vec<char> = shown.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
-        if in_string {
+        if strings.takes(c) || c != '…' {
             out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
             continue;
         }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '…' => {
-                let previous = out.trim_end().chars().last();
-                let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
-                let in_object = matches!(next, Some('}') | Some(','))
-                    && matches!(previous, Some(',') | Some('{'))
-                    && enclosing_is_object(&out);
-                if in_object {
-                    out.push_str("\"…\":\"…\"");
-                } else {
-                    out.push_str("\"…\"");
-                }
-            }
-            _ => out.push(c),
+        let previous = out.trim_end().chars().last();
+        let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+        let in_object = matches!(next, Some('}') | Some(','))
+            && matches!(previous, Some(',') | Some('{'))
+            && enclosing_is_object(&out);
+        if in_object {
+            out.push_str("\"…\":\"…\"");
+        } else {
+            out.push_str("\"…\"");
         }
     }
     serde_json::from_str(&out).map_err(|e| format!("the expected JSON is not JSON ({e}): {out}"))
 }
 
+/// Where a left-to-right scan of JSON text stands: inside a string or not.
+#[derive(Default)]
+struct Strings {
+    inside: bool,
+    escaped: bool,
+}
+
+impl Strings {
+    /// Takes the next character: whether it belongs to a string (its quotes included).
+    fn takes(&mut self, c: char) -> bool {
+        if self.inside {
+            match (self.escaped, c) {
+                (true, _) => self.escaped = false,
+                (false, '\\') => self.escaped = true,
+                (false, '"') => self.inside = false,
+                _ => {}
+            }
+            return true;
+        }
+        self.inside = c == '"';
+        self.inside
+    }
+}
+
 /// Whether the innermost open bracket of `prefix` (JSON text outside strings) is `{`.
 fn enclosing_is_object(prefix: &str) -> bool {
     let mut stack = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut strings = Strings::default();
     for c in prefix.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
+        if strings.takes(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' | '[' => stack.push(c),
             '}' | ']' => {
                 stack.pop();
@@ -416,7 +418,8 @@ impl Tour<'_> {
                 .insert(name.to_owned(), value.trim_matches('"').to_owned());
             return Ok(());
         }
-        let script = format!("set -eo pipefail\nvaultctl() {{ \"$TOUR_VAULTCTL\" \"$@\"; }}\n{command}\n");
+        let script =
+            format!("set -eo pipefail\nvaultctl() {{ \"$TOUR_VAULTCTL\" \"$@\"; }}\n{command}\n");
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(&script)
@@ -473,7 +476,11 @@ impl Tour<'_> {
         }
         let mut open = false;
         for (i, (line, shown)) in step.expected.iter().enumerate() {
-            let at = |why: String| fail(format!("README.md:{line}: {why}\nthe whole output:\n{stdout}"));
+            let at = |why: String| {
+                fail(format!(
+                    "README.md:{line}: {why}\nthe whole output:\n{stdout}"
+                ))
+            };
             if shown == "…" && i + 1 == step.expected.len() {
                 open = true;
                 break;
@@ -551,7 +558,11 @@ fn a_changed_tour_command_fails_with_its_readme_line() {
         .position(|l| l.starts_with(original))
         .expect("the tour creates alice")
         + 1;
-    let changed = readme.replacen(original, "vaultctl client create --name alice --rôle admin", 1);
+    let changed = readme.replacen(
+        original,
+        "vaultctl client create --name alice --rôle admin",
+        1,
+    );
     let e = run_tour(&changed).unwrap_err();
     assert!(e.starts_with(&format!("README.md:{line}: ")), "{e}");
     assert!(e.contains("--rôle"), "{e}");
@@ -559,15 +570,18 @@ fn a_changed_tour_command_fails_with_its_readme_line() {
 
 #[test]
 fn the_readme_json_shorthand_and_placeholders() {
-    let shown = expected_json(r#"{"proposal":{"id":"9b1d…","n":1,…},"token":"vault_…","l":[…]}"#)
-        .unwrap();
+    let shown =
+        expected_json(r#"{"proposal":{"id":"9b1d…","n":1,…},"token":"vault_…","l":[…]}"#).unwrap();
     let real = serde_json::json!({
         "proposal": {"id": "abcd-1", "n": 7, "more": true},
         "token": "vault_x", "l": [1, 2],
     });
     let mut b = Bindings::default();
     same_shape(&shown, &real, "$", &mut b).unwrap();
-    assert_eq!(b.substitute("approve 9b1d… now").unwrap(), "approve abcd-1 now");
+    assert_eq!(
+        b.substitute("approve 9b1d… now").unwrap(),
+        "approve abcd-1 now"
+    );
     // A key not shown, with no `,…`, is a difference.
     let closed = expected_json(r#"{"proposal":{"id":"9b1d…"},"token":"…","l":…}"#).unwrap();
     let e = same_shape(&closed, &real, "$", &mut b).unwrap_err();
@@ -581,12 +595,19 @@ fn the_readme_json_shorthand_and_placeholders() {
     assert_eq!(b.substitute("get 1115219a-…").unwrap(), "get real-1");
     assert!(b.substitute("get 77ee…").is_err());
     // Text: `…` matches anything.
-    assert!(glob("vaultctl: NotFound: … id real-1", "vaultctl: NotFound: no such id real-1"));
-    assert!(!glob("vaultctl: NotFound: … id real-1", "vaultctl: NotFound: id real-2"));
+    assert!(glob(
+        "vaultctl: NotFound: … id real-1",
+        "vaultctl: NotFound: no such id real-1"
+    ));
+    assert!(!glob(
+        "vaultctl: NotFound: … id real-1",
+        "vaultctl: NotFound: id real-2"
+    ));
     assert!(glob("rows: …", "rows: 4"));
     b.tokens.insert("alice".into(), "vault_a".into());
     assert_eq!(
-        b.substitute("VAULT_TOKEN=<alice's token> vaultctl").unwrap(),
+        b.substitute("VAULT_TOKEN=<alice's token> vaultctl")
+            .unwrap(),
         "VAULT_TOKEN=vault_a vaultctl"
     );
 }

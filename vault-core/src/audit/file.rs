@@ -1344,7 +1344,11 @@ mod tests {
         let beyond = longer.end.verify(&longer.public).unwrap();
         let e = verify_full(&log.file, &log.public, since(beyond), &[], 0).unwrap_err();
         assert_eq!((e.line, e.problem), (1, Problem::Diverged), "{e}");
-        assert!(e.to_string().contains("before the kept checkpoint (size 11)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("before the kept checkpoint (size 11)"),
+            "{e}"
+        );
     }
 
     #[test]

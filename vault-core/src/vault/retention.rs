@@ -160,7 +160,8 @@ impl Vault {
             client_id: caller.client_id.clone(),
             suppressed: loaded.state.suppressed,
         };
-        let result = self.erase_loaded(&mut log, &loaded, &receipt, Batch::new())
+        let result = self
+            .erase_loaded(&mut log, &loaded, &receipt, Batch::new())
             .await;
         if is_conflict(&result) {
             return Ok(false);

@@ -552,13 +552,7 @@ impl Vault {
         self.retag(caller, Rpc::SupportersUntag, id, tags).await
     }
 
-    async fn retag(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        id: &str,
-        tags: &[String],
-    ) -> Result<Shown> {
+    async fn retag(&self, caller: &Caller, rpc: Rpc, id: &str, tags: &[String]) -> Result<Shown> {
         let mut log = self.record(caller, rpc);
         let result = self.retag_inner(&mut log, caller, rpc, id, tags).await;
         log.finish(&self.audit, result).await

@@ -5,9 +5,10 @@
 //! admin token file the daemon wrote on first start; a flag beats the environment, and an
 //! explicit `--token-file` beats `VAULT_TOKEN`. `--ca-cert` (with `--cert`/`--key` for
 //! mutual TLS) reaches a daemon that serves TLS; a registered client certificate may stand
-//! in for the token. Output is JSON on stdout (the rights,
-//! key, backup, retention, import and watch commands print readable lines unless `--json`);
-//! failures print one line on stderr and exit non-zero.
+//! in for the token. Output is JSON on stdout (the rights, key, backup, retention, import,
+//! watch, `report processing` and `audit public-key` commands print readable lines unless
+//! `--json`); failures print one line on stderr and exit non-zero. docs/cli.md gives each
+//! command's output shape.
 
 #![forbid(unsafe_code)]
 // Doc comments here are the command line's --help text, written for a terminal: `<file>`
@@ -77,7 +78,9 @@ struct Cli {
     /// The daemon's data directory, to find the admin token file.
     #[arg(long, env = "VAULT_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     data_dir: PathBuf,
-    /// Print JSON instead of readable lines (rights, keys, backup, retention, import, watch).
+    /// Print JSON instead of readable lines (rights, keys, backup, retention, import, watch,
+    /// report processing, audit public-key); accepted by every command, where the output is
+    /// JSON anyway it changes nothing (docs/cli.md).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -1568,8 +1571,13 @@ struct Offline<'a> {
 /// A checkpoint saved by `audit pin`, its signature verified with `key`.
 fn read_pinned(path: &Path, key: &[u8]) -> Result<vault_core::audit::Checkpoint, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let signed: vault_core::audit::SignedCheckpoint = serde_json::from_slice(&text)
-        .map_err(|e| format!("{}: not a checkpoint saved by `audit pin`: {e}", path.display()))?;
+    let signed: vault_core::audit::SignedCheckpoint =
+        serde_json::from_slice(&text).map_err(|e| {
+            format!(
+                "{}: not a checkpoint saved by `audit pin`: {e}",
+                path.display()
+            )
+        })?;
     signed.verify(key).ok_or_else(|| {
         format!(
             "{}: the pinned checkpoint's signature does not verify with this public key",
