@@ -263,8 +263,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        let back = supporter_to_pb(supporter_from_pb(pb_in.clone())?);
-        assert_eq!(back, pb_in);
+        let shown = FieldSet::parse("fields", ["email", "tags", "address.postcode"])?;
+        let back = supporter_to_pb(supporter_from_pb(pb_in.clone())?, shown);
+        // The reply names the fields it carries, so a hidden field is told from an empty one.
+        let named = back.visible_fields.clone().unwrap_or_default().paths;
+        assert_eq!(named, ["email", "address.postcode", "tags"]);
+        assert_eq!(
+            pb::Supporter {
+                visible_fields: None,
+                ..back
+            },
+            pb_in
+        );
         Ok(())
     }
 
