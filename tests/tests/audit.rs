@@ -516,6 +516,15 @@ async fn a_pinned_checkpoint_catches_a_rewritten_log() {
     let key = vaultctl(&daemon, &auditor.token, &["audit", "public-key"]);
     let key_path = dir.path().join("key.pub");
     std::fs::write(&key_path, &key.stdout).unwrap();
+    // With --json, the same key (and the vkey) as JSON.
+    let as_json = vaultctl(&daemon, &auditor.token, &["audit", "public-key", "--json"]);
+    let as_json: serde_json::Value = serde_json::from_slice(&as_json.stdout).unwrap();
+    assert_eq!(
+        as_json["public_key"],
+        String::from_utf8_lossy(&key.stdout).trim(),
+        "{as_json}"
+    );
+    assert!(as_json["vkey"].as_str().unwrap().contains('+'), "{as_json}");
     let pin = dir.path().join("pin.json");
     let pinned = vaultctl(
         &daemon,
@@ -580,6 +589,30 @@ async fn a_pinned_checkpoint_catches_a_rewritten_log() {
             .unwrap()
     };
     assert!(offline(&export, true).status.success());
+    // The same check as verify-since, offline: the exported file extends the pin.
+    let offline_since = |file: &std::path::Path| {
+        Command::new(VAULTCTL)
+            .args(["audit", "verify"])
+            .arg(file)
+            .arg("--public-key")
+            .arg(&key_path)
+            .arg("--since")
+            .arg(&pin)
+            .env("VAULT_ADDR", "http://127.0.0.1:1")
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let extends = offline_since(&export);
+    assert!(
+        extends.status.success(),
+        "{}",
+        String::from_utf8_lossy(&extends.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&extends.stdout).unwrap();
+    let pinned_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pin).unwrap()).unwrap();
+    assert_eq!(report["extends"]["size"], pinned_json["size"], "{report}");
     let text = std::fs::read_to_string(&export).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let cut_at = lines
@@ -653,6 +686,26 @@ async fn a_pinned_checkpoint_catches_a_rewritten_log() {
         String::from_utf8_lossy(&forked.stderr).contains("does not extend the pinned checkpoint"),
         "{}",
         String::from_utf8_lossy(&forked.stderr)
+    );
+    // Offline too: the forked log's export, signed with the same key, is sound on its own
+    // but does not extend the kept checkpoint.
+    let forked_export = dir.path().join("forked.jsonl");
+    let exported = vaultctl(
+        &daemon,
+        &auditor.token,
+        &["audit", "export", "--out", forked_export.to_str().unwrap()],
+    );
+    assert!(exported.status.success());
+    assert!(
+        offline(&forked_export, true).status.success(),
+        "sound alone"
+    );
+    let diverged = offline_since(&forked_export);
+    assert!(!diverged.status.success());
+    assert!(
+        String::from_utf8_lossy(&diverged.stderr).contains("does not extend the kept checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&diverged.stderr)
     );
 }
 

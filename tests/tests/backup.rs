@@ -250,7 +250,7 @@ async fn vaultctl_backup_then_restore_over_the_data_dir() {
     let backups = tempfile::tempdir().unwrap();
     let path = backups.path().join("b1");
     let out = Command::new(VAULTCTL)
-        .args(["backup", "--out"])
+        .args(["backup", "--json", "--out"])
         .arg(&path)
         .env("VAULT_ADDR", format!("http://{}", daemon.addr))
         .env("VAULT_DATA_DIR", dir.path())

@@ -215,8 +215,15 @@ fn tour_clients_upsert_lookup_get_consent() {
         "email,tags",
     ]));
     assert_eq!(got["email"], "olympe@gouges.fr");
-    assert_eq!(got["given_name"], "");
     assert_eq!(got["tags"][0], "volunteer");
+    // Fields the mask left out are absent, not "": only the id and the asked fields.
+    let keys: Vec<&str> = got
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["email", "id", "tags"], "{got}");
 
     let tagged = json(&tool(&[
         "--purpose",
@@ -243,6 +250,7 @@ fn tour_clients_upsert_lookup_get_consent() {
         "REQ-2026-001",
     ]));
     assert_eq!(updated["family_name"], "de Gouges");
+    // Cleared and visible to membership: an empty string, not an absent key.
     assert_eq!(updated["phone"], "");
     assert_eq!(updated["given_name"], "Olympe");
     assert_eq!(updated["address"]["postcode"], "75003");
@@ -301,7 +309,11 @@ fn tour_clients_upsert_lookup_get_consent() {
     ]));
     let news = json(&tool(&["--purpose", "newsletter", "supporter", "get", &id]));
     assert_eq!(news["email"], "olympe@gouges.fr");
-    assert_eq!(news["phone"], "");
+    // The newsletter never sees the phone or the address: absent, told from empty.
+    assert!(news.get("phone").is_none(), "{news}");
+    assert!(news.get("address").is_none(), "{news}");
+    assert!(news.get("source").is_none(), "{news}");
+    assert_eq!(news["given_name"], "Olympe", "{news}");
     let withdrawn = json(&tool(&[
         "--purpose",
         "newsletter",
@@ -522,6 +534,19 @@ fn record_of_processing_activities() {
         .unwrap();
     assert_eq!(news["lawful_basis"], "consent");
     assert_eq!(news["special_category_basis"], "explicit-consent");
+    // --json means the JSON report, the same document as --format json.
+    let via_flag = json(&vaultctl(&daemon, &["report", "processing", "--json"]));
+    assert_eq!(via_flag["activities"], js["activities"]);
+    let clash = vaultctl(
+        &daemon,
+        &["report", "processing", "--json", "--format", "markdown"],
+    );
+    assert!(!clash.status.success());
+    assert!(
+        String::from_utf8_lossy(&clash.stderr).contains("drop --format markdown"),
+        "{}",
+        String::from_utf8_lossy(&clash.stderr)
+    );
     // A campaign tool may not print it.
     let token = created["token"].as_str().unwrap();
     let refused = vaultctl_with(&daemon, Some(token), &["report", "processing"]);

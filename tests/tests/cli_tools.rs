@@ -349,38 +349,77 @@ fn import_search_watch_and_rights_tour() {
     )))
     .unwrap();
     assert_eq!(ticket["due_at"], "2026-02-28");
+    // Past its due date: open says overdue, as list does.
+    assert_eq!(ticket["overdue"], true, "{ticket}");
     let ticket_id = ticket["id"].as_str().unwrap();
     let listed = ok(&vaultctl(
         &daemon,
         Some(&dpo),
-        &["rights", "requests", "list"],
+        &["rights", "requests", "list", "--overdue"],
     ));
     assert!(listed.contains(ticket_id), "{listed}");
-    let receipt = ok(&vaultctl(
+    assert!(listed.contains("open OVERDUE"), "{listed}");
+    // A reference to a ticket of another kind is refused, and erases nothing.
+    let access: serde_json::Value = serde_json::from_str(&ok(&vaultctl(
         &daemon,
         Some(&dpo),
         &[
             "rights",
-            "erase",
-            "--id",
+            "requests",
+            "open",
+            "--kind",
+            "access",
+            "--subject",
             id,
-            "--request-ref",
-            ticket_id,
-            "--suppress",
+            "--reference",
+            "REQ-1",
+            "--json",
         ],
-    ));
+    )))
+    .unwrap();
+    let erase = |request_ref: &str, extra: &[&str]| {
+        let mut args = vec!["rights", "erase", "--id", id, "--request-ref", request_ref];
+        args.extend_from_slice(extra);
+        vaultctl(&daemon, Some(&dpo), &args)
+    };
+    let wrong = erase(access["id"].as_str().unwrap(), &[]);
+    refused(
+        &wrong,
+        "FailedPrecondition: failed precondition: rights request",
+    );
+    refused(&wrong, "is of kind access, not erasure");
+    let receipt = ok(&erase(ticket_id, &["--suppress"]));
     assert!(
         receipt.contains("erased") && receipt.contains(id),
         "{receipt}"
     );
     assert!(receipt.contains("suppressed   yes"), "{receipt}");
-    ok(&vaultctl(
+    // The erasure answered the ticket: closed with "erased", no longer overdue.
+    let all: serde_json::Value = serde_json::from_str(&ok(&vaultctl(
         &daemon,
         Some(&dpo),
-        &[
-            "rights", "requests", "close", "--id", ticket_id, "--action", "erased",
-        ],
-    ));
+        &["rights", "requests", "list", "--all", "--json"],
+    )))
+    .unwrap();
+    let closed = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == ticket_id)
+        .unwrap();
+    assert_eq!(closed["status"], "closed", "{closed}");
+    assert_eq!(closed["action"], "erased", "{closed}");
+    assert_eq!(closed["overdue"], false, "{closed}");
+    refused(
+        &vaultctl(
+            &daemon,
+            Some(&dpo),
+            &[
+                "rights", "requests", "close", "--id", ticket_id, "--action", "erased",
+            ],
+        ),
+        "is already closed (erased)",
+    );
 
     // Admin: rotation, backup, retention sweep.
     let rotated = ok(&vaultctl(&daemon, None, &["keys", "rotate", "--json"]));
@@ -392,7 +431,24 @@ fn import_search_watch_and_rights_tour() {
         None,
         &["backup", "--out", backup_dir.to_str().unwrap()],
     ));
-    assert!(manifest.contains("supporters"), "{manifest}");
+    // Readable lines without --json (the JSON shape is below).
+    assert!(manifest.starts_with("backup "), "{manifest}");
+    assert!(manifest.contains("\nsupporters "), "{manifest}");
+    assert!(manifest.contains("\nroot key "), "{manifest}");
+    assert!(
+        manifest.contains("not included: keep the root key file apart"),
+        "{manifest}"
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(&manifest).is_err());
+    let again = backup_dir.with_extension("json-shape");
+    let manifest = ok(&vaultctl(
+        &daemon,
+        None,
+        &["backup", "--json", "--out", again.to_str().unwrap()],
+    ));
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(manifest["root_key_included"], false, "{manifest}");
+    assert!(manifest["supporters"].is_u64(), "{manifest}");
     let sweep = ok(&vaultctl(
         &daemon,
         None,

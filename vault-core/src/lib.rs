@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod audit;
 pub mod changes;
 pub mod client;
+pub mod clock;
 pub mod consent;
 pub mod credentials;
 pub mod crypto;
@@ -32,7 +33,7 @@ pub use client::Client;
 pub use consent::ledger::{ConsentChange, ConsentEvent, ConsentKind, ConsentSource};
 pub use error::{Error, IntegrityObject, InvalidInput, Result};
 pub use purpose::{Channel, Purpose};
-pub use supporter::{Address, Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
+pub use supporter::{Address, Field, FieldSet, LookupKey, Shown, Supporter, UpsertOutcome};
 pub use vault::backup;
 pub use vault::{
     AuditQuery, ErasureReceipt, ExportKey, KeyOptions, LogPruneReport, OpenReport, RightsState,

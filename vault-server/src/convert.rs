@@ -4,7 +4,7 @@ use prost_types::Timestamp;
 use vault_core::consent::{ConsentEvent as CoreConsentEvent, ConsentStatus};
 use vault_core::proposal::{Change, Proposal, ProposalState, ProposalStatus};
 use vault_core::supporter::normalize::MAX_TAGS;
-use vault_core::{Address, InvalidInput, LookupKey, Supporter};
+use vault_core::{Address, FieldSet, InvalidInput, LookupKey, Supporter};
 use vault_core::{Channel, Client, ConsentChange, ConsentKind, ConsentSource, Purpose};
 use vault_proto::v1 as pb;
 
@@ -54,8 +54,9 @@ pub fn micros(t: &Timestamp) -> i64 {
         .saturating_add(i64::from(t.nanos) / 1000)
 }
 
-/// The library's supporter as protobuf.
-pub fn supporter_to_pb(s: Supporter) -> pb::Supporter {
+/// The library's supporter as protobuf, carrying `fields` (the fields the caller may see),
+/// named in `visible_fields` so a client tells a hidden field from an empty one.
+pub fn supporter_to_pb(s: Supporter, fields: FieldSet) -> pb::Supporter {
     let a = s.address;
     let has_address = !(a.line1.is_empty()
         && a.line2.is_empty()
@@ -81,6 +82,9 @@ pub fn supporter_to_pb(s: Supporter) -> pb::Supporter {
         created_at: timestamp(s.created_at_us),
         updated_at: timestamp(s.updated_at_us),
         consents: Vec::new(),
+        visible_fields: Some(prost_types::FieldMask {
+            paths: fields.iter().map(|f| f.path().to_owned()).collect(),
+        }),
     }
 }
 
@@ -259,8 +263,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        let back = supporter_to_pb(supporter_from_pb(pb_in.clone())?);
-        assert_eq!(back, pb_in);
+        let shown = FieldSet::parse("fields", ["email", "tags", "address.postcode"])?;
+        let back = supporter_to_pb(supporter_from_pb(pb_in.clone())?, shown);
+        // The reply names the fields it carries, so a hidden field is told from an empty one.
+        let named = back.visible_fields.clone().unwrap_or_default().paths;
+        assert_eq!(named, ["email", "address.postcode", "tags"]);
+        assert_eq!(
+            pb::Supporter {
+                visible_fields: None,
+                ..back
+            },
+            pb_in
+        );
         Ok(())
     }
 

@@ -236,25 +236,62 @@ fn fields(rows: &[(&str, String)]) -> String {
         .join("\n")
 }
 
-/// A supporter as JSON (the shape `supporter get` prints).
+/// A supporter as JSON (the shape `supporter get` prints): the id and the fields the reply
+/// carries (`visible_fields`); a field the purpose or the mask hid is absent, never `""`, and
+/// `address` only appears with at least one of its parts. A reply without `visible_fields`
+/// (an older vault) is printed whole.
 pub fn supporter_json(s: &pb::Supporter) -> serde_json::Value {
+    use serde_json::Value;
+    let shown = |path: &str| {
+        s.visible_fields
+            .as_ref()
+            .is_none_or(|m| m.paths.iter().any(|p| p == path))
+    };
     let a = s.address.clone().unwrap_or_default();
-    serde_json::json!({
-        "id": s.id,
-        "given_name": s.given_name,
-        "family_name": s.family_name,
-        "email": s.email,
-        "phone": s.phone,
-        "address": {
-            "line1": a.line1, "line2": a.line2, "postcode": a.postcode,
-            "city": a.city, "country": a.country,
-        },
-        "tags": s.tags,
-        "custom": s.custom,
-        "source": s.source,
-        "created_at_unix": unix(s.created_at.as_ref()),
-        "updated_at_unix": unix(s.updated_at.as_ref()),
-    })
+    let mut address = serde_json::Map::new();
+    for (part, value) in [
+        ("line1", a.line1),
+        ("line2", a.line2),
+        ("postcode", a.postcode),
+        ("city", a.city),
+        ("country", a.country),
+    ] {
+        if shown(&format!("address.{part}")) {
+            address.insert(part.to_owned(), Value::from(value));
+        }
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("id".to_owned(), Value::from(s.id.clone()));
+    let fields: [(&str, &str, Value); 10] = [
+        ("given_name", "given_name", s.given_name.clone().into()),
+        ("family_name", "family_name", s.family_name.clone().into()),
+        ("email", "email", s.email.clone().into()),
+        ("phone", "phone", s.phone.clone().into()),
+        ("tags", "tags", s.tags.clone().into()),
+        ("custom", "custom", serde_json::json!(s.custom)),
+        ("source", "source", s.source.clone().into()),
+        (
+            "created_at",
+            "created_at_unix",
+            unix(s.created_at.as_ref()).into(),
+        ),
+        (
+            "updated_at",
+            "updated_at_unix",
+            unix(s.updated_at.as_ref()).into(),
+        ),
+        ("address", "address", Value::Object(address)),
+    ];
+    for (path, key, value) in fields {
+        let carried = match &value {
+            Value::Object(parts) if path == "address" => !parts.is_empty(),
+            _ => shown(path),
+        };
+        if carried {
+            out.insert(key.to_owned(), value);
+        }
+    }
+    Value::Object(out)
 }
 
 /// An erasure receipt.
@@ -417,9 +454,10 @@ pub fn rotation(r: &pb::RotateKeysResponse, json: bool) -> String {
 pub fn manifest(m: &pb::BackupManifest, json: bool) -> String {
     if json {
         return serde_json::json!({
-            "path": m.path, "taken_at": time(m.taken_at.as_ref()), "audit_size": m.audit_size,
+            "path": m.path, "taken_at": time(m.taken_at.as_ref()),
+            "taken_at_unix": unix(m.taken_at.as_ref()), "audit_size": m.audit_size,
             "supporters": m.supporters, "epochs": m.epochs, "format_version": m.format_version,
-            "erasures": m.erasures,
+            "erasures": m.erasures, "root_key_included": false,
         })
         .to_string();
     }
@@ -431,6 +469,10 @@ pub fn manifest(m: &pb::BackupManifest, json: bool) -> String {
         ("access log size", m.audit_size.to_string()),
         ("key epochs", joined(&m.epochs)),
         ("format version", m.format_version.to_string()),
+        (
+            "root key",
+            "not included: keep the root key file apart".to_owned(),
+        ),
     ])
 }
 

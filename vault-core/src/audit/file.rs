@@ -67,6 +67,11 @@ pub struct Requirements {
     /// log's signed retention cut. Refuses a file whose prefix was dropped (or a range
     /// export).
     pub whole: bool,
+    /// A checkpoint the auditor kept (its signature already verified): the file's log must
+    /// extend it, its Merkle root at the checkpoint's size being the checkpoint's root. A
+    /// log rewritten, or restored from an older copy, fails even when signed with the same
+    /// key. The file must reach that size and start no later than it.
+    pub since: Option<Checkpoint>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -169,6 +174,8 @@ pub enum Problem {
     Truncated,
     /// The signed end lacks the cosignatures required.
     Unwitnessed,
+    /// The log does not extend the checkpoint the auditor kept ([`Requirements::since`]).
+    Diverged,
 }
 
 impl fmt::Display for Problem {
@@ -181,6 +188,7 @@ impl fmt::Display for Problem {
             Problem::Reordered => "reordered",
             Problem::Truncated => "truncated",
             Problem::Unwitnessed => "not witnessed",
+            Problem::Diverged => "does not extend the kept checkpoint",
         })
     }
 }
@@ -250,6 +258,28 @@ fn err(line: usize, seq: Option<u64>, problem: Problem, detail: impl Into<String
         problem,
         detail: detail.into(),
     }
+}
+
+/// When `frontier` has the kept checkpoint's size, its root must be the kept one.
+fn check_since(
+    kept: &Checkpoint,
+    frontier: &Frontier,
+    line: usize,
+    seq: Option<u64>,
+) -> Result<(), VerifyError> {
+    if frontier.size() != kept.size || frontier.root() == kept.root {
+        return Ok(());
+    }
+    Err(err(
+        line,
+        seq,
+        Problem::Diverged,
+        format!(
+            "the log's root at size {} differs from the kept checkpoint's: the log was rewritten \
+             (or restored from another copy) since that checkpoint was signed",
+            kept.size
+        ),
+    ))
 }
 
 fn parse_hash(s: &str) -> Option<Hash> {
@@ -668,6 +698,34 @@ impl<'w> StreamVerifier<'w> {
         };
         let first_seq = frontier.size();
         check_cut(&header.start, first_seq, public_key, self.requirements)?;
+        if let Some(kept) = self.requirements.since {
+            if kept.size < first_seq {
+                return Err(err(
+                    1,
+                    None,
+                    Problem::Diverged,
+                    format!(
+                        "the file starts at entry {first_seq}, after the kept checkpoint (size {}): \
+                         export from an earlier entry (audit export --from-seq {})",
+                        kept.size,
+                        kept.size.saturating_sub(1)
+                    ),
+                ));
+            }
+            if kept.size > end.size {
+                return Err(err(
+                    1,
+                    None,
+                    Problem::Diverged,
+                    format!(
+                        "the file's log ends at size {}, before the kept checkpoint (size {}): the \
+                         log was cut or replaced, or the file is older than the checkpoint",
+                        end.size, kept.size
+                    ),
+                ));
+            }
+            check_since(&kept, &frontier, 1, None)?;
+        }
         Ok(Body {
             end,
             cut: header.start.cut,
@@ -858,6 +916,9 @@ impl<'w> StreamVerifier<'w> {
                         "the log is too large",
                     )
                 })?;
+                if let Some(kept) = &self.requirements.since {
+                    check_since(kept, &body.frontier, line, Some(entry.seq))?;
+                }
                 body.last_entry = Some((line, entry.seq));
             }
             Item::Checkpoint { line, cp } => {
@@ -1249,6 +1310,45 @@ mod tests {
             assert_eq!(v.entries, n);
             assert_eq!(v.end.size, n);
         }
+    }
+
+    #[test]
+    fn a_kept_checkpoint_must_be_extended() {
+        let log = build(10, 3, 1);
+        let since = |kept: Checkpoint| Requirements {
+            since: Some(kept),
+            ..Requirements::default()
+        };
+        // The same log, six entries long: its end is a checkpoint the longer log extends.
+        let prefix = build(6, 3, 1);
+        let kept = prefix.end.verify(&prefix.public).unwrap();
+        let v = verify_full(&log.file, &log.public, since(kept), &[], 0).unwrap();
+        assert_eq!(v.end.size, 10);
+        // Kept at size 0 and at the end itself: extended too.
+        let none = build(0, 3, 1);
+        let empty = none.end.verify(&none.public).unwrap();
+        verify_full(&log.file, &log.public, since(empty), &[], 0).unwrap();
+        let end = log.end.verify(&log.public).unwrap();
+        verify_full(&log.file, &log.public, since(end), &[], 0).unwrap();
+        // Another root at size 6: the log was rewritten; blamed on entry 5's line.
+        let rewritten = Checkpoint {
+            root: [9; 32],
+            ..kept
+        };
+        let e = verify_full(&log.file, &log.public, since(rewritten), &[], 0).unwrap_err();
+        assert_eq!(e.problem, Problem::Diverged, "{e}");
+        assert_eq!((e.line, e.seq), (log.entry_lines[5].0, Some(5)), "{e}");
+        assert!(e.to_string().contains("root at size 6 differs"), "{e}");
+        // A kept checkpoint beyond the file's end: the log was cut (or the file is older).
+        let longer = build(11, 3, 1);
+        let beyond = longer.end.verify(&longer.public).unwrap();
+        let e = verify_full(&log.file, &log.public, since(beyond), &[], 0).unwrap_err();
+        assert_eq!((e.line, e.problem), (1, Problem::Diverged), "{e}");
+        assert!(
+            e.to_string()
+                .contains("before the kept checkpoint (size 11)"),
+            "{e}"
+        );
     }
 
     #[test]

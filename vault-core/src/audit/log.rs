@@ -2017,7 +2017,10 @@ mod tests {
             cut.retention_us,
             AuditOptions::default().retention.as_micros() as i64
         );
-        let whole = file::Requirements { whole: true };
+        let whole = file::Requirements {
+            whole: true,
+            ..file::Requirements::default()
+        };
         assert!(file::verify_with(&exported, &log.public_key(), whole).is_ok());
         // A range export that starts later is sound, but not the whole log.
         let range = log.export(Some(12), None).await.unwrap();

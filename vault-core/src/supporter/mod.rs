@@ -6,4 +6,4 @@ pub mod normalize;
 pub mod record;
 
 pub use fields::{Field, FieldSet};
-pub use model::{Address, LookupKey, Supporter, UpsertOutcome};
+pub use model::{Address, LookupKey, Shown, Supporter, UpsertOutcome};

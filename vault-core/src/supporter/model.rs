@@ -83,6 +83,27 @@ impl fmt::Debug for LookupKey {
     }
 }
 
+/// A supporter as a read or a write returns it: the fields the caller may see (the
+/// purpose's, narrowed by the request's field mask) and which fields those are, so that a
+/// field hidden from the caller is told apart from an empty one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// The supporter, holding only `fields` (and the id).
+    pub supporter: Supporter,
+    /// The fields the reply carries; every other field was hidden, not empty.
+    pub fields: FieldSet,
+}
+
+impl Supporter {
+    /// The projection of this supporter to `fields`, saying which they are.
+    pub fn shown(&self, fields: FieldSet) -> Shown {
+        Shown {
+            supporter: self.project(fields),
+            fields,
+        }
+    }
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpsertOutcome {

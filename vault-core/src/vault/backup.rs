@@ -1175,7 +1175,11 @@ mod tests {
         let acked: BTreeSet<String> = before.union(&during).cloned().collect();
         assert!(ids.is_subset(&acked), "nothing that was not acknowledged");
         for id in &before {
-            let s = restored.get(&tool, id, FieldSet::all()).await.unwrap();
+            let s = restored
+                .get(&tool, id, FieldSet::all())
+                .await
+                .unwrap()
+                .supporter;
             assert!(s.email.starts_with("personne"));
         }
         assert!(restored.audit.size().await >= manifest.audit_size);
@@ -1454,7 +1458,11 @@ mod tests {
         assert_eq!(report.backup, manifest);
         let (restored, _) = Vault::open(&options(&c, &key)).await.unwrap();
         for (i, id) in ids.iter().enumerate() {
-            let s = restored.get(&tool, id, FieldSet::all()).await.unwrap();
+            let s = restored
+                .get(&tool, id, FieldSet::all())
+                .await
+                .unwrap()
+                .supporter;
             assert_eq!(s.email, person(i as u64).email);
         }
         // New supporters are taken, and keys rotate again, twice.
@@ -1463,7 +1471,11 @@ mod tests {
         assert_eq!((r.epoch, r.rewrapped), (2, 21));
         assert_eq!(restored.rotate_keys(&admin).await.unwrap().epoch, 3);
         restored.upsert(&tool, &person(201), &[]).await.unwrap();
-        let s = restored.get(&tool, &new, FieldSet::all()).await.unwrap();
+        let s = restored
+            .get(&tool, &new, FieldSet::all())
+            .await
+            .unwrap()
+            .supporter;
         assert_eq!(s.email, person(200).email);
         restored.audit.close().await.unwrap();
     }

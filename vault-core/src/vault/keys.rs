@@ -817,6 +817,7 @@ mod tests {
             .get(&tool(), id, FieldSet::empty())
             .await
             .unwrap()
+            .supporter
             .email
     }
 

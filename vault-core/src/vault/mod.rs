@@ -198,6 +198,9 @@ pub struct Vault {
     min_retention_days: u32,
     /// Whether the store accepts writes (`health.rs`), fed by every call on the engine.
     health: crate::storage::StoreHealth,
+    /// What rights request deadlines are judged by (`tickets.rs`); the system clock but in
+    /// tests.
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for Vault {
@@ -470,6 +473,7 @@ impl Vault {
             key_ops: tokio::sync::Mutex::new(()),
             min_retention_days: crate::purpose::MIN_RETENTION_DAYS,
             health,
+            clock: crate::clock::Clock::system(),
         };
         vault.index_collected_for().await?;
         vault.audit.index_subjects_once().await?;
@@ -481,6 +485,13 @@ impl Vault {
     /// [`crate::purpose::MIN_RETENTION_DAYS`] is taken as that.
     pub fn with_min_retention_days(mut self, days: u32) -> Self {
         self.min_retention_days = days.max(crate::purpose::MIN_RETENTION_DAYS);
+        self
+    }
+
+    /// Judges rights request deadlines (due, overdue, answered at) by `clock` instead of
+    /// the system clock: for tests that cross a deadline without waiting.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -13,7 +13,7 @@ use crate::access::{Caller, Role, Rpc};
 use crate::consent::ledger::ConsentKind;
 use crate::error::Result;
 use crate::purpose::{DPO_PURPOSE, Registry};
-use crate::storage::Table;
+use crate::storage::{Batch, Table};
 
 use super::rights::ErasureReceipt;
 use super::{Loaded, Vault, is_conflict, now_us};
@@ -160,7 +160,9 @@ impl Vault {
             client_id: caller.client_id.clone(),
             suppressed: loaded.state.suppressed,
         };
-        let result = self.erase_loaded(&mut log, &loaded, &receipt).await;
+        let result = self
+            .erase_loaded(&mut log, &loaded, &receipt, Batch::new())
+            .await;
         if is_conflict(&result) {
             return Ok(false);
         }

@@ -23,6 +23,7 @@ use crate::purpose::{Channel, DPO_PURPOSE};
 use crate::storage::{Batch, Table};
 use crate::supporter::normalize;
 
+use super::tickets::Answer;
 use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, now_us, parse_id, retry_pause};
 
 /// Export document schema written by this build (docs/rights-export.md).
@@ -136,7 +137,10 @@ impl Vault {
                     client_id: caller.client_id.clone(),
                     suppressed: suppress || loaded.state.suppressed,
                 };
-                let attempt = self.erase_loaded(&mut log, &loaded, &receipt).await;
+                let mut b = Batch::new();
+                self.ticket_answered(&mut b, caller, &reference, Answer::ERASE, &id)
+                    .await?;
+                let attempt = self.erase_loaded(&mut log, &loaded, &receipt, b).await;
                 if !is_conflict(&attempt) {
                     return attempt.map(|()| receipt);
                 }
@@ -159,16 +163,17 @@ impl Vault {
             .transpose()
     }
 
-    /// Commits the erasure of `loaded` with its receipt (and the log entry of `log`).
+    /// Commits the erasure of `loaded` with its receipt (and the log entry of `log`), with
+    /// what `b` already holds (the closing of the rights request it answers).
     pub(super) async fn erase_loaded(
         &self,
         log: &mut AccessRecord,
         loaded: &Loaded,
         receipt: &ErasureReceipt,
+        mut b: Batch,
     ) -> Result<()> {
         let id = loaded.supporter.id.as_str();
         let key = id.as_bytes();
-        let mut b = Batch::new();
         b.check(Table::SubjectKeys, key, Some(&loaded.wrapped))
             .delete(Table::SubjectKeys, key)
             .check(Table::Records, key, Some(&loaded.sealed))
@@ -247,9 +252,15 @@ impl Vault {
         } else {
             Rpc::RightsUnrestrict
         };
+        let answer = if on {
+            Answer::RESTRICT
+        } else {
+            Answer::UNRESTRICT
+        };
         self.change_rights_state(
             caller,
             rpc,
+            answer,
             subject_id,
             request_ref,
             |reference, state, _| {
@@ -281,6 +292,7 @@ impl Vault {
         self.change_rights_state(
             caller,
             Rpc::RightsObject,
+            Answer::OBJECT,
             subject_id,
             request_ref,
             move |reference, state, loaded| {
@@ -319,6 +331,7 @@ impl Vault {
         &self,
         caller: &Caller,
         rpc: Rpc,
+        answer: Answer,
         subject_id: &str,
         request_ref: &str,
         change: impl Fn(
@@ -350,6 +363,8 @@ impl Vault {
                 let mut state = loaded.state.clone();
                 let events = change(&reference, &mut state, &loaded)?;
                 let mut b = Batch::new();
+                self.ticket_answered(&mut b, caller, &reference, answer, &id)
+                    .await?;
                 if state.suppressed && !loaded.state.suppressed {
                     let s = &loaded.supporter;
                     for (kind, value) in
@@ -557,7 +572,7 @@ impl Vault {
                 log.request_ref(&receipt.request_ref);
                 let result = match self.load(&id).await? {
                     Some(loaded) => self
-                        .erase_loaded(&mut log, &loaded, &receipt)
+                        .erase_loaded(&mut log, &loaded, &receipt, Batch::new())
                         .await
                         .map(|()| true),
                     None if self.erasure_receipt(&id).await?.is_none() => {

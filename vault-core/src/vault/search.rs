@@ -95,8 +95,11 @@ pub struct SearchQuery {
 /// One page of a segment.
 #[derive(Debug, Clone, Default)]
 pub struct SearchPage {
-    /// Supporters, in id order, projected to the purpose's fields.
+    /// Supporters, in id order, projected to `fields`.
     pub supporters: Vec<Supporter>,
+    /// The fields every supporter of the page carries (the purpose's, narrowed by the
+    /// query's mask); the others were hidden, not empty.
+    pub fields: FieldSet,
     /// Token of the next page; `None` on the last page.
     pub next_page_token: Option<String>,
 }
@@ -168,6 +171,7 @@ impl Vault {
             };
             Ok(SearchPage {
                 supporters,
+                fields: visible,
                 next_page_token,
             })
         }

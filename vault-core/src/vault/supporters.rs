@@ -16,7 +16,7 @@ use crate::storage::{Batch, Table};
 use crate::subject_state::{self, Pins, SubjectState};
 use crate::supporter::normalize;
 use crate::supporter::record;
-use crate::supporter::{Field, FieldSet, LookupKey, Supporter, UpsertOutcome};
+use crate::supporter::{Field, FieldSet, LookupKey, Shown, Supporter, UpsertOutcome};
 
 use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id, retry_pause};
 
@@ -355,7 +355,7 @@ impl Vault {
 
     /// Reads a supporter. The reply holds the purpose's fields, narrowed by `fields` when
     /// it is not empty.
-    pub async fn get(&self, caller: &Caller, id: &str, fields: FieldSet) -> Result<Supporter> {
+    pub async fn get(&self, caller: &Caller, id: &str, fields: FieldSet) -> Result<Shown> {
         let mut log = self.record(caller, Rpc::SupportersGet);
         let result = async {
             let registry = self.registry().await?;
@@ -378,7 +378,7 @@ impl Vault {
 
     /// Finds a supporter by email or phone (normalized first, so any casing or format
     /// the normalizer accepts finds the same person). The purpose must see the field used.
-    pub async fn lookup(&self, caller: &Caller, key: &LookupKey) -> Result<Supporter> {
+    pub async fn lookup(&self, caller: &Caller, key: &LookupKey) -> Result<Shown> {
         let mut log = self.record(caller, Rpc::SupportersLookup);
         let result = async {
             let registry = self.registry().await?;
@@ -440,7 +440,7 @@ impl Vault {
         registry: &Registry,
         loaded: &Loaded,
         mask: FieldSet,
-    ) -> Result<Supporter> {
+    ) -> Result<Shown> {
         let state = loaded.consent_state();
         let decision = self.decide(
             log,
@@ -456,7 +456,7 @@ impl Vault {
             decision.fields.intersect(mask)
         };
         log.fields(visible);
-        Ok(loaded.supporter.project(visible))
+        Ok(loaded.supporter.shown(visible))
     }
 
     /// Sets the fields named by `mask` to their values in `patch` (an empty value clears
@@ -469,7 +469,7 @@ impl Vault {
         patch: &Supporter,
         mask: FieldSet,
         request_ref: &str,
-    ) -> Result<Supporter> {
+    ) -> Result<Shown> {
         let mut log = self.record(caller, Rpc::SupportersUpdate);
         let result = async {
             if !request_ref.trim().is_empty() {
@@ -488,7 +488,7 @@ impl Vault {
         id: &str,
         patch: &Supporter,
         mask: FieldSet,
-    ) -> Result<Supporter> {
+    ) -> Result<Shown> {
         let registry = self.registry().await?;
         let decision = self.decide(log, caller, Rpc::SupportersUpdate, &registry, None, None)?;
         let purpose = decision
@@ -547,29 +547,23 @@ impl Vault {
                 .await?;
             let attempt = self.save(log, &loaded, next).await;
             if !is_conflict(&attempt) {
-                return attempt.map(|s| s.project(purpose.fields));
+                return attempt.map(|s| s.shown(purpose.fields));
             }
         }
         Err(Error::Contention(format!("supporter {id}")))
     }
 
     /// Adds tags to a supporter.
-    pub async fn tag(&self, caller: &Caller, id: &str, tags: &[String]) -> Result<Supporter> {
+    pub async fn tag(&self, caller: &Caller, id: &str, tags: &[String]) -> Result<Shown> {
         self.retag(caller, Rpc::SupportersTag, id, tags).await
     }
 
     /// Removes tags from a supporter (tags it does not have are ignored).
-    pub async fn untag(&self, caller: &Caller, id: &str, tags: &[String]) -> Result<Supporter> {
+    pub async fn untag(&self, caller: &Caller, id: &str, tags: &[String]) -> Result<Shown> {
         self.retag(caller, Rpc::SupportersUntag, id, tags).await
     }
 
-    async fn retag(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        id: &str,
-        tags: &[String],
-    ) -> Result<Supporter> {
+    async fn retag(&self, caller: &Caller, rpc: Rpc, id: &str, tags: &[String]) -> Result<Shown> {
         let mut log = self.record(caller, rpc);
         let result = self.retag_inner(&mut log, caller, rpc, id, tags).await;
         log.finish(&self.audit, result).await
@@ -582,7 +576,7 @@ impl Vault {
         rpc: Rpc,
         id: &str,
         tags: &[String],
-    ) -> Result<Supporter> {
+    ) -> Result<Shown> {
         let registry = self.registry().await?;
         let decision = self.decide(log, caller, rpc, &registry, None, None)?;
         let purpose = decision
@@ -626,7 +620,7 @@ impl Vault {
             }
             let attempt = self.save(log, &loaded, next).await;
             if !is_conflict(&attempt) {
-                return attempt.map(|s| s.project(purpose.fields));
+                return attempt.map(|s| s.shown(purpose.fields));
             }
         }
         Err(Error::Contention(format!("supporter {id}")))

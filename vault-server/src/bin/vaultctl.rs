@@ -5,9 +5,10 @@
 //! admin token file the daemon wrote on first start; a flag beats the environment, and an
 //! explicit `--token-file` beats `VAULT_TOKEN`. `--ca-cert` (with `--cert`/`--key` for
 //! mutual TLS) reaches a daemon that serves TLS; a registered client certificate may stand
-//! in for the token. Output is JSON on stdout (the rights,
-//! key, backup, retention, import and watch commands print readable lines unless `--json`);
-//! failures print one line on stderr and exit non-zero.
+//! in for the token. Output is JSON on stdout (the rights, key, backup, retention, import,
+//! watch, `report processing` and `audit public-key` commands print readable lines unless
+//! `--json`); failures print one line on stderr and exit non-zero. docs/cli.md gives each
+//! command's output shape.
 
 #![forbid(unsafe_code)]
 // Doc comments here are the command line's --help text, written for a terminal: `<file>`
@@ -77,7 +78,9 @@ struct Cli {
     /// The daemon's data directory, to find the admin token file.
     #[arg(long, env = "VAULT_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
     data_dir: PathBuf,
-    /// Print JSON instead of readable lines (rights, keys, backup, retention, import, watch).
+    /// Print JSON instead of readable lines (rights, keys, backup, retention, import, watch,
+    /// report processing, audit public-key); accepted by every command, where the output is
+    /// JSON anyway it changes nothing (docs/cli.md).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -363,9 +366,9 @@ struct RestoreArgs {
 enum ReportCommand {
     /// The record of processing activities (GDPR art. 30).
     Processing {
-        /// markdown or json.
-        #[arg(long, default_value = "markdown")]
-        format: String,
+        /// markdown (the default) or json; --json means json.
+        #[arg(long)]
+        format: Option<String>,
     },
 }
 
@@ -413,6 +416,12 @@ enum AuditCommand {
         /// many of the --witness keys (0: cosignatures are not required).
         #[arg(long, default_value_t = 0)]
         require_witnesses: usize,
+        /// A checkpoint you kept (saved by `audit pin`): fail unless the file's log extends
+        /// it (its Merkle root at the checkpoint's size is the checkpoint's root), both
+        /// signed by --public-key. Offline: the file must reach the checkpoint's size and
+        /// start no later.
+        #[arg(long, value_name = "CHECKPOINT")]
+        since: Option<PathBuf>,
     },
     /// Save the newest signed checkpoint to a file, to check later that the log still
     /// extends it (`audit verify-since`).
@@ -422,7 +431,9 @@ enum AuditCommand {
         out: PathBuf,
     },
     /// Check that the daemon's current log extends a pinned checkpoint: both signatures
-    /// with the public key you hold, and the RFC 9162 consistency proof between them.
+    /// with the public key you hold, and the RFC 9162 consistency proof between them (asks
+    /// the daemon; `audit verify FILE --since CHECKPOINT` does the same offline, on an
+    /// exported file).
     VerifySince {
         /// A checkpoint saved by `audit pin`.
         pinned: PathBuf,
@@ -857,9 +868,16 @@ async fn run(cli: Cli) -> Result<String, String> {
         whole,
         witnesses,
         require_witnesses,
+        since,
     }) = &cli.command
     {
-        return verify_offline(file, public_key, *whole, witnesses, *require_witnesses);
+        let requirements = Offline {
+            whole: *whole,
+            witnesses,
+            required: *require_witnesses,
+            since: since.as_deref(),
+        };
+        return verify_offline(file, public_key, &requirements);
     }
     if let Command::Restore(args) = &cli.command {
         return restore(&cli.data_dir, args).await;
@@ -987,20 +1005,20 @@ async fn run(cli: Cli) -> Result<String, String> {
                 .await
                 .map_err(status_line)?
                 .into_inner();
-            return Ok(serde_json::json!({
-                "path": m.path,
-                "taken_at_unix": m.taken_at.as_ref().map(|t| t.seconds),
-                "audit_size": m.audit_size,
-                "supporters": m.supporters,
-                "epochs": m.epochs,
-                "format_version": m.format_version,
-                "erasures": m.erasures,
-                "root_key_included": false,
-            })
-            .to_string());
+            return Ok(ctl::manifest(&m, json));
         }
-        Command::Audit(c) => return audit(AuditClient::new(channel), c, &token).await,
+        Command::Audit(c) => return audit(AuditClient::new(channel), c, &token, json).await,
         Command::Report(ReportCommand::Processing { format }) => {
+            let format = match (format, json) {
+                (None, false) => "markdown".to_owned(),
+                (None, true) => "json".to_owned(),
+                (Some(f), true) if !f.trim().eq_ignore_ascii_case("json") => {
+                    return Err(format!(
+                        "--json prints the report as JSON: drop --format {f}, or --json"
+                    ));
+                }
+                (Some(f), _) => f,
+            };
             let r = AdminClient::new(channel)
                 .processing_report(with_token(
                     pb::ProcessingReportRequest { format },
@@ -1550,14 +1568,45 @@ fn read_witness(arg: &str) -> Result<vault_core::audit::witness::Cosigner, Strin
         .map_err(|e| format!("--witness {arg}: {e}"))
 }
 
+/// What `audit verify` requires of the file beyond soundness.
+struct Offline<'a> {
+    whole: bool,
+    witnesses: &'a [String],
+    required: usize,
+    since: Option<&'a Path>,
+}
+
+/// A checkpoint saved by `audit pin`, its signature verified with `key`.
+fn read_pinned(path: &Path, key: &[u8]) -> Result<vault_core::audit::Checkpoint, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let signed: vault_core::audit::SignedCheckpoint =
+        serde_json::from_slice(&text).map_err(|e| {
+            format!(
+                "{}: not a checkpoint saved by `audit pin`: {e}",
+                path.display()
+            )
+        })?;
+    signed.verify(key).ok_or_else(|| {
+        format!(
+            "{}: the pinned checkpoint's signature does not verify with this public key",
+            path.display()
+        )
+    })
+}
+
 fn verify_offline(
     file: &std::path::Path,
     public_key: &std::path::Path,
-    whole: bool,
-    witnesses: &[String],
-    required: usize,
+    wanted: &Offline<'_>,
 ) -> Result<String, String> {
+    let Offline {
+        whole,
+        witnesses,
+        required,
+        since,
+    } = *wanted;
     let key = read_public_key(public_key)?;
+    let since = since.map(|p| read_pinned(p, &key)).transpose()?;
     let witnesses = witnesses
         .iter()
         .map(|w| read_witness(w))
@@ -1571,7 +1620,7 @@ fn verify_offline(
     // Read and verified a piece at a time: an export of any length in bounded memory.
     let opened =
         std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let requirements = vault_core::audit::file::Requirements { whole };
+    let requirements = vault_core::audit::file::Requirements { whole, since };
     let verified =
         vault_core::audit::file::verify_reader(opened, &key, requirements, &witnesses, required)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
@@ -1587,6 +1636,9 @@ fn verify_offline(
                 "size": c.size, "cut_at_us": c.cut_at_us, "retention_us": c.retention_us,
             })),
             "witnessed_by": v.witnessed_by,
+            "extends": since.map(|c| serde_json::json!({
+                "size": c.size, "root": hex::encode(c.root),
+            })),
         })
         .to_string()),
         Err(e) => Err(format!("verification failed: {e}")),
@@ -1597,6 +1649,7 @@ async fn audit(
     mut client: AuditClient<Channel>,
     command: AuditCommand,
     token: &str,
+    json: bool,
 ) -> Result<String, String> {
     match command {
         AuditCommand::Verify { .. } => Err("verify runs offline".into()),
@@ -1612,21 +1665,7 @@ async fn audit(
         }
         AuditCommand::VerifySince { pinned, public_key } => {
             let key = read_public_key(&public_key)?;
-            let text = std::fs::read(&pinned)
-                .map_err(|e| format!("cannot read {}: {e}", pinned.display()))?;
-            let pinned_signed: vault_core::audit::SignedCheckpoint = serde_json::from_slice(&text)
-                .map_err(|e| {
-                    format!(
-                        "{}: not a checkpoint saved by `audit pin`: {e}",
-                        pinned.display()
-                    )
-                })?;
-            let old = pinned_signed.verify(&key).ok_or_else(|| {
-                format!(
-                    "{}: the pinned checkpoint's signature does not verify with this public key",
-                    pinned.display()
-                )
-            })?;
+            let old = read_pinned(&pinned, &key)?;
             let newest_signed = newest_checkpoint(&mut client, token).await?;
             let new = newest_signed.verify(&key).ok_or(
                 "verification failed: the daemon's newest checkpoint is not signed by this public key",
@@ -1678,13 +1717,18 @@ async fn audit(
                 .await
                 .map_err(status_line)?
                 .into_inner();
-            if vkey {
-                if r.vkey.is_empty() {
-                    return Err("the daemon does not give a vkey (an older version)".into());
-                }
-                return Ok(r.vkey);
+            if vkey && r.vkey.is_empty() {
+                return Err("the daemon does not give a vkey (an older version)".into());
             }
-            Ok(hex::encode(r.public_key))
+            Ok(match (json, vkey) {
+                (true, _) => serde_json::json!({
+                    "public_key": hex::encode(&r.public_key),
+                    "vkey": (!r.vkey.is_empty()).then_some(&r.vkey),
+                })
+                .to_string(),
+                (false, true) => r.vkey,
+                (false, false) => hex::encode(r.public_key),
+            })
         }
         AuditCommand::Export {
             out,

@@ -153,7 +153,7 @@ impl Rights for RightsService {
             .open_request(&caller, &req.kind, received, subject, &req.reference)
             .await;
         finish(&caller, "Rights.OpenRequest", result)
-            .map(|r| Response::new(request_to_pb(r, false)))
+            .map(|(r, overdue)| Response::new(request_to_pb(r, overdue)))
     }
 
     async fn list_requests(
@@ -188,7 +188,7 @@ impl Rights for RightsService {
             .close_request(&caller, &req.id, &req.action)
             .await;
         finish(&caller, "Rights.CloseRequest", result)
-            .map(|r| Response::new(request_to_pb(r, false)))
+            .map(|(r, overdue)| Response::new(request_to_pb(r, overdue)))
     }
 }
 

@@ -94,7 +94,8 @@ impl Supporters for SupportersService {
             self.vault.get(&caller, &req.id, fields).await
         }
         .await;
-        finish(&caller, "Supporters.Get", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Get", result)
+            .map(|s| Response::new(supporter_to_pb(s.supporter, s.fields)))
     }
 
     async fn lookup(
@@ -116,7 +117,8 @@ impl Supporters for SupportersService {
             self.vault.lookup(&caller, &key).await
         }
         .await;
-        finish(&caller, "Supporters.Lookup", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Lookup", result)
+            .map(|s| Response::new(supporter_to_pb(s.supporter, s.fields)))
     }
 
     async fn update(
@@ -139,7 +141,8 @@ impl Supporters for SupportersService {
                 .await
         }
         .await;
-        finish(&caller, "Supporters.Update", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Update", result)
+            .map(|s| Response::new(supporter_to_pb(s.supporter, s.fields)))
     }
 
     async fn tag(
@@ -149,7 +152,8 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = self.vault.tag(&caller, &req.id, &req.tags).await;
-        finish(&caller, "Supporters.Tag", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Tag", result)
+            .map(|s| Response::new(supporter_to_pb(s.supporter, s.fields)))
     }
 
     async fn untag(
@@ -159,7 +163,8 @@ impl Supporters for SupportersService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let result = self.vault.untag(&caller, &req.id, &req.tags).await;
-        finish(&caller, "Supporters.Untag", result).map(|s| Response::new(supporter_to_pb(s)))
+        finish(&caller, "Supporters.Untag", result)
+            .map(|s| Response::new(supporter_to_pb(s.supporter, s.fields)))
     }
 
     type SearchStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::Supporter, Status>>>;
@@ -191,10 +196,11 @@ impl Supporters for SupportersService {
         }
         .await;
         let page = finish(&caller, "Supporters.Search", result)?;
+        let fields = page.fields;
         let items: Vec<Result<pb::Supporter, Status>> = page
             .supporters
             .into_iter()
-            .map(|s| Ok(supporter_to_pb(s)))
+            .map(|s| Ok(supporter_to_pb(s, fields)))
             .collect();
         let mut response = Response::new(tokio_stream::iter(items));
         if let Some(token) = page.next_page_token {
