@@ -36,7 +36,9 @@ pub fn check_retention(purpose: &Purpose, floor_days: u32) -> Result<(), Invalid
         return Err(InvalidInput::new(
             "purpose.retention_days",
             format!(
-                "purpose {}: must be at least {floor_days} days (the retention floor,                  min_retention_days): a shorter retention makes the next sweep erase people                  before anyone can notice the change",
+                "purpose {}: must be at least {floor_days} days (the retention floor, \
+                 min_retention_days): a shorter retention makes the next sweep erase people \
+                 before anyone can notice the change",
                 purpose.id
             ),
         ));

@@ -121,7 +121,8 @@ impl Target {
             Self::SecondPhone { custom_key } => vec!["phone".into(), format!("custom.{custom_key}")],
             Self::Source => one("source"),
             Self::Custom(k) => vec![format!("custom.{k}")],
-            Self::Consent { .. } => one("consents"),
+            // A consent row's own refusals name its `purpose` or `channel`.
+            Self::Consent { .. } => vec!["consents".into(), "purpose".into(), "channel".into()],
             Self::Ignore => Vec::new(),
         }
     }

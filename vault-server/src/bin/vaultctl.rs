@@ -289,7 +289,7 @@ struct ImportArgs {
     /// fill custom fields, consent:<purpose>[:<channel>] columns carry consent (yes: 1, yes,
     /// y, oui, o, true, vrai, x; no: empty, 0, no, n, non, false, faux). Every header:
     /// docs/import.md. A row is imported whole or refused whole, with its row number,
-    /// column and reason. Exit status: 0 when every row was imported, 2 when the import
+    /// column and reason. Exit status: 0 when every row was imported, 3 when the import
     /// finished with rejected rows (unless --allow-rejects), 1 when it failed.
     file: PathBuf,
     /// Another tool's export: nationbuilder maps NationBuilder's people export (its columns
@@ -318,7 +318,7 @@ struct ImportArgs {
     /// Exit 0 even when rows were rejected (they are still listed in the summary).
     #[arg(long, conflicts_with = "strict")]
     allow_rejects: bool,
-    /// Fail (exit status 2) when any row was rejected: the default; kept for scripts that
+    /// Fail (exit status 3) when any row was rejected: the default; kept for scripts that
     /// pass it.
     #[arg(long)]
     strict: bool,
@@ -2009,8 +2009,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Exit status of an import that finished with rejected rows (1 is a failure).
-const EXIT_REJECTED_ROWS: u8 = 2;
+/// Exit status of an import that finished with rejected rows: not 1 (a failure) nor 2 (what
+/// clap exits with on a usage error), so a script tells the three apart.
+const EXIT_REJECTED_ROWS: u8 = 3;
 
 /// `vaultctl import`, with its own exit statuses: 0 when every row was imported (or rows
 /// were rejected and `--allow-rejects` accepts that), [`EXIT_REJECTED_ROWS`] when the
@@ -2035,7 +2036,9 @@ async fn import_main(cli: Cli) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!(
-                "vaultctl: {} of {} rows rejected and not imported (listed above); exit status                  {EXIT_REJECTED_ROWS}. Fix them and import the file again (rows already                  imported change nothing), or pass --allow-rejects",
+                "vaultctl: {} of {} rows rejected and not imported (listed above); exit status \
+                 {EXIT_REJECTED_ROWS}. Fix them and import the file again (rows already \
+                 imported change nothing), or pass --allow-rejects",
                 done.rejected, done.rows
             );
             ExitCode::from(EXIT_REJECTED_ROWS)
