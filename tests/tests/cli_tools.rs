@@ -205,7 +205,12 @@ fn import_search_watch_and_rights_tour() {
     ];
     // Rejected rows make the command exit 3 (the rest is imported); --allow-rejects, 0.
     let out = vaultctl(&daemon, Some(&tool), &args);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut allowed = args.to_vec();
     allowed.push("--allow-rejects");
     let out = vaultctl(&daemon, Some(&tool), &allowed);

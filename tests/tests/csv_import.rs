@@ -97,7 +97,11 @@ async fn french_file_with_accents_and_a_bad_phone_reports_the_row_and_exits_3() 
     let out = vaultctl(&d, Some(&tool.token), &args);
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     assert!(
         stdout.starts_with(&format!(
             "{file}: 3 rows: 2 created, 0 updated, 0 unchanged, 1 rejected"
@@ -152,7 +156,10 @@ async fn french_file_with_accents_and_a_bad_phone_reports_the_row_and_exits_3() 
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["unchanged"], 2, "{summary}");
     assert_eq!(summary["rejected"][0]["row"], 2, "{summary}");
-    assert_eq!(summary["rejected"][0]["column"], "\"Téléphone\"", "{summary}");
+    assert_eq!(
+        summary["rejected"][0]["column"], "\"Téléphone\"",
+        "{summary}"
+    );
     assert_eq!(summary["rejected"][0]["field"], "phone", "{summary}");
 }
 
@@ -223,8 +230,7 @@ async fn a_nationbuilder_export_imports_with_the_preset() {
     assert_eq!(summary["created"], 1, "{summary}");
     assert_eq!(summary["rejected"][0]["row"], 1, "{summary}");
     assert_eq!(
-        summary["rejected"][0]["column"],
-        "\"email_opt_in\" or \"mobile_opt_in\"",
+        summary["rejected"][0]["column"], "\"email_opt_in\" or \"mobile_opt_in\"",
         "{summary}"
     );
     // Placed under consent-based purposes with --map, every row goes in.

@@ -503,7 +503,11 @@ mod tests {
         want.push("flash");
         want.sort_unstable();
         assert_eq!(ids(&first), want);
-        assert_eq!(first.get("newsletter"), Some(&newsletter), "the file's wins");
+        assert_eq!(
+            first.get("newsletter"),
+            Some(&newsletter),
+            "the file's wins"
+        );
         // A later start with the same file leaves the same registry.
         let later = registry_at_start(&first, &[newsletter, flash()], false);
         assert_eq!(ids(&later), ids(&first));
@@ -519,7 +523,11 @@ mod tests {
         let later = registry_at_start(&seeded, &[flash()], true);
         assert_eq!(later.iter().count(), seeded.iter().count() + 1);
         // The built-in DPO purpose is always there.
-        assert!(registry_at_start(&Registry::default(), &[], true).get(DPO_PURPOSE).is_some());
+        assert!(
+            registry_at_start(&Registry::default(), &[], true)
+                .get(DPO_PURPOSE)
+                .is_some()
+        );
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl Target {
             Self::City => one("address.city"),
             Self::Country => one("address.country"),
             Self::Tags | Self::CommaTags => one("tags"),
-            Self::SecondPhone { custom_key } => vec!["phone".into(), format!("custom.{custom_key}")],
+            Self::SecondPhone { custom_key } => {
+                vec!["phone".into(), format!("custom.{custom_key}")]
+            }
             Self::Source => one("source"),
             Self::Custom(k) => vec![format!("custom.{k}")],
             // A consent row's own refusals name its `purpose` or `channel`.
@@ -690,7 +692,11 @@ impl<R: Read> CsvRows<R> {
                 self.row += 1;
                 let row = self.row;
                 for (count, &i) in self.unplaced_cells.iter_mut().zip(&self.mapping.unplaced) {
-                    if self.record.get(i).is_some_and(|c| !c.trim_ascii().is_empty()) {
+                    if self
+                        .record
+                        .get(i)
+                        .is_some_and(|c| !c.trim_ascii().is_empty())
+                    {
                         *count += 1;
                     }
                 }

@@ -156,7 +156,8 @@ fn email_reason(e: &email_address::Error) -> &'static str {
 ///
 /// The errors tell two cases apart: a string that cannot be read as a phone number at all
 /// (written for the default region FR, or wanting international format), and a number that
-/// reads fine but that its country's numbering plan does not hold (see [`invalid_number`]).
+/// reads fine but that its country's numbering plan does not hold (an unallocated range, a
+/// wrong length, an unknown country code).
 pub fn phone(raw: &str) -> Result<String, InvalidInput> {
     let err = |reason: &str| InvalidInput::new(PHONE_FIELD, reason);
     let unreadable = || {
@@ -194,11 +195,10 @@ pub fn phone(raw: &str) -> Result<String, InvalidInput> {
         return Err(err("must contain digits"));
     }
 
-    let number =
-        phonenumber::parse(Some(DEFAULT_PHONE_REGION), trimmed).map_err(|e| match e {
-            phonenumber::ParseError::InvalidCountryCode => err(UNKNOWN_COUNTRY_CODE),
-            _ => unreadable(),
-        })?;
+    let number = phonenumber::parse(Some(DEFAULT_PHONE_REGION), trimmed).map_err(|e| match e {
+        phonenumber::ParseError::InvalidCountryCode => err(UNKNOWN_COUNTRY_CODE),
+        _ => unreadable(),
+    })?;
     if !phonenumber::is_valid(&number) {
         return Err(err(&invalid_number(&number)));
     }

@@ -2022,7 +2022,9 @@ async fn import_main(cli: Cli) -> ExitCode {
         let token = token(&cli)?;
         let channel = ctl::connect(&cli.addr, &tls_files(&cli)).await?;
         match cli.command {
-            Command::Import(a) => import(channel, &token, cli.purpose.as_deref(), *a, cli.json).await,
+            Command::Import(a) => {
+                import(channel, &token, cli.purpose.as_deref(), *a, cli.json).await
+            }
             _ => Err("not an import".to_owned()),
         }
     };

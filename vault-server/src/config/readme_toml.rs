@@ -25,7 +25,10 @@ fn readme_blocks() -> Vec<String> {
             }
         }
     }
-    assert!(current.is_none(), "README.md: a ```toml block is not closed");
+    assert!(
+        current.is_none(),
+        "README.md: a ```toml block is not closed"
+    );
     blocks
 }
 
@@ -57,11 +60,19 @@ fn the_readme_snippets_pasted_in_order_are_one_valid_config() {
     assert!(blocks.len() >= 8, "README.md lost its config snippets");
     let mut wanted = BTreeSet::new();
     for (i, block) in blocks.iter().enumerate() {
-        key_paths(&parse(block, &format!("README ```toml block #{}", i + 1)), "", &mut wanted);
+        key_paths(
+            &parse(block, &format!("README ```toml block #{}", i + 1)),
+            "",
+            &mut wanted,
+        );
     }
     let whole = blocks.concat();
     let mut landed = BTreeSet::new();
-    key_paths(&parse(&whole, "the README's blocks, concatenated"), "", &mut landed);
+    key_paths(
+        &parse(&whole, "the README's blocks, concatenated"),
+        "",
+        &mut landed,
+    );
     assert_eq!(
         landed.difference(&wanted).collect::<Vec<_>>(),
         Vec::<&String>::new(),

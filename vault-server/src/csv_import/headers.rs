@@ -146,8 +146,12 @@ mod tests {
     /// `<!-- /headers -->`): `| field | header, header, ... |`, each name in backquotes.
     fn documented() -> BTreeMap<String, BTreeSet<String>> {
         let doc = doc();
-        let start = doc.find("<!-- headers -->").expect("docs/import.md: <!-- headers -->");
-        let end = doc.find("<!-- /headers -->").expect("docs/import.md: <!-- /headers -->");
+        let start = doc
+            .find("<!-- headers -->")
+            .expect("docs/import.md: <!-- headers -->");
+        let end = doc
+            .find("<!-- /headers -->")
+            .expect("docs/import.md: <!-- /headers -->");
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for line in doc[start..end].lines().filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
@@ -181,7 +185,11 @@ mod tests {
     fn every_table_entry_is_folded_and_unique() {
         let mut seen = BTreeSet::new();
         for (h, _) in HEADERS {
-            assert_eq!(normalize_header(h), *h, "{h} is not folded: it can never match");
+            assert_eq!(
+                normalize_header(h),
+                *h,
+                "{h} is not folded: it can never match"
+            );
             assert!(seen.insert(*h), "{h} is listed twice");
         }
     }

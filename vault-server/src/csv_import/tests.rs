@@ -162,8 +162,7 @@ fn map_overrides_and_validates() {
 
 #[test]
 fn duplicate_targets_and_missing_contact_are_refused() {
-    let e =
-        Mapping::new(&headers(&["email", "courriel"]), &MappingOptions::default()).unwrap_err();
+    let e = Mapping::new(&headers(&["email", "courriel"]), &MappingOptions::default()).unwrap_err();
     assert!(e.contains("both map to email"), "{e}");
     let e = Mapping::new(&headers(&["prenom", "nom"]), &MappingOptions::default()).unwrap_err();
     assert!(e.contains("no column holds an email or a phone"), "{e}");
@@ -592,7 +591,10 @@ fn server_refusals_name_the_column() {
     assert_eq!(m.columns_of("tags"), vec!["\"Étiquettes\"", "\"tags\""]);
     assert_eq!(m.columns_of("custom.bureau"), vec!["\"custom_bureau\""]);
     assert_eq!(m.columns_of("custom"), vec!["\"custom_bureau\""]);
-    assert_eq!(m.columns_of("consents.purpose"), vec!["\"consent:newsletter\""]);
+    assert_eq!(
+        m.columns_of("consents.purpose"),
+        vec!["\"consent:newsletter\""]
+    );
     assert!(m.columns_of("given_name").is_empty());
 
     let mut s = ImportSummary {
@@ -665,8 +667,8 @@ fn consent_values_are_those_documented() {
     for no in NO {
         assert_eq!(truthy(no), Some(false), "{no}");
     }
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/import.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/import.md")).unwrap();
     let listed = |list: &[&str]| {
         list.iter()
             .filter(|v| !v.is_empty())
@@ -674,6 +676,12 @@ fn consent_values_are_those_documented() {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    assert!(doc.contains(&format!("yes: {}", listed(YES))), "docs/import.md: yes values");
-    assert!(doc.contains(&format!("no: empty, {}", listed(NO))), "docs/import.md: no values");
+    assert!(
+        doc.contains(&format!("yes: {}", listed(YES))),
+        "docs/import.md: yes values"
+    );
+    assert!(
+        doc.contains(&format!("no: empty, {}", listed(NO))),
+        "docs/import.md: no values"
+    );
 }
