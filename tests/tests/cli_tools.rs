@@ -203,10 +203,20 @@ fn import_search_watch_and_rights_tour() {
         "2",
         "--json",
     ];
+    // Rejected rows make the command exit 3 (the rest is imported); --allow-rejects, 0.
     let out = vaultctl(&daemon, Some(&tool), &args);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-rejects");
+    let out = vaultctl(&daemon, Some(&tool), &allowed);
     let summary: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(summary["rows"], 6, "{summary}");
-    assert_eq!(summary["created"], 4, "{summary}");
+    assert_eq!(summary["unchanged"], 4, "{summary}");
     let rejected: Vec<u64> = summary["rejected"]
         .as_array()
         .unwrap()
@@ -214,14 +224,14 @@ fn import_search_watch_and_rights_tour() {
         .map(|r| r["row"].as_u64().unwrap())
         .collect();
     assert_eq!(rejected, vec![2, 4], "{summary}");
-    // A re-run changes nothing; --strict turns the rejected rows into exit status 1.
-    let again = vaultctl(&daemon, Some(&tool), &args);
-    let summary: serde_json::Value = serde_json::from_str(&ok(&again)).unwrap();
-    assert_eq!(summary["unchanged"], 4, "{summary}");
+    // --strict (the default) keeps exit status 3; with --allow-rejects it is a usage error.
     let mut strict = args.to_vec();
     strict.push("--strict");
     let out = vaultctl(&daemon, Some(&tool), &strict);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
+    strict.push("--allow-rejects");
+    let out = vaultctl(&daemon, Some(&tool), &strict);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
 
     // The consenting volunteers, as JSON lines (the newsletter may not see postcodes, so
     // it may not select by them).

@@ -36,7 +36,9 @@ pub fn check_retention(purpose: &Purpose, floor_days: u32) -> Result<(), Invalid
         return Err(InvalidInput::new(
             "purpose.retention_days",
             format!(
-                "purpose {}: must be at least {floor_days} days (the retention floor,                  min_retention_days): a shorter retention makes the next sweep erase people                  before anyone can notice the change",
+                "purpose {}: must be at least {floor_days} days (the retention floor, \
+                 min_retention_days): a shorter retention makes the next sweep erase people \
+                 before anyone can notice the change",
                 purpose.id
             ),
         ));
@@ -391,6 +393,33 @@ pub fn dpo_purpose() -> Purpose {
     }
 }
 
+/// The registry a start leaves in the store, given what the store holds (`stored`) and the
+/// config file's `[[purposes]]` (`configured`): the stored purposes, or the default registry
+/// when the store holds none yet (none of it with `replace_defaults`), each `configured`
+/// purpose added or replacing the one with its id, and the built-in DPO purpose. So one
+/// `[[purposes]]` entry adds to the defaults instead of dropping them, and the same file
+/// gives the same registry on a new store and at every later start. A start never removes a
+/// stored purpose: clients and people's collected-for purposes point at it (`replace_defaults`
+/// only decides what a new store starts with).
+pub fn registry_at_start(
+    stored: &Registry,
+    configured: &[Purpose],
+    replace_defaults: bool,
+) -> Registry {
+    let base: Vec<Purpose> = if stored.iter().next().is_some() {
+        stored.iter().cloned().collect()
+    } else if replace_defaults {
+        Vec::new()
+    } else {
+        default_registry()
+    };
+    Registry::new(
+        base.into_iter()
+            .chain(configured.iter().cloned())
+            .chain(std::iter::once(dpo_purpose())),
+    )
+}
+
 /// The purposes in force, by id.
 #[derive(Debug, Clone, Default)]
 pub struct Registry(BTreeMap<String, Purpose>);
@@ -449,6 +478,55 @@ mod tests {
         assert_eq!(
             r.get("membership").unwrap().channels.len(),
             Channel::ALL.len()
+        );
+    }
+
+    fn flash() -> Purpose {
+        Purpose {
+            id: "flash".into(),
+            retention_days: 60,
+            ..default_registry()[3].clone()
+        }
+    }
+
+    fn ids(r: &Registry) -> Vec<&str> {
+        r.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn one_configured_purpose_keeps_the_other_defaults() {
+        let defaults: Vec<String> = default_registry().into_iter().map(|p| p.id).collect();
+        let mut newsletter = default_registry()[0].clone();
+        newsletter.retention_days = 365;
+        let first = registry_at_start(&Registry::default(), &[newsletter.clone(), flash()], false);
+        let mut want: Vec<&str> = defaults.iter().map(String::as_str).collect();
+        want.push("flash");
+        want.sort_unstable();
+        assert_eq!(ids(&first), want);
+        assert_eq!(
+            first.get("newsletter"),
+            Some(&newsletter),
+            "the file's wins"
+        );
+        // A later start with the same file leaves the same registry.
+        let later = registry_at_start(&first, &[newsletter, flash()], false);
+        assert_eq!(ids(&later), ids(&first));
+        assert_eq!(later.get("newsletter"), first.get("newsletter"));
+    }
+
+    #[test]
+    fn replace_defaults_starts_a_new_store_with_the_file_alone() {
+        let first = registry_at_start(&Registry::default(), &[flash()], true);
+        assert_eq!(ids(&first), ["data-subject-rights", "flash"]);
+        // A start never removes a stored purpose.
+        let seeded = registry_at_start(&Registry::default(), &[], false);
+        let later = registry_at_start(&seeded, &[flash()], true);
+        assert_eq!(later.iter().count(), seeded.iter().count() + 1);
+        // The built-in DPO purpose is always there.
+        assert!(
+            registry_at_start(&Registry::default(), &[], true)
+                .get(DPO_PURPOSE)
+                .is_some()
         );
     }
 

@@ -97,10 +97,13 @@ pub struct FileConfig {
     /// Seconds in-flight calls get to finish after SIGTERM before connections are closed
     /// (default 10).
     pub shutdown_grace_seconds: Option<u64>,
-    /// The purpose registry (`[[purposes]]` tables). When absent, a new store gets the
-    /// default registry of API.md; purposes listed here replace the stored ones with the
-    /// same id at every start.
+    /// Purposes of the registry (`[[purposes]]` tables): each one is added, or replaces the
+    /// purpose of its id, at every start. A new store starts from the default registry of
+    /// API.md (unless `[purposes_policy] replace_defaults = true`), so one entry adds to the
+    /// defaults rather than dropping them.
     pub purposes: Option<Vec<vault_core::Purpose>>,
+    /// What a new store's registry starts from (`[purposes_policy]`).
+    pub purposes_policy: Option<PurposesPolicy>,
     /// The controller named in the record of processing activities.
     pub controller: Option<vault_core::report::Controller>,
     /// Days access-log entries are kept (default 365; CNIL: six months to a year; 183 to
@@ -166,6 +169,16 @@ impl MetricsConfig {
         }
         Ok(Some(addr))
     }
+}
+
+/// The `[purposes_policy]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurposesPolicy {
+    /// A new store's registry is the file's `[[purposes]]` alone (and the built-in
+    /// `data-subject-rights`), without the defaults (default false). A store that already
+    /// has a registry keeps its purposes: a start never removes one.
+    pub replace_defaults: Option<bool>,
 }
 
 /// One `[[audit_witnesses]]` table: a C2SP tlog-witness and its cosigning key.
@@ -473,6 +486,8 @@ pub struct Config {
     pub shutdown_grace: std::time::Duration,
     /// See [`FileConfig::purposes`].
     pub purposes: Option<Vec<vault_core::Purpose>>,
+    /// See [`PurposesPolicy::replace_defaults`].
+    pub replace_default_purposes: bool,
     /// Access-log checkpoints and retention.
     pub audit: vault_core::audit::AuditOptions,
     /// See [`FileConfig::audit_origin`]; `None`: the default, known once the key is.
@@ -628,6 +643,10 @@ impl Config {
                 file.shutdown_grace_seconds.unwrap_or(10),
             ),
             purposes: file.purposes,
+            replace_default_purposes: file
+                .purposes_policy
+                .and_then(|p| p.replace_defaults)
+                .unwrap_or(false),
             min_retention_days,
             retention_sweep_every: match file.retention_sweep_hours.unwrap_or(24) {
                 0 => None,
@@ -796,10 +815,13 @@ fn parse_error_message(text: &str, e: &toml::de::Error) -> String {
 }
 
 #[cfg(test)]
+mod readme_toml;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Args {
+    pub(super) fn args(list: &[&str]) -> Args {
         Args::parse_from(std::iter::once("vault-server").chain(list.iter().copied()))
     }
 

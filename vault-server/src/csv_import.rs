@@ -1,22 +1,32 @@
 //! CSV files as supporters, for `vaultctl import`.
 //!
 //! The header row names the columns. Each column maps to a [`Target`]: a supporter field, a
-//! tag list, a custom field, a consent box, or nothing. By default common header names are
-//! recognised, case-insensitively and without accents, in English and French (`email`,
-//! `courriel`, `prénom`, `code postal`, ...); `custom_<key>` columns fill the custom map and
-//! `consent:<purpose>[:<channel>]` columns carry consent (a truthy cell: `1`, `yes`, `oui`,
-//! `true`, `x`). `--map column=field` overrides any of it. A column nothing maps is refused
-//! with the list of them, unless the caller ignores unknown columns.
+//! tag list, a custom field, a consent box, or nothing. By default the header names of
+//! [`HEADERS`] are recognised, case-insensitively and without accents, in English and French
+//! (`email`, `courriel`, `prénom`, `code postal`, ...); `custom_<key>` columns fill the custom
+//! map and `consent:<purpose>[:<channel>]` columns carry consent (a truthy cell: `1`, `yes`,
+//! `oui`, `true`, `x`). A [`Preset`] maps another tool's export first (`--preset
+//! nationbuilder`). `--map column=field` overrides any of it. A column nothing maps is
+//! refused with the list of them, unless the caller ignores unknown columns or uses a
+//! preset: then it is left out and reported by name, with how many of its cells held
+//! something ([`ImportSummary::unplaced`]), never dropped silently.
 //!
-//! Rows are numbered from 1, the first line after the header. A row the file itself gets
-//! wrong (wrong number of fields, bytes that are not UTF-8, a consent cell that is neither
-//! yes nor no) is rejected here with its number and never sent; the server judges the rest.
+//! Rows are numbered from 1, the first line after the header. A row is imported whole or
+//! not at all: a row the file itself gets wrong (wrong number of fields, bytes that are not
+//! UTF-8, a consent cell that is neither yes nor no) is rejected here with its number and
+//! column and never sent; the server judges the rest, and its refusals name the field,
+//! which [`ImportSummary::name_columns`] turns back into the file's column.
+
+mod headers;
+mod nationbuilder;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IsTerminal as _, Read};
 use std::path::Path;
 
 use vault_proto::v1 as pb;
+
+pub use headers::{HEADERS, normalize_header};
 
 /// Where a column's cells go.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,6 +51,17 @@ pub enum Target {
     Country,
     /// `tags`, separated by `;` or `|` in the cell; several columns may map here.
     Tags,
+    /// `tags`, separated by `,` in the cell, a run of spaces inside a tag becoming `-`
+    /// (NationBuilder's `tag_list`: `Porte à porte, Bénévole` is `porte-à-porte` and
+    /// `bénévole`).
+    CommaTags,
+    /// A second phone column: the supporter's `phone` when the row's [`Target::Phone`]
+    /// column is empty, else kept as `custom.<key>` (unless it is the same number), so
+    /// that neither number is lost.
+    SecondPhone {
+        /// The custom key the number is kept under when the row has another phone.
+        custom_key: String,
+    },
     /// `source` (art. 14: where the data came from).
     Source,
     /// `custom.<key>`.
@@ -52,7 +73,7 @@ pub enum Target {
         /// Channel, empty when the purpose has a single one.
         channel: String,
     },
-    /// The column is read and dropped.
+    /// The column is read and dropped (`--map column=ignore`).
     Ignore,
 }
 
@@ -70,6 +91,8 @@ impl Target {
             Self::City => "city".into(),
             Self::Country => "country".into(),
             Self::Tags => "tags".into(),
+            Self::CommaTags => "tags (comma-separated)".into(),
+            Self::SecondPhone { custom_key } => format!("phone, or custom_{custom_key}"),
             Self::Source => "source".into(),
             Self::Custom(k) => format!("custom_{k}"),
             Self::Consent { purpose, channel } if channel.is_empty() => {
@@ -77,6 +100,32 @@ impl Target {
             }
             Self::Consent { purpose, channel } => format!("consent:{purpose}:{channel}"),
             Self::Ignore => "ignore".into(),
+        }
+    }
+
+    /// The API field paths the column writes, as the server names them in its refusals
+    /// (`phone`, `address.postcode`, `custom.<key>`, `consents`).
+    fn paths(&self) -> Vec<String> {
+        let one = |p: &str| vec![p.to_owned()];
+        match self {
+            Self::Email => one("email"),
+            Self::Phone => one("phone"),
+            Self::GivenName => one("given_name"),
+            Self::FamilyName => one("family_name"),
+            Self::Line1 => one("address.line1"),
+            Self::Line2 => one("address.line2"),
+            Self::Postcode => one("address.postcode"),
+            Self::City => one("address.city"),
+            Self::Country => one("address.country"),
+            Self::Tags | Self::CommaTags => one("tags"),
+            Self::SecondPhone { custom_key } => {
+                vec!["phone".into(), format!("custom.{custom_key}")]
+            }
+            Self::Source => one("source"),
+            Self::Custom(k) => vec![format!("custom.{k}")],
+            // A consent row's own refusals name its `purpose` or `channel`.
+            Self::Consent { .. } => vec!["consents".into(), "purpose".into(), "channel".into()],
+            Self::Ignore => Vec::new(),
         }
     }
 
@@ -98,43 +147,12 @@ impl Target {
     }
 }
 
-/// Folds a header for comparison: trimmed, lower-case, without accents, with spaces,
-/// hyphens, dots, apostrophes and slashes as single underscores.
-pub fn normalize_header(header: &str) -> String {
-    let mut out = String::with_capacity(header.len());
-    for c in header.trim_start_matches('\u{feff}').trim().chars() {
-        for c in c.to_lowercase() {
-            let folded = match c {
-                'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => "a",
-                'ç' => "c",
-                'è' | 'é' | 'ê' | 'ë' => "e",
-                'ì' | 'í' | 'î' | 'ï' => "i",
-                'ñ' => "n",
-                'ò' | 'ó' | 'ô' | 'õ' | 'ö' => "o",
-                'ù' | 'ú' | 'û' | 'ü' => "u",
-                'ý' | 'ÿ' => "y",
-                'œ' => "oe",
-                'æ' => "ae",
-                // Combining marks left by a decomposed accent (e + U+0301).
-                '\u{300}'..='\u{36f}' => "",
-                c if c.is_whitespace() || matches!(c, '-' | '.' | '\'' | '’' | '/') => "_",
-                _ => {
-                    out.push(c);
-                    continue;
-                }
-            };
-            for f in folded.chars() {
-                if f == '_' && (out.is_empty() || out.ends_with('_')) {
-                    continue;
-                }
-                out.push(f);
-            }
-        }
-    }
-    while out.ends_with('_') {
-        out.pop();
-    }
-    out
+/// Whether a refusal about API field `field` is about a column writing `path`: the same
+/// path, or one inside the other (`consents.purpose` and `consents`; `custom` and
+/// `custom.<key>`).
+fn path_matches(path: &str, field: &str) -> bool {
+    let inside = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|rest| rest.starts_with('.'));
+    path == field || inside(field, path) || inside(path, field)
 }
 
 /// What the default mapping makes of a header, or `None` for an unknown column.
@@ -150,50 +168,13 @@ pub fn default_target(header: &str) -> Option<Target> {
         return Some(Target::Consent { purpose, channel });
     }
     let h = normalize_header(raw);
-    let target = match h.as_str() {
-        "email" | "e_mail" | "mail" | "courriel" | "email_address" | "adresse_email"
-        | "adresse_e_mail" | "adresse_mail" | "adresse_courriel" => Target::Email,
-        "phone"
-        | "phone_number"
-        | "telephone"
-        | "tel"
-        | "mobile"
-        | "portable"
-        | "numero_de_telephone"
-        | "numero" => Target::Phone,
-        "given_name" | "first_name" | "firstname" | "forename" | "prenom" => Target::GivenName,
-        "family_name" | "last_name" | "lastname" | "surname" | "nom" | "nom_de_famille" => {
-            Target::FamilyName
-        }
-        "line1" | "line_1" | "address" | "address_line1" | "address_line_1" | "address1"
-        | "adresse" | "adresse1" | "adresse_1" | "rue" => Target::Line1,
-        "line2"
-        | "line_2"
-        | "address_line2"
-        | "address_line_2"
-        | "address2"
-        | "adresse2"
-        | "adresse_2"
-        | "complement"
-        | "complement_d_adresse"
-        | "complement_adresse" => Target::Line2,
-        "postcode" | "post_code" | "postal_code" | "zip" | "zip_code" | "zipcode"
-        | "address_postcode" | "code_postal" | "codepostal" | "cp" => Target::Postcode,
-        "city" | "town" | "address_city" | "ville" | "commune" => Target::City,
-        "country" | "country_code" | "address_country" | "pays" => Target::Country,
-        "tags" | "tag" | "etiquettes" | "etiquette" => Target::Tags,
-        "source" | "origine" | "provenance" => Target::Source,
-        _ => {
-            let key = h
-                .strip_prefix("custom_")
-                .or_else(|| h.strip_prefix("custom:"))?;
-            if key.is_empty() {
-                return None;
-            }
-            Target::Custom(key.to_owned())
-        }
-    };
-    Some(target)
+    if let Some(t) = headers::known(&h) {
+        return Some(t.clone());
+    }
+    let key = h
+        .strip_prefix("custom_")
+        .or_else(|| h.strip_prefix("custom:"))?;
+    (!key.is_empty()).then(|| Target::Custom(key.to_owned()))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -203,13 +184,35 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .flatten()
 }
 
-/// How the header maps: `--map` overrides and what to do with unknown columns.
+/// Another tool's export format, mapped before the default names (`--preset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// NationBuilder's people export (`nationbuilder_id`, `first_name`, `tag_list`,
+    /// `email_opt_in`, `mobile_opt_in`, ...).
+    Nationbuilder,
+}
+
+impl Preset {
+    /// The target of a folded header under this preset, with `purpose` the call's purpose
+    /// (opt-in columns become its consents); `None` when the preset does not name it.
+    fn target(self, folded: &str, purpose: &str) -> Option<Target> {
+        match self {
+            Self::Nationbuilder => nationbuilder::target(folded, purpose),
+        }
+    }
+}
+
+/// How the header maps: a preset, `--map` overrides and what to do with unknown columns.
 #[derive(Debug, Clone, Default)]
 pub struct MappingOptions {
     /// `(column, field)` pairs from `--map column=field`.
     pub overrides: Vec<(String, String)>,
-    /// Drop unknown columns instead of refusing the file.
+    /// Leave unknown columns out (reported in the summary) instead of refusing the file.
     pub ignore_unknown: bool,
+    /// Another tool's export format; its unknown columns are left out and reported.
+    pub preset: Option<Preset>,
+    /// The call's purpose: a preset's opt-in columns record consent for it.
+    pub purpose: String,
 }
 
 /// Values every row gets.
@@ -221,18 +224,38 @@ pub struct RowDefaults {
     pub notice_version: String,
 }
 
+/// A cell the mapping refuses: the column (as the header names it) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellError {
+    /// The column, quoted as [`Mapping`] names columns (`"Téléphone"`, `#3 (no name)`).
+    pub column: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
 /// The header, mapped: one target per column.
 #[derive(Debug, Clone)]
 pub struct Mapping {
     headers: Vec<String>,
     targets: Vec<Target>,
+    /// Columns nothing maps, left out (with `--ignore-unknown` or a preset).
+    unplaced: Vec<usize>,
 }
 
 impl Mapping {
-    /// Maps `headers`. Fails with every unknown column listed, on a `--map` column the
-    /// header lacks, and when two columns would fill the same field.
+    /// Maps `headers`. Fails with every unknown column listed (unless they are ignored or a
+    /// preset is used), on a `--map` column the header lacks, and when two columns would
+    /// fill the same field.
     pub fn new(headers: &[String], options: &MappingOptions) -> Result<Self, String> {
-        let mut targets: Vec<Option<Target>> = headers.iter().map(|h| default_target(h)).collect();
+        let mut targets: Vec<Option<Target>> = headers
+            .iter()
+            .map(|h| {
+                options
+                    .preset
+                    .and_then(|p| p.target(&normalize_header(h), &options.purpose))
+                    .or_else(|| default_target(h))
+            })
+            .collect();
         for (column, field) in &options.overrides {
             let target =
                 Target::parse(field).map_err(|e| format!("--map {column}={field}: {e}"))?;
@@ -251,14 +274,14 @@ impl Mapping {
                 ));
             }
         }
-        let unknown: Vec<String> = headers
-            .iter()
-            .zip(&targets)
-            .enumerate()
-            .filter(|(_, (_, t))| t.is_none())
-            .map(|(i, (h, _))| column_name(i, h))
+        let unplaced: Vec<usize> = (0..headers.len())
+            .filter(|&i| targets[i].is_none())
             .collect();
-        if !unknown.is_empty() && !options.ignore_unknown {
+        if !unplaced.is_empty() && !options.ignore_unknown && options.preset.is_none() {
+            let unknown: Vec<String> = unplaced
+                .iter()
+                .map(|&i| column_name(i, &headers[i]))
+                .collect();
             return Err(format!(
                 "unknown column{} {}: map {} with --map column=field (field: email, phone, \
                  given_name, family_name, line1, line2, postcode, city, country, tags, source, \
@@ -274,7 +297,7 @@ impl Mapping {
             .collect();
         let mut seen: BTreeMap<&Target, usize> = BTreeMap::new();
         for (i, t) in targets.iter().enumerate() {
-            if matches!(t, Target::Tags | Target::Ignore) {
+            if matches!(t, Target::Tags | Target::CommaTags | Target::Ignore) {
                 continue;
             }
             if let Some(first) = seen.insert(t, i) {
@@ -288,10 +311,12 @@ impl Mapping {
                 ));
             }
         }
-        if !targets
-            .iter()
-            .any(|t| matches!(t, Target::Email | Target::Phone))
-        {
+        if !targets.iter().any(|t| {
+            matches!(
+                t,
+                Target::Email | Target::Phone | Target::SecondPhone { .. }
+            )
+        }) {
             return Err(format!(
                 "no column holds an email or a phone, and the vault needs one of them per \
                  supporter (columns: {}); name it with --map column=email",
@@ -301,6 +326,7 @@ impl Mapping {
         Ok(Self {
             headers: headers.to_vec(),
             targets,
+            unplaced,
         })
     }
 
@@ -314,6 +340,22 @@ impl Mapping {
         &self.headers
     }
 
+    /// The columns nothing maps, left out of the import, by index.
+    pub fn unplaced(&self) -> &[usize] {
+        &self.unplaced
+    }
+
+    /// The columns (named as in messages) that write API field `field`: what a server
+    /// refusal about that field is about.
+    pub fn columns_of(&self, field: &str) -> Vec<String> {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.paths().iter().any(|p| path_matches(p, field)))
+            .map(|(i, _)| column_name(i, &self.headers[i]))
+            .collect()
+    }
+
     /// Whether a column carries consent.
     pub fn has_consent_columns(&self) -> bool {
         self.targets
@@ -321,22 +363,27 @@ impl Mapping {
             .any(|t| matches!(t, Target::Consent { .. }))
     }
 
-    /// One data row as a supporter to stream, or why the row cannot be sent.
+    /// One data row as a supporter to stream, or the cell that keeps the row from being
+    /// sent (the row is then refused whole).
     pub fn supporter(
         &self,
         cells: &[&str],
         defaults: &RowDefaults,
-    ) -> Result<pb::Supporter, String> {
+    ) -> Result<pb::Supporter, CellError> {
         if cells.len() != self.targets.len() {
-            return Err(format!(
-                "expected {} fields, found {}",
-                self.targets.len(),
-                cells.len()
-            ));
+            return Err(CellError {
+                column: None,
+                reason: format!(
+                    "expected {} fields, found {}",
+                    self.targets.len(),
+                    cells.len()
+                ),
+            });
         }
         let mut s = pb::Supporter::default();
         let mut address = pb::Address::default();
         let mut tags: BTreeSet<String> = BTreeSet::new();
+        let mut second_phone: Option<(&str, &str)> = None;
         for (i, (target, cell)) in self.targets.iter().zip(cells).enumerate() {
             let value = cell.trim();
             let set = |slot: &mut String| value.clone_into(slot);
@@ -358,6 +405,17 @@ impl Mapping {
                         .filter(|t| !t.is_empty())
                         .map(str::to_owned),
                 ),
+                Target::CommaTags => tags.extend(
+                    value
+                        .split(',')
+                        .map(|t| t.split_whitespace().collect::<Vec<_>>().join("-"))
+                        .filter(|t| !t.is_empty()),
+                ),
+                Target::SecondPhone { custom_key } => {
+                    if !value.is_empty() {
+                        second_phone = Some((custom_key, value));
+                    }
+                }
                 Target::Custom(key) => {
                     if !value.is_empty() {
                         s.custom.insert(key.clone(), value.to_owned());
@@ -374,15 +432,25 @@ impl Mapping {
                     }),
                     Some(false) => {}
                     None => {
-                        return Err(format!(
-                            "column {}: {:?} is neither yes (1, yes, oui, true, x) nor no \
-                             (empty, 0, no, non, false)",
-                            column_name(i, &self.headers[i]),
-                            shorten(value),
-                        ));
+                        return Err(CellError {
+                            column: Some(column_name(i, &self.headers[i])),
+                            reason: format!(
+                                "{:?} is neither yes ({}) nor no (empty, {})",
+                                shorten(value),
+                                YES.join(", "),
+                                NO[1..].join(", "),
+                            ),
+                        });
                     }
                 },
                 Target::Ignore => {}
+            }
+        }
+        if let Some((key, number)) = second_phone {
+            if s.phone.is_empty() {
+                number.clone_into(&mut s.phone);
+            } else if !same_phone(&s.phone, number) {
+                s.custom.insert(key.to_owned(), number.to_owned());
             }
         }
         s.tags = tags.into_iter().collect();
@@ -396,12 +464,30 @@ impl Mapping {
     }
 }
 
+/// Whether two phone cells hold the same number (as the vault would store it, or the same
+/// text when either is not a number the vault takes).
+fn same_phone(a: &str, b: &str) -> bool {
+    use vault_core::supporter::normalize::phone;
+    match (phone(a), phone(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The consent cells read as yes, lower-cased.
+pub const YES: &[&str] = &["1", "yes", "y", "oui", "o", "true", "vrai", "x"];
+/// The consent cells read as no, lower-cased (the empty cell first).
+pub const NO: &[&str] = &["", "0", "no", "n", "non", "false", "faux"];
+
 /// A consent cell: `Some(true)` for yes, `Some(false)` for no or empty, `None` otherwise.
 pub fn truthy(cell: &str) -> Option<bool> {
-    match cell.trim().to_lowercase().as_str() {
-        "1" | "yes" | "y" | "oui" | "o" | "true" | "vrai" | "x" => Some(true),
-        "" | "0" | "no" | "n" | "non" | "false" | "faux" => Some(false),
-        _ => None,
+    let cell = cell.trim().to_lowercase();
+    if YES.contains(&cell.as_str()) {
+        Some(true)
+    } else if NO.contains(&cell.as_str()) {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -468,6 +554,8 @@ pub enum Row {
     Rejected {
         /// Row number in the file, from 1.
         row: u64,
+        /// The column at fault, when one is.
+        column: Option<String>,
         /// Why.
         reason: String,
     },
@@ -491,6 +579,8 @@ pub struct CsvRows<R: Read> {
     defaults: RowDefaults,
     record: csv::ByteRecord,
     row: u64,
+    /// Non-empty cells read so far in each of the mapping's unplaced columns.
+    unplaced_cells: Vec<u64>,
 }
 
 impl<R: Read> std::fmt::Debug for CsvRows<R> {
@@ -557,6 +647,7 @@ impl<R: Read> CsvRows<R> {
         }
         Ok(Self {
             reader,
+            unplaced_cells: vec![0; mapping.unplaced.len()],
             mapping,
             defaults: options.defaults.clone(),
             record: csv::ByteRecord::new(),
@@ -579,6 +670,20 @@ impl<R: Read> CsvRows<R> {
         self.row
     }
 
+    /// The columns left out of the import (unknown to the mapping, with `--ignore-unknown`
+    /// or a preset), each with how many cells read so far held something.
+    pub fn unplaced(&self) -> Vec<Unplaced> {
+        self.mapping
+            .unplaced
+            .iter()
+            .zip(&self.unplaced_cells)
+            .map(|(&i, &cells)| Unplaced {
+                column: column_name(i, &self.mapping.headers[i]),
+                cells,
+            })
+            .collect()
+    }
+
     /// The next data row; `None` at the end; `Err` when the input cannot be read at all.
     pub fn next_row(&mut self) -> Option<Result<Row, String>> {
         match self.reader.read_byte_record(&mut self.record) {
@@ -586,6 +691,15 @@ impl<R: Read> CsvRows<R> {
             Ok(true) => {
                 self.row += 1;
                 let row = self.row;
+                for (count, &i) in self.unplaced_cells.iter_mut().zip(&self.mapping.unplaced) {
+                    if self
+                        .record
+                        .get(i)
+                        .is_some_and(|c| !c.trim_ascii().is_empty())
+                    {
+                        *count += 1;
+                    }
+                }
                 let mut cells = Vec::with_capacity(self.record.len());
                 for (i, field) in self.record.iter().enumerate() {
                     match std::str::from_utf8(field) {
@@ -598,9 +712,8 @@ impl<R: Read> CsvRows<R> {
                                 .map_or_else(|| format!("#{}", i + 1), |h| column_name(i, h));
                             return Some(Ok(Row::Rejected {
                                 row,
-                                reason: format!(
-                                    "column {column}: not valid UTF-8 (save the file as UTF-8)"
-                                ),
+                                column: Some(column),
+                                reason: "not valid UTF-8 (save the file as UTF-8)".into(),
                             }));
                         }
                     }
@@ -610,7 +723,11 @@ impl<R: Read> CsvRows<R> {
                         row,
                         supporter: Box::new(supporter),
                     },
-                    Err(reason) => Row::Rejected { row, reason },
+                    Err(CellError { column, reason }) => Row::Rejected {
+                        row,
+                        column,
+                        reason,
+                    },
                 }))
             }
             Err(e) => match e.kind() {
@@ -619,6 +736,7 @@ impl<R: Read> CsvRows<R> {
                     self.row += 1;
                     Some(Ok(Row::Rejected {
                         row: self.row,
+                        column: None,
                         reason: e.to_string(),
                     }))
                 }
@@ -632,10 +750,23 @@ impl<R: Read> CsvRows<R> {
 pub struct Rejection {
     /// Row number in the file, from 1 (0 when the server named a row it was never sent).
     pub row: u64,
+    /// The file's column(s) at fault, as messages name them, when known.
+    pub column: Option<String>,
+    /// The API field the server named (empty when it named none or the CLI refused the row).
+    pub field: String,
     /// Why.
     pub reason: String,
     /// The gRPC code name the server gave (empty when the CLI refused the row itself).
     pub code: String,
+}
+
+/// A column left out of the import, and how many of its cells held something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    /// The column, as messages name it.
+    pub column: String,
+    /// Its non-empty cells.
+    pub cells: u64,
 }
 
 /// Totals of an import.
@@ -653,6 +784,8 @@ pub struct ImportSummary {
     pub rejected: Vec<Rejection>,
     /// Rows the server refused beyond those it listed (it lists the first 1,000 per call).
     pub unlisted_rejected: u64,
+    /// Columns left out of the import, with their non-empty cells.
+    pub unplaced: Vec<Unplaced>,
 }
 
 impl ImportSummary {
@@ -673,11 +806,15 @@ impl ImportSummary {
             self.rejected.push(match row {
                 Some(row) => Rejection {
                     row,
+                    column: None,
+                    field: r.field.clone(),
                     reason: r.reason.clone(),
                     code: r.code.clone(),
                 },
                 None => Rejection {
                     row: 0,
+                    column: None,
+                    field: r.field.clone(),
                     reason: format!("stream position {}: {}", r.row, r.reason),
                     code: r.code.clone(),
                 },
@@ -686,12 +823,29 @@ impl ImportSummary {
     }
 
     /// Adds a row the CLI refused itself.
-    pub fn reject_locally(&mut self, row: u64, reason: String) {
+    pub fn reject_locally(&mut self, row: u64, column: Option<String>, reason: String) {
         self.rejected.push(Rejection {
             row,
+            column,
+            field: String::new(),
             reason,
             code: String::new(),
         });
+    }
+
+    /// Names the file's column of each server refusal that names a field.
+    pub fn name_columns(&mut self, mapping: &Mapping) {
+        for r in &mut self.rejected {
+            if r.column.is_none() && !r.field.is_empty() {
+                let columns = mapping.columns_of(&r.field);
+                r.column = (!columns.is_empty()).then(|| columns.join(" or "));
+            }
+        }
+    }
+
+    /// Every refused row, listed or not.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.len() as u64 + self.unlisted_rejected
     }
 
     /// Sorts refused rows by row number.
@@ -707,7 +861,7 @@ impl ImportSummary {
             self.created,
             self.updated,
             self.unchanged,
-            self.rejected.len() as u64 + self.unlisted_rejected
+            self.rejected_total()
         );
         for r in &self.rejected {
             let code = if r.code.is_empty() {
@@ -715,7 +869,12 @@ impl ImportSummary {
             } else {
                 format!(" [{}]", r.code)
             };
-            out.push_str(&format!("\n  row {}: {}{code}", r.row, r.reason));
+            let column = r
+                .column
+                .as_ref()
+                .map(|c| format!(", column {c}"))
+                .unwrap_or_default();
+            out.push_str(&format!("\n  row {}{column}: {}{code}", r.row, r.reason));
         }
         if self.unlisted_rejected > 0 {
             out.push_str(&format!(
@@ -723,6 +882,17 @@ impl ImportSummary {
                  of each call)",
                 self.unlisted_rejected
             ));
+        }
+        if !self.unplaced.is_empty() {
+            out.push_str(&format!(
+                "\n  {} column{} not imported (no place in a supporter; --map column=field \
+                 places one):",
+                self.unplaced.len(),
+                if self.unplaced.len() > 1 { "s" } else { "" }
+            ));
+            for u in &self.unplaced {
+                out.push_str(&format!("\n    {}: {} non-empty cells", u.column, u.cells));
+            }
         }
         out
     }
@@ -732,7 +902,20 @@ impl ImportSummary {
         let rejected: Vec<_> = self
             .rejected
             .iter()
-            .map(|r| serde_json::json!({ "row": r.row, "reason": r.reason, "code": r.code }))
+            .map(|r| {
+                serde_json::json!({
+                    "row": r.row,
+                    "column": r.column,
+                    "field": r.field,
+                    "reason": r.reason,
+                    "code": r.code,
+                })
+            })
+            .collect();
+        let unplaced: Vec<_> = self
+            .unplaced
+            .iter()
+            .map(|u| serde_json::json!({ "column": u.column, "cells": u.cells }))
             .collect();
         serde_json::json!({
             "file": file,
@@ -742,6 +925,7 @@ impl ImportSummary {
             "unchanged": self.unchanged,
             "rejected": rejected,
             "rejected_unlisted": self.unlisted_rejected,
+            "unplaced": unplaced,
         })
     }
 }
@@ -783,415 +967,4 @@ impl Progress {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn headers(h: &[&str]) -> Vec<String> {
-        h.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    fn read_all(data: &[u8], options: &ReadOptions) -> Result<Vec<Row>, String> {
-        let mut rows = CsvRows::new(data, options)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next_row() {
-            out.push(r?);
-        }
-        Ok(out)
-    }
-
-    fn consent_options() -> ReadOptions {
-        ReadOptions {
-            defaults: RowDefaults {
-                source: "import:test.csv".into(),
-                notice_version: "2026-01".into(),
-            },
-            ..ReadOptions::default()
-        }
-    }
-
-    #[test]
-    fn french_headers_map_to_fields() {
-        let h = headers(&[
-            "Courriel",
-            "Téléphone",
-            "Prénom",
-            "NOM",
-            "Adresse",
-            "Code postal",
-            "Ville",
-            "Pays",
-            "Étiquettes",
-            "custom_Bureau de vote",
-            "consent:newsletter",
-            "Consent:SMS-Mobilisation:SMS",
-        ]);
-        let m = Mapping::new(&h, &MappingOptions::default()).unwrap();
-        assert_eq!(
-            m.targets(),
-            &[
-                Target::Email,
-                Target::Phone,
-                Target::GivenName,
-                Target::FamilyName,
-                Target::Line1,
-                Target::Postcode,
-                Target::City,
-                Target::Country,
-                Target::Tags,
-                Target::Custom("bureau_de_vote".into()),
-                Target::Consent {
-                    purpose: "newsletter".into(),
-                    channel: String::new()
-                },
-                Target::Consent {
-                    purpose: "sms-mobilisation".into(),
-                    channel: "sms".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn english_aliases_and_field_paths() {
-        for (h, t) in [
-            ("E-mail", Target::Email),
-            ("first_name", Target::GivenName),
-            ("Last Name", Target::FamilyName),
-            ("mobile", Target::Phone),
-            ("portable", Target::Phone),
-            ("address.postcode", Target::Postcode),
-            ("CP", Target::Postcode),
-            ("commune", Target::City),
-            ("line2", Target::Line2),
-            ("Source", Target::Source),
-            ("custom.shirt-size", Target::Custom("shirt_size".into())),
-        ] {
-            assert_eq!(default_target(h), Some(t), "{h}");
-        }
-        assert_eq!(default_target("favourite colour"), None);
-        assert_eq!(default_target("custom_"), None);
-        assert_eq!(default_target("consent:"), None);
-        assert_eq!(default_target("consent:a:b:c"), None);
-    }
-
-    #[test]
-    fn decomposed_accents_fold_too() {
-        assert_eq!(normalize_header("Pre\u{301}nom"), "prenom");
-        assert_eq!(normalize_header("  Code  Postal "), "code_postal");
-        assert_eq!(normalize_header("\u{feff}Email"), "email");
-    }
-
-    #[test]
-    fn unknown_columns_are_listed_unless_ignored() {
-        let h = headers(&["email", "shoe size", "", "hat"]);
-        let e = Mapping::new(&h, &MappingOptions::default()).unwrap_err();
-        assert!(e.contains("\"shoe size\""), "{e}");
-        assert!(e.contains("#3 (no name)"), "{e}");
-        assert!(e.contains("\"hat\""), "{e}");
-        let m = Mapping::new(
-            &h,
-            &MappingOptions {
-                ignore_unknown: true,
-                ..MappingOptions::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(m.targets()[1], Target::Ignore);
-    }
-
-    #[test]
-    fn map_overrides_and_validates() {
-        let h = headers(&["Mail perso", "Tel", "Mail pro"]);
-        let m = Mapping::new(
-            &h,
-            &MappingOptions {
-                overrides: vec![
-                    ("mail perso".into(), "email".into()),
-                    ("Mail pro".into(), "custom_work_email".into()),
-                ],
-                ignore_unknown: false,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            m.targets(),
-            &[
-                Target::Email,
-                Target::Phone,
-                Target::Custom("work_email".into())
-            ]
-        );
-        let e = Mapping::new(
-            &h,
-            &MappingOptions {
-                overrides: vec![("missing".into(), "email".into())],
-                ignore_unknown: true,
-            },
-        )
-        .unwrap_err();
-        assert!(e.contains("no column \"missing\""), "{e}");
-        let e = Mapping::new(
-            &h,
-            &MappingOptions {
-                overrides: vec![("Tel".into(), "shoe".into())],
-                ignore_unknown: true,
-            },
-        )
-        .unwrap_err();
-        assert!(e.contains("unknown field"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_targets_and_missing_contact_are_refused() {
-        let e =
-            Mapping::new(&headers(&["email", "courriel"]), &MappingOptions::default()).unwrap_err();
-        assert!(e.contains("both map to email"), "{e}");
-        let e = Mapping::new(&headers(&["prenom", "nom"]), &MappingOptions::default()).unwrap_err();
-        assert!(e.contains("no column holds an email or a phone"), "{e}");
-        // Several tag columns are fine.
-        Mapping::new(
-            &headers(&["email", "tags", "tag"]),
-            &MappingOptions::default(),
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn rows_become_supporters() {
-        let data = "email;prénom;tags;cp;consent:newsletter;consent:sms-mobilisation;custom_ville_natale\n\
-                    a@b.fr;Anne;militant|quartier-nord; paris-5 ;Oui;0;Lyon\n\
-                    c@d.fr;;;;;;\n";
-        let rows = read_all(data.as_bytes(), &consent_options()).unwrap();
-        assert_eq!(rows.len(), 2);
-        let Row::Parsed { row, supporter } = &rows[0] else {
-            panic!("{:?}", rows[0])
-        };
-        assert_eq!(*row, 1);
-        assert_eq!(supporter.email, "a@b.fr");
-        assert_eq!(supporter.given_name, "Anne");
-        assert_eq!(supporter.tags, vec!["militant", "quartier-nord"]);
-        assert_eq!(supporter.address.as_ref().unwrap().postcode, "paris-5");
-        assert_eq!(supporter.custom.get("ville_natale").unwrap(), "Lyon");
-        assert_eq!(supporter.source, "import:test.csv");
-        assert_eq!(supporter.consents.len(), 1);
-        assert_eq!(supporter.consents[0].purpose, "newsletter");
-        assert_eq!(supporter.consents[0].source, "import");
-        assert_eq!(supporter.consents[0].notice_version, "2026-01");
-        let Row::Parsed { row, supporter } = &rows[1] else {
-            panic!("{:?}", rows[1])
-        };
-        assert_eq!(*row, 2);
-        assert!(supporter.address.is_none());
-        assert!(supporter.tags.is_empty() && supporter.consents.is_empty());
-    }
-
-    #[test]
-    fn bad_rows_are_rejected_with_file_row_numbers() {
-        let mut data = b"email,given_name,consent:newsletter\n".to_vec();
-        data.extend_from_slice(b"a@b.fr,Anne,yes\n");
-        data.extend_from_slice(b"b@b.fr,Too,many,fields\n");
-        data.extend_from_slice(b"c@b.fr,\xff\xfe,1\n");
-        data.extend_from_slice(b"d@b.fr,Dan,maybe\n");
-        data.extend_from_slice(b"\"e@b.fr\",\"multi\nline\",x\n");
-        data.extend_from_slice(b"f@b.fr,Fay\n");
-        let rows = read_all(&data, &consent_options()).unwrap();
-        let summary: Vec<(u64, bool)> = rows
-            .iter()
-            .map(|r| match r {
-                Row::Parsed { row, .. } => (*row, true),
-                Row::Rejected { row, .. } => (*row, false),
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (1, true),
-                (2, false),
-                (3, false),
-                (4, false),
-                (5, true),
-                (6, false)
-            ]
-        );
-        let Row::Rejected { reason, .. } = &rows[1] else {
-            panic!()
-        };
-        assert_eq!(reason, "expected 3 fields, found 4");
-        let Row::Rejected { reason, .. } = &rows[2] else {
-            panic!()
-        };
-        assert!(reason.contains("not valid UTF-8"), "{reason}");
-        let Row::Rejected { reason, .. } = &rows[3] else {
-            panic!()
-        };
-        assert!(reason.contains("\"maybe\""), "{reason}");
-    }
-
-    #[test]
-    fn consent_columns_need_a_notice_version() {
-        let e = read_all(
-            b"email,consent:newsletter\na@b.fr,1\n",
-            &ReadOptions::default(),
-        )
-        .unwrap_err();
-        assert!(e.contains("--notice-version"), "{e}");
-    }
-
-    #[test]
-    fn delimiter_is_sniffed_from_the_header_line() {
-        assert_eq!(sniff_delimiter(b"email;nom;prenom\na,b,c,d,e\n"), b';');
-        assert_eq!(sniff_delimiter(b"email,nom\n"), b',');
-        assert_eq!(sniff_delimiter(b"email\tnom\n"), b'\t');
-        assert_eq!(sniff_delimiter(b"\"a;b;c\",email\n"), b',');
-        assert_eq!(sniff_delimiter(b""), b',');
-        let rows = read_all(
-            b"\xef\xbb\xbfEmail\tVille\na@b.fr\tParis\n",
-            &ReadOptions::default(),
-        )
-        .unwrap();
-        let Row::Parsed { supporter, .. } = &rows[0] else {
-            panic!()
-        };
-        assert_eq!(supporter.address.as_ref().unwrap().city, "Paris");
-    }
-
-    #[test]
-    fn empty_file_is_refused() {
-        assert!(read_all(b"", &ReadOptions::default()).is_err());
-    }
-
-    #[test]
-    fn server_rejections_get_file_row_numbers() {
-        let mut s = ImportSummary {
-            rows: 10,
-            ..ImportSummary::default()
-        };
-        s.reject_locally(4, "expected 3 fields, found 2".into());
-        s.add_response(
-            &pb::ImportResponse {
-                created: 5,
-                updated: 1,
-                unchanged: 1,
-                rejected: vec![
-                    pb::RejectedRow {
-                        row: 2,
-                        reason: "email: not an email address".into(),
-                        code: "InvalidArgument".into(),
-                    },
-                    pb::RejectedRow {
-                        row: 99,
-                        reason: "odd".into(),
-                        code: "Internal".into(),
-                    },
-                ],
-                // Two more the server refused without listing them.
-                rejected_total: 4,
-            },
-            // Stream positions 1..=8 carried file rows 1, 2, 3, 5, 6, 7, 8, 9.
-            &[1, 2, 3, 5, 6, 7, 8, 9],
-        );
-        s.sort();
-        assert_eq!(
-            s.rejected.iter().map(|r| r.row).collect::<Vec<_>>(),
-            vec![0, 2, 4]
-        );
-        assert!(s.rejected[0].reason.starts_with("stream position 99"));
-        let text = s.lines("f.csv");
-        assert!(text.starts_with("f.csv: 10 rows: 5 created, 1 updated, 1 unchanged, 5 rejected"));
-        assert!(text.contains("and 2 more rejected rows not listed"));
-        assert_eq!(s.json("f.csv")["rejected_unlisted"], 2);
-        assert!(text.contains("row 2: email: not an email address [InvalidArgument]"));
-        assert_eq!(s.json("f.csv")["rejected"][1]["row"], 2);
-    }
-
-    const KNOWN: &[(&str, &str)] = &[
-        ("email", "email"),
-        ("téléphone", "phone"),
-        ("prénom", "given_name"),
-        ("nom", "family_name"),
-        ("adresse", "line1"),
-        ("line2", "line2"),
-        ("code_postal", "postcode"),
-        ("ville", "city"),
-        ("pays", "country"),
-        ("tags", "tags"),
-        ("source", "source"),
-        ("custom_bureau", "custom_bureau"),
-        ("consent:newsletter:email", "consent:newsletter:email"),
-    ];
-
-    fn recase(s: &str, mask: &[bool]) -> String {
-        s.chars()
-            .zip(mask.iter().cycle())
-            .map(|(c, up)| {
-                if *up {
-                    c.to_uppercase().collect::<String>()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    }
-
-    proptest! {
-        /// Any order and casing of known headers maps each column to the same field, and a
-        /// row built by field yields the same supporter whatever the order.
-        #[test]
-        fn header_order_and_case_do_not_matter(
-            order in Just((0..KNOWN.len()).collect::<Vec<_>>()).prop_shuffle(),
-            mask in proptest::collection::vec(any::<bool>(), 1..16),
-            pad in "[ ]{0,2}",
-        ) {
-            let hs: Vec<String> = order
-                .iter()
-                .map(|&i| format!("{pad}{}{pad}", recase(KNOWN[i].0, &mask)))
-                .collect();
-            let m = Mapping::new(&hs, &MappingOptions::default()).unwrap();
-            for (col, &i) in order.iter().enumerate() {
-                prop_assert_eq!(m.targets()[col].name(), KNOWN[i].1);
-            }
-            let cells: Vec<String> = order.iter().map(|&i| match KNOWN[i].1 {
-                "email" => "x@y.fr".to_owned(),
-                "tags" => "a;b".to_owned(),
-                f if f.starts_with("consent") => "oui".to_owned(),
-                f => format!("v-{f}"),
-            }).collect();
-            let cell_refs: Vec<&str> = cells.iter().map(String::as_str).collect();
-            let defaults = RowDefaults { source: "d".into(), notice_version: "n1".into() };
-            let got = m.supporter(&cell_refs, &defaults).unwrap();
-            let canonical_headers: Vec<String> = KNOWN.iter().map(|(h, _)| (*h).to_owned()).collect();
-            let canonical = Mapping::new(&canonical_headers, &MappingOptions::default()).unwrap();
-            let mut by_field = vec![""; KNOWN.len()];
-            for (col, &i) in order.iter().enumerate() {
-                by_field[i] = cell_refs[col];
-            }
-            prop_assert_eq!(got, canonical.supporter(&by_field, &defaults).unwrap());
-        }
-
-        /// Arbitrary cell text never panics: each row is a supporter or a rejection.
-        #[test]
-        fn arbitrary_cells_never_panic(cells in proptest::collection::vec(".{0,24}", KNOWN.len())) {
-            let hs: Vec<String> = KNOWN.iter().map(|(h, _)| (*h).to_owned()).collect();
-            let m = Mapping::new(&hs, &MappingOptions::default()).unwrap();
-            let refs: Vec<&str> = cells.iter().map(String::as_str).collect();
-            let _ = m.supporter(&refs, &RowDefaults::default());
-        }
-
-        /// Arbitrary bytes as a file never panic either.
-        #[test]
-        fn arbitrary_files_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut data = b"email,tags,consent:newsletter,custom_x\n".to_vec();
-            data.extend_from_slice(&body);
-            let options = ReadOptions {
-                defaults: RowDefaults { source: String::new(), notice_version: "v".into() },
-                ..ReadOptions::default()
-            };
-            if let Ok(mut rows) = CsvRows::new(&data[..], &options) {
-                while let Some(r) = rows.next_row() {
-                    prop_assert!(r.is_ok());
-                }
-            }
-        }
-    }
-}
+mod tests;

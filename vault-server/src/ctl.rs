@@ -680,7 +680,11 @@ fn read_rows<R: Read>(
                 fatal = Some(e);
                 break;
             }
-            Ok(Row::Rejected { row, reason }) => summary.reject_locally(row, reason),
+            Ok(Row::Rejected {
+                row,
+                column,
+                reason,
+            }) => summary.reject_locally(row, column, reason),
             Ok(Row::Parsed { row, supporter }) => {
                 if open.is_none() {
                     let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -711,6 +715,7 @@ fn read_rows<R: Read>(
     }
     close_batch(&mut open);
     summary.rows = rows.rows_read();
+    summary.unplaced = rows.unplaced();
     ReadOutcome { summary, fatal }
 }
 
@@ -727,6 +732,7 @@ pub async fn import<R: Read + Send + 'static>(
     progress: Progress,
 ) -> Result<ImportSummary, String> {
     let batch = batch.max(1);
+    let mapping = rows.mapping().clone();
     let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<Batch>(1);
     let (read_tx, read_rx) = tokio::sync::oneshot::channel();
     let reader_progress = progress.clone();
@@ -791,6 +797,8 @@ pub async fn import<R: Read + Send + 'static>(
     summary.updated = replies.updated;
     summary.unchanged = replies.unchanged;
     summary.rejected.extend(replies.rejected);
+    summary.unlisted_rejected = replies.unlisted_rejected;
+    summary.name_columns(&mapping);
     summary.sort();
     Ok(summary)
 }
@@ -1033,6 +1041,7 @@ mod tests {
                             row: n,
                             reason: "email: refused".into(),
                             code: "InvalidArgument".into(),
+                            field: "email".into(),
                         });
                     } else {
                         reply.created += 1;

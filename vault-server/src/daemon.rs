@@ -56,7 +56,13 @@ pub async fn run(
     if report.root_key_created {
         tracing::info!(path = %report.root_key_path.display(), "created root key file (back it up: without it the data cannot be read)");
     }
-    vault.install_purposes(config.purposes.as_deref()).await?;
+    let registry = vault
+        .install_registry(
+            config.purposes.as_deref().unwrap_or_default(),
+            config.replace_default_purposes,
+        )
+        .await?;
+    log_registry(&registry);
     let vault = Arc::new(vault);
     let origin = config.audit_origin.clone().unwrap_or_else(|| {
         vault_core::audit::witness::default_origin(&vault.access_log().public_key())
@@ -247,6 +253,24 @@ pub async fn run(
         "stopped: in-flight calls finished, the access log checkpointed and the store flushed"
     );
     Ok(())
+}
+
+/// Logs the purpose registry in force, one line per purpose (names, bases, channels and
+/// retention: what the record of processing activities says; nothing personal), so an
+/// operator sees at start what the config file and the store made of it.
+fn log_registry(registry: &[vault_core::Purpose]) {
+    tracing::info!(purposes = registry.len(), "purpose registry in force");
+    for p in registry {
+        let channels: Vec<&str> = p.channels.iter().map(|c| c.as_str()).collect();
+        tracing::info!(
+            purpose = %p.id,
+            lawful_basis = %p.lawful_basis,
+            special_category_basis = %p.special_category_basis,
+            channels = %channels.join(","),
+            retention_days = p.retention_days,
+            "purpose"
+        );
+    }
 }
 
 /// Background duties: a signed checkpoint of the access log when entries were added and

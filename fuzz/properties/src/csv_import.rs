@@ -27,6 +27,7 @@ pub fn check(data: &[u8]) {
         mapping: MappingOptions {
             overrides: Vec::new(),
             ignore_unknown: flags & 1 != 0,
+            ..MappingOptions::default()
         },
         defaults: RowDefaults {
             source: if flags & 2 != 0 {
@@ -82,7 +83,7 @@ pub fn check(data: &[u8]) {
         let row = next.expect("a file in memory cannot fail to be read");
         expected_row += 1;
         match row {
-            Row::Rejected { row, reason } => {
+            Row::Rejected { row, reason, .. } => {
                 assert_eq!(row, expected_row, "rows are numbered in order");
                 assert!(!reason.is_empty(), "a rejected row says why");
             }

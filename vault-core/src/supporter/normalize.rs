@@ -153,10 +153,15 @@ fn email_reason(e: &email_address::Error) -> &'static str {
 /// `0033612345678`). Only digits, spaces, `+`, `-`, `.`, `(` and `)` are accepted, with at
 /// most one `+`, placed first; the number must be valid for its country (right length and
 /// an allocated range).
+///
+/// The errors tell two cases apart: a string that cannot be read as a phone number at all
+/// (written for the default region FR, or wanting international format), and a number that
+/// reads fine but that its country's numbering plan does not hold (an unallocated range, a
+/// wrong length, an unknown country code).
 pub fn phone(raw: &str) -> Result<String, InvalidInput> {
     let err = |reason: &str| InvalidInput::new(PHONE_FIELD, reason);
-    let invalid = || {
-        err("is not a valid phone number for the default region FR; \
+    let unreadable = || {
+        err("is not a phone number written for the default region FR; \
              use international format such as +33612345678")
     };
 
@@ -190,9 +195,12 @@ pub fn phone(raw: &str) -> Result<String, InvalidInput> {
         return Err(err("must contain digits"));
     }
 
-    let number = phonenumber::parse(Some(DEFAULT_PHONE_REGION), trimmed).map_err(|_| invalid())?;
+    let number = phonenumber::parse(Some(DEFAULT_PHONE_REGION), trimmed).map_err(|e| match e {
+        phonenumber::ParseError::InvalidCountryCode => err(UNKNOWN_COUNTRY_CODE),
+        _ => unreadable(),
+    })?;
     if !phonenumber::is_valid(&number) {
-        return Err(invalid());
+        return Err(err(&invalid_number(&number)));
     }
     let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
     // E.164: '+' then at most 15 digits. Anything else means the parser went astray.
@@ -201,9 +209,50 @@ pub fn phone(raw: &str) -> Result<String, InvalidInput> {
             .strip_prefix('+')
             .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()));
     if !well_formed {
-        return Err(invalid());
+        return Err(unreadable());
     }
     Ok(e164)
+}
+
+/// The reason for a number whose country code no country uses.
+const UNKNOWN_COUNTRY_CODE: &str =
+    "has a country code no country uses; check the digits after '+' (or '00')";
+
+/// Why a number that parses is not valid: no country uses its country code, its length is
+/// not one its country's numbers have, or (the right length) its range is not allocated, as
+/// `+33 7 12 34 56 78` (French mobiles start 06 or 073 to 079). It names the region (`FR`),
+/// never a digit of the number.
+fn invalid_number(number: &phonenumber::PhoneNumber) -> String {
+    use phonenumber::metadata::DATABASE;
+    let Some(meta) = number.metadata(&DATABASE) else {
+        return UNKNOWN_COUNTRY_CODE.to_owned();
+    };
+    let region = meta.id();
+    let national = number.national().value().to_string();
+    let length = u16::try_from(national.len()).unwrap_or(u16::MAX);
+    // The lengths of every kind of number the plan holds (the general descriptor alone
+    // often lists none).
+    let d = meta.descriptors();
+    let kinds = [
+        d.fixed_line(),
+        d.mobile(),
+        d.toll_free(),
+        d.premium_rate(),
+        d.shared_cost(),
+        d.personal_number(),
+        d.voip(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+    ];
+    let possible = std::iter::once(d.general())
+        .chain(kinds.into_iter().flatten())
+        .any(|kind| kind.possible_length().contains(&length));
+    if possible {
+        format!("is not a valid number for {region} (unallocated range)")
+    } else {
+        format!("is not a valid number for {region} (wrong length for its numbers)")
+    }
 }
 
 /// Normalizes a free-text field (`given_name`, `family_name`, address lines, `city`,
@@ -549,8 +598,39 @@ mod tests {
         );
         assert_eq!(
             phone("06 12 34").unwrap_err().reason,
-            "is not a valid phone number for the default region FR; \
-             use international format such as +33612345678"
+            "is not a valid number for FR (wrong length for its numbers)"
+        );
+    }
+
+    #[test]
+    fn phone_errors_say_the_real_reason() {
+        // Reads as a French mobile, but 071 is not an allocated range.
+        for unallocated in ["+33712345678", "07 12 34 56 78", "0033 7 12 34 56 78"] {
+            assert_eq!(
+                phone(unallocated).unwrap_err().reason,
+                "is not a valid number for FR (unallocated range)",
+                "{unallocated:?}"
+            );
+        }
+        assert_eq!(
+            phone("+32 470 12 34").unwrap_err().reason,
+            "is not a valid number for BE (wrong length for its numbers)"
+        );
+        assert_eq!(
+            phone("+999 123456789").unwrap_err().reason,
+            "has a country code no country uses; check the digits after '+' (or '00')"
+        );
+        // Only a string that cannot be read as a number at all is told to use international
+        // format.
+        for unreadable in ["()-. ", "+", "++33612345678"] {
+            let reason = phone(unreadable).unwrap_err().reason;
+            assert!(!reason.contains("unallocated"), "{unreadable:?}: {reason}");
+        }
+        assert!(
+            phone("06")
+                .unwrap_err()
+                .reason
+                .contains("use international format such as +33612345678")
         );
     }
 

@@ -440,32 +440,38 @@ impl Vault {
 
     // ---- purposes --------------------------------------------------------------------
 
-    /// Installs the purpose registry at start: the purposes of the config file (which win
-    /// over what the store holds for the same ids), or the default registry when the store
-    /// has none. The built-in DPO purpose is always present and cannot be redefined.
+    /// Installs the purpose registry at start, with the config file's purposes and no
+    /// `replace_defaults` (see [`Vault::install_registry`]).
     pub async fn install_purposes(&self, configured: Option<&[Purpose]>) -> Result<()> {
-        let existing = self.registry().await?;
-        let mut wanted: Vec<Purpose> = match configured {
-            Some(list) => {
-                for p in list {
-                    p.validate()?;
-                    purpose::check_retention(p, self.min_retention_days)?;
-                    if p.id == DPO_PURPOSE {
-                        return Err(InvalidInput::new(
-                            "purposes",
-                            format!("{DPO_PURPOSE} is built in and cannot be redefined"),
-                        )
-                        .into());
-                    }
-                }
-                list.to_vec()
+        self.install_registry(configured.unwrap_or_default(), false)
+            .await
+            .map(drop)
+    }
+
+    /// Installs the purpose registry at start ([`purpose::registry_at_start`]): the stored
+    /// one, or the defaults on a new store (none of them with `replace_defaults`), with the
+    /// config file's purposes added or replacing those of their ids. The built-in DPO
+    /// purpose is always present and cannot be redefined. Returns the registry in force.
+    pub async fn install_registry(
+        &self,
+        configured: &[Purpose],
+        replace_defaults: bool,
+    ) -> Result<Vec<Purpose>> {
+        for p in configured {
+            p.validate()?;
+            purpose::check_retention(p, self.min_retention_days)?;
+            if p.id == DPO_PURPOSE {
+                return Err(InvalidInput::new(
+                    "purposes",
+                    format!("{DPO_PURPOSE} is built in and cannot be redefined"),
+                )
+                .into());
             }
-            None if existing.iter().next().is_none() => purpose::default_registry(),
-            None => Vec::new(),
-        };
-        wanted.push(purpose::dpo_purpose());
+        }
+        let existing = self.registry().await?;
+        let wanted = purpose::registry_at_start(&existing, configured, replace_defaults);
         let mut b = Batch::new();
-        for p in &wanted {
+        for p in wanted.iter() {
             if existing.get(&p.id) != Some(p) {
                 b.put(Table::Purposes, p.id.as_bytes(), purpose_json(p)?);
             }
@@ -473,7 +479,7 @@ impl Vault {
         if !b.ops.is_empty() {
             self.store.commit(b).await?;
         }
-        Ok(())
+        Ok(wanted.iter().cloned().collect())
     }
 
     /// The purpose registry.

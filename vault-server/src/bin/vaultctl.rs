@@ -32,7 +32,9 @@ use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
 use vault_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
-use vault_server::csv_import::{CsvRows, MappingOptions, Progress, ReadOptions, RowDefaults};
+use vault_server::csv_import::{
+    CsvRows, MappingOptions, Preset, Progress, ReadOptions, RowDefaults,
+};
 use vault_server::ctl::{self, status_line, supporter_json, with_token, write_line};
 
 #[derive(Debug, Parser)]
@@ -287,8 +289,17 @@ enum RetentionCommand {
 struct ImportArgs {
     /// The CSV file: a header line, then one supporter per line. Headers are recognised in
     /// English and French (email/courriel, prénom, code postal, ...), custom_<key> columns
-    /// fill custom fields, consent:<purpose>[:<channel>] columns carry consent.
+    /// fill custom fields, consent:<purpose>[:<channel>] columns carry consent (yes: 1, yes,
+    /// y, oui, o, true, vrai, x; no: empty, 0, no, n, non, false, faux). Every header:
+    /// docs/import.md. A row is imported whole or refused whole, with its row number,
+    /// column and reason. Exit status: 0 when every row was imported, 3 when the import
+    /// finished with rejected rows (unless --allow-rejects), 1 when it failed.
     file: PathBuf,
+    /// Another tool's export: nationbuilder maps NationBuilder's people export (its columns
+    /// without a place in a supporter are listed in the summary, with their non-empty
+    /// cells, and the import goes on).
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// The supporters' source when a row has none (default: import:<file name>).
     #[arg(long)]
     source: Option<String>,
@@ -303,10 +314,15 @@ struct ImportArgs {
     /// Version of the information notice the people saw (needed with consent columns).
     #[arg(long)]
     notice_version: Option<String>,
-    /// Drop columns nothing maps instead of refusing the file.
+    /// Leave out columns nothing maps instead of refusing the file (they are listed in the
+    /// summary, with their non-empty cells).
     #[arg(long)]
     ignore_unknown: bool,
-    /// Exit 1 when any row was rejected.
+    /// Exit 0 even when rows were rejected (they are still listed in the summary).
+    #[arg(long, conflicts_with = "strict")]
+    allow_rejects: bool,
+    /// Fail (exit status 3) when any row was rejected: the default; kept for scripts that
+    /// pass it.
     #[arg(long)]
     strict: bool,
     /// Field delimiter (default: sniffed from the header line among , ; and tab).
@@ -804,6 +820,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Command::Import(_)) {
+        return runtime.block_on(import_main(cli));
+    }
     match runtime.block_on(run(cli)) {
         Ok(json) => {
             // Streaming commands print as they go and return nothing more.
@@ -915,7 +934,7 @@ async fn run(cli: Cli) -> Result<String, String> {
                 .into_inner();
             return Ok(ctl::sweep(&r, json));
         }
-        Command::Import(a) => return import(channel, &token, purpose, *a, json).await,
+        Command::Import(_) => return Err("import runs apart: import_main".to_owned()),
         Command::Watch { cursor, follow } => {
             let mut out = std::io::stdout();
             let seen = ctl::watch(
@@ -2042,6 +2061,57 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Exit status of an import that finished with rejected rows: not 1 (a failure) nor 2 (what
+/// clap exits with on a usage error), so a script tells the three apart.
+const EXIT_REJECTED_ROWS: u8 = 3;
+
+/// `vaultctl import`, with its own exit statuses: 0 when every row was imported (or rows
+/// were rejected and `--allow-rejects` accepts that), [`EXIT_REJECTED_ROWS`] when the
+/// import finished with rejected rows, 1 when it failed. The summary goes to stdout either
+/// way: a script tells "some rows need fixing" from "nothing could be done".
+async fn import_main(cli: Cli) -> ExitCode {
+    let done = async {
+        let token = token(&cli)?;
+        let channel = ctl::connect(&cli.addr, &tls_files(&cli)).await?;
+        match cli.command {
+            Command::Import(a) => {
+                import(channel, &token, cli.purpose.as_deref(), *a, cli.json).await
+            }
+            _ => Err("not an import".to_owned()),
+        }
+    };
+    match done.await {
+        Ok(done) => {
+            if let Err(e) = write_line(&mut std::io::stdout(), &done.text) {
+                eprintln!("vaultctl: {e}");
+                return ExitCode::FAILURE;
+            }
+            if done.rejected == 0 || done.allow_rejects {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "vaultctl: {} of {} rows rejected and not imported (listed above); exit status \
+                 {EXIT_REJECTED_ROWS}. Fix them and import the file again (rows already \
+                 imported change nothing), or pass --allow-rejects",
+                done.rejected, done.rows
+            );
+            ExitCode::from(EXIT_REJECTED_ROWS)
+        }
+        Err(e) => {
+            eprintln!("vaultctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A finished import: its summary, and what decides the exit status.
+struct ImportDone {
+    text: String,
+    rows: u64,
+    rejected: u64,
+    allow_rejects: bool,
+}
+
 /// `vaultctl import FILE.csv`: streams the file's rows to `Supporters.Import`.
 async fn import(
     channel: Channel,
@@ -2049,7 +2119,7 @@ async fn import(
     purpose: Option<&str>,
     a: ImportArgs,
     json: bool,
-) -> Result<String, String> {
+) -> Result<ImportDone, String> {
     let purpose = purpose.ok_or(
         "import needs --purpose (or VAULT_PURPOSE): the purpose the supporters are imported for",
     )?;
@@ -2062,6 +2132,8 @@ async fn import(
         mapping: MappingOptions {
             overrides: a.map,
             ignore_unknown: a.ignore_unknown,
+            preset: a.preset,
+            purpose: purpose.to_owned(),
         },
         defaults: RowDefaults {
             source: a.source.unwrap_or_else(|| format!("import:{file_name}")),
@@ -2079,12 +2151,10 @@ async fn import(
     } else {
         summary.lines(&shown)
     };
-    if a.strict && !summary.rejected.is_empty() {
-        write_line(&mut std::io::stdout(), &text)?;
-        return Err(format!(
-            "{} rows rejected (--strict)",
-            summary.rejected.len()
-        ));
-    }
-    Ok(text)
+    Ok(ImportDone {
+        text,
+        rows: summary.rows,
+        rejected: summary.rejected_total(),
+        allow_rejects: a.allow_rejects,
+    })
 }

@@ -363,12 +363,17 @@ fn tally(
             return Err(crate::status::to_status(e));
         }
         Err(e) => {
+            let field = match &e {
+                vault_core::Error::InvalidInput(i) => i.field.clone(),
+                _ => String::new(),
+            };
             let status = crate::status::to_status(e);
             summary.rejected_total += 1;
             summary.rejected.push(pb::RejectedRow {
                 row,
                 reason: status.message().to_owned(),
                 code: format!("{:?}", status.code()),
+                field,
             });
             // Rows finish out of order: keep the lowest row numbers, in bounded memory.
             if summary.rejected.len() >= 2 * MAX_LISTED_REJECTS {
