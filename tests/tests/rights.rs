@@ -424,6 +424,24 @@ async fn erased_means_gone_on_every_read_path_and_suppressed_stays_out() {
         assert_eq!(imported.rejected[0].row, 1);
         assert!(imported.rejected[0].reason.contains("objected"));
     }
+    // Nor through a rectification of someone else: the suppressed email may not be given to
+    // another supporter (who could then be sent mail at the address that objected).
+    let err = sc
+        .update(authed(
+            pb::UpdateRequest {
+                id: keep.clone(),
+                supporter: Some(supporter("", "", "JEAN@example.fr", "")),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["email".into()],
+                }),
+                request_ref: String::new(),
+            },
+            &news,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("objected"), "{}", err.message());
     // Nothing of the person's data remains on disk once the store compacts: their email
     // was never there in clear; the receipt and the access log hold ids only.
     let auditor = d.create_client("auditor", "auditor", &[]).await;
