@@ -390,10 +390,28 @@ async fn tls_allows_listening_beyond_loopback() {
         .spawn()
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Stop it once it says it serves (a fixed sleep raced a slow start on a loaded machine:
+    // SIGTERM before the handler is installed kills the daemon before it logs anything).
+    let mut child = child;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("listening on ") {
+                let _ = tx.send(());
+            }
+            err.push_str(&line);
+            err.push('\n');
+        }
+        err
+    });
+    let served = rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
+    child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert!(served, "{err}");
     assert!(err.contains("listening on 0.0.0.0:"), "{err}");
     assert!(!err.contains("refusing"), "{err}");
     common::leaks::assert_clean("the daemon on 0.0.0.0", &err);
