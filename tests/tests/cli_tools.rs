@@ -466,3 +466,50 @@ fn import_search_watch_and_rights_tour() {
     ));
     assert!(sweep.starts_with("dry run: examined"), "{sweep}");
 }
+
+/// vault-load, which the benchmarks in docs/benchmarks.md rely on, registers its clients
+/// through the two-admin flow and runs each kind of scenario on a fresh store (a short run:
+/// this checks that it works, not how fast).
+#[tokio::test]
+async fn vault_load_registers_its_clients_and_runs_every_kind_of_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let token_file = d.data_dir.join("admin.token");
+    let addr = d.addr.to_string();
+    for args in [
+        &[
+            "--scenario",
+            "lookup",
+            "--seconds",
+            "1",
+            "--seed",
+            "20",
+            "--concurrency",
+            "2",
+        ][..],
+        &[
+            "--scenario",
+            "import",
+            "--count",
+            "300",
+            "--batch",
+            "100",
+            "--concurrency",
+            "1",
+        ],
+        &["--scenario", "erase", "--count", "3", "--concurrency", "1"],
+    ] {
+        let out = Command::new(common::VAULT_LOAD)
+            .args(["--addr", &addr, "--admin-token-file"])
+            .arg(&token_file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vault-load {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

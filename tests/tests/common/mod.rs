@@ -68,6 +68,9 @@ pub const VAULT_LOG: &str = "info,vault=debug";
 pub const VAULT_SERVER: &str = env!("CARGO_BIN_EXE_vault-server-under-test");
 /// The command line under test.
 pub const VAULTCTL: &str = env!("CARGO_BIN_EXE_vaultctl-under-test");
+/// The load generator (`vault-server/src/bin/vault-load.rs`), built by this package.
+#[allow(dead_code)]
+pub const VAULT_LOAD: &str = env!("CARGO_BIN_EXE_vault-load-under-test");
 
 /// A running daemon.
 pub struct Daemon {

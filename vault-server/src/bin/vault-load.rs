@@ -392,8 +392,136 @@ struct Setup {
     channels: Vec<Channel>,
     token: Arc<String>,
     admin_token: String,
+    /// The second admin that approves what takes two (created on first need).
+    approver: tokio::sync::OnceCell<String>,
+    /// Where that admin's token is kept for the next runs on the same store.
+    approver_file: PathBuf,
     run_tag: String,
     population: Population,
+}
+
+/// The second admin's token file, beside the admin token file (mode 0600).
+const APPROVER_TOKEN_FILE: &str = "vault-load-approver.token";
+
+/// Registers a load client: `CreateClient` where one admin may (an auditor), else, for what
+/// takes two admins (a campaign tool, a dpo), a proposal by the bootstrap admin approved by a
+/// second admin. vault-load creates that admin on first need (one admin may create the
+/// second while alone, so this works on a fresh store) and keeps its token in
+/// [`APPROVER_TOKEN_FILE`] beside the admin token, for the next runs on the same store.
+/// Returns the token and the client id.
+async fn register_client(
+    channel: &Channel,
+    admin_token: &str,
+    (approver, approver_file): (&tokio::sync::OnceCell<String>, &Path),
+    name: &str,
+    role: &str,
+    purposes: &[&str],
+) -> Result<(String, String), String> {
+    let request = pb::CreateClientRequest {
+        name: name.into(),
+        role: role.into(),
+        purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+        cert_sha256: String::new(),
+        expires_at: None,
+    };
+    let mut admin = AdminClient::new(channel.clone());
+    let fail = |what: &str, e: tonic::Status| {
+        format!(
+            "cannot register the {role} load client ({what}): {}",
+            e.message()
+        )
+    };
+    match admin
+        .create_client(authed(request.clone(), admin_token, None))
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            return Ok((r.token, r.client.map(|c| c.id).unwrap_or_default()));
+        }
+        Err(e) if e.code() == tonic::Code::PermissionDenied => {}
+        Err(e) => return Err(fail("create", e)),
+    }
+    let approver = approver
+        .get_or_try_init(|| async {
+            if let Ok(token) = std::fs::read_to_string(approver_file) {
+                return Ok(token.trim().to_owned());
+            }
+            let mut admin = AdminClient::new(channel.clone());
+            let token = admin
+                .create_client(authed(
+                    pb::CreateClientRequest {
+                        name: format!("vault-load-approver-{}", std::process::id()),
+                        role: "admin".into(),
+                        ..Default::default()
+                    },
+                    admin_token,
+                    None,
+                ))
+                .await
+                .map(|r| r.into_inner().token)
+                .map_err(|e| {
+                    format!(
+                        "cannot create the second admin that approves the load clients ({}): \
+                         run vault-load against a fresh data directory, whose bootstrap admin \
+                         is alone, or put a second admin's token in {}",
+                        e.message(),
+                        approver_file.display()
+                    )
+                })?;
+            write_private(approver_file, &token).map_err(|e| {
+                format!(
+                    "cannot keep the approving admin's token in {}: {e}",
+                    approver_file.display()
+                )
+            })?;
+            Ok::<_, String>(token)
+        })
+        .await?;
+    let proposed = admin
+        .propose_change(authed(
+            pb::ProposeChangeRequest {
+                change: Some(pb::propose_change_request::Change::CreateClient(request)),
+            },
+            admin_token,
+            None,
+        ))
+        .await
+        .map_err(|e| fail("propose", e))?
+        .into_inner();
+    let proposal = proposed
+        .proposal
+        .ok_or_else(|| format!("cannot register the {role} load client: no proposal returned"))?;
+    let approved = admin
+        .approve_proposal(authed(
+            pb::ApproveProposalRequest {
+                id: proposal.id.clone(),
+                change_sha256: proposal.change_sha256.clone(),
+            },
+            approver,
+            None,
+        ))
+        .await
+        .map_err(|e| fail("approve", e))?
+        .into_inner();
+    let client_id = match approved.change {
+        Some(pb::proposal::Change::CreateClient(c)) => c.id,
+        _ => String::new(),
+    };
+    Ok((proposed.token, client_id))
+}
+
+/// Writes a new file only its owner may read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }
 
 impl Setup {
@@ -408,22 +536,16 @@ impl Setup {
     }
 
     async fn register(&self, name: &str, role: &str, purposes: &[&str]) -> Result<String, String> {
-        let created = AdminClient::new(self.channels[0].clone())
-            .create_client(authed(
-                pb::CreateClientRequest {
-                    name: name.into(),
-                    role: role.into(),
-                    purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
-                    cert_sha256: String::new(),
-                    expires_at: None,
-                },
-                &self.admin_token,
-                None,
-            ))
-            .await
-            .map_err(|e| format!("cannot register the {role} load client: {}", e.message()))?
-            .into_inner();
-        Ok(created.token)
+        register_client(
+            &self.channels[0],
+            &self.admin_token,
+            (&self.approver, &self.approver_file),
+            name,
+            role,
+            purposes,
+        )
+        .await
+        .map(|(token, _)| token)
     }
 
     /// Upserts `n` new supporters (64 in flight) and returns their ids in order.
@@ -568,33 +690,23 @@ async fn run(args: Args) -> Result<(), String> {
         token: Arc::new(String::new()),
         admin_token,
         run_tag: String::new(),
+        approver: tokio::sync::OnceCell::new(),
+        approver_file: args.admin_token_file.with_file_name(APPROVER_TOKEN_FILE),
         population: Population {
             seed: args.rng_seed,
         },
     };
-    let created = AdminClient::new(setup.channels[0].clone())
-        .create_client(authed(
-            pb::CreateClientRequest {
-                name: "vault-load".into(),
-                role: "campaign-tool".into(),
-                purposes: vec![MEMBERSHIP.into(), NEWSLETTER.into()],
-                cert_sha256: String::new(),
-                expires_at: None,
-            },
-            &setup.admin_token,
-            None,
-        ))
-        .await
-        .map_err(|e| format!("cannot register the load client: {}", e.message()))?
-        .into_inner();
-    setup.token = Arc::new(created.token);
-    setup.run_tag = created
-        .client
-        .map(|c| c.id)
-        .unwrap_or_default()
-        .chars()
-        .take(8)
-        .collect();
+    let (token, client_id) = register_client(
+        &setup.channels[0],
+        &setup.admin_token,
+        (&setup.approver, &setup.approver_file),
+        "vault-load",
+        "campaign-tool",
+        &[MEMBERSHIP, NEWSLETTER],
+    )
+    .await?;
+    setup.token = Arc::new(token);
+    setup.run_tag = client_id.chars().take(8).collect();
     let setup = Arc::new(setup);
 
     // Preparation shared by every run.
