@@ -1077,6 +1077,24 @@ mod tests {
     }
 
     #[test]
+    fn audit_retention_is_bounded_to_six_months_through_three_years() -> Result<(), ConfigError> {
+        for days in [0, 1, 182, 1096] {
+            let message = resolve_with_file(&format!("audit_retention_days = {days}\n"), &[])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                message.contains("six months to a year"),
+                "{days}: {message}"
+            );
+        }
+        for days in [183, 365, 1095] {
+            resolve_with_file(&format!("audit_retention_days = {days}\n"), &[])?;
+        }
+        Ok(())
+    }
+
+    #[test]
     fn storage_selection() -> Result<(), ConfigError> {
         // Default: embedded.
         assert!(Config::resolve(args(&[]))?.database.is_none());
@@ -1141,16 +1159,6 @@ mod tests {
         assert!(refused("storage = \"mysql\"\n", &[]).contains("not a storage engine"));
         assert!(refused("", &["--database-url", " "]).contains("empty"));
         assert!(refused("database_schema = \"x\"\n", &[]).contains("PostgreSQL store only"));
-        for days in [0, 1, 182, 1096] {
-            let message = refused(&format!("audit_retention_days = {days}\n"), &[]);
-            assert!(
-                message.contains("six months to a year"),
-                "{days}: {message}"
-            );
-        }
-        for days in [183, 365, 1095] {
-            resolve_with_file(&format!("audit_retention_days = {days}\n"), &[])?;
-        }
         assert!(
             refused("database_allow_plaintext = true\n", &[]).contains("PostgreSQL store only")
         );
