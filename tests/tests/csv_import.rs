@@ -318,18 +318,19 @@ async fn a_nationbuilder_export_imports_with_the_preset() {
         ),
         ("12 rue des Lilas", "Apt 3", "Lyon", "69003", "FR")
     );
-    let custom: Vec<(&str, &str)> = camille
+    // A protobuf map arrives in no particular order: compare it sorted.
+    let custom: std::collections::BTreeMap<&str, &str> = camille
         .custom
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert_eq!(
         custom,
-        vec![
+        std::collections::BTreeMap::from([
             ("external_id", "crm-0042"),
             ("nationbuilder_id", "4242"),
             ("phone_number", "01 23 45 67 89"),
-        ]
+        ])
     );
     assert_eq!(
         active_consents(&d, &tool, &camille.id).await,
