@@ -33,7 +33,13 @@ fn pair(test: &str) -> Option<Pair> {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     use_store(da.path(), TestStore::Postgres(pg.clone()));
     use_store(db.path(), TestStore::Postgres(pg.clone()));
-    let a = Daemon::start(da.path());
+    // No default deadline: these tests prove correctness under contention (100 upserts of
+    // one email over two replicas retry on serialization failures), not speed, and the
+    // 30 s default turned a slow machine into a failure.
+    let config = da.path().join("replica.toml");
+    std::fs::write(&config, "[limits]\nunary_timeout_seconds = 0\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let a = Daemon::start_with(da.path(), &["--config", &config]);
     assert!(a.logs().contains("wrote bootstrap admin token"));
 
     // A replica started without the shared root key file is refused, and mints no key.
@@ -51,7 +57,10 @@ fn pair(test: &str) -> Option<Pair> {
 
     // With it: serves, and does not write a second bootstrap token.
     let key = da.path().join("root.key");
-    let b = Daemon::start_with(db.path(), &["--root-key", key.to_str().unwrap()]);
+    let b = Daemon::start_with(
+        db.path(),
+        &["--root-key", key.to_str().unwrap(), "--config", &config],
+    );
     assert!(
         !db.path().join("admin.token").exists(),
         "the second replica wrote an admin token: {}",
