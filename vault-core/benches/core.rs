@@ -181,8 +181,9 @@ fn store(c: &mut Criterion) {
 }
 
 fn audit(c: &mut Criterion) {
-    use vault_core::access_log::{AccessEntry, Outcome};
-    use vault_core::audit::{AuditLog, AuditOptions, file};
+    use vault_core::audit::file;
+    use vault_core::journal::{AccessEntry, Outcome};
+    use vault_core::journal::{AuditLog, AuditOptions};
     use vault_core::storage::sled_store::{SledOptions, SledStore};
     use vault_core::storage::{Batch, Store};
 

@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use vault_core::access_log::{AccessEntry, Outcome};
-use vault_core::audit::{AuditLog, AuditOptions};
 use vault_core::crypto::row_mac::RowKey;
 use vault_core::crypto::{Key256, RootKey};
+use vault_core::journal::{AccessEntry, Outcome};
+use vault_core::journal::{AuditLog, AuditOptions};
 use vault_core::storage::sled_store::{SledOptions, SledStore};
 use vault_core::storage::{AuthenticatedStore, Batch, Store};
 

@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use vault_core::access_log::{AccessEntry, Outcome};
+use vault_core::journal::{AccessEntry, Outcome};
 use vault_core::purpose::DPO_PURPOSE;
 use vault_core::storage::{Batch, Table};
 use vault_core::{AuditQuery, Caller, ExportKey, Role, Supporter, Vault, VaultOptions};

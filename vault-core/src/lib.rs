@@ -8,7 +8,6 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
-pub mod access_log;
 pub mod audit;
 pub mod changes;
 pub mod client;
@@ -17,6 +16,7 @@ pub mod consent;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
+pub mod journal;
 pub mod latency;
 pub mod postings;
 pub mod proposal;

@@ -489,7 +489,7 @@ pub struct Config {
     /// See [`PurposesPolicy::replace_defaults`].
     pub replace_default_purposes: bool,
     /// Access-log checkpoints and retention.
-    pub audit: vault_core::audit::AuditOptions,
+    pub audit: vault_core::journal::AuditOptions,
     /// See [`FileConfig::audit_origin`]; `None`: the default, known once the key is.
     pub audit_origin: Option<String>,
     /// See [`FileConfig::audit_witnesses`].
@@ -579,7 +579,7 @@ impl Config {
                 "cache_capacity_mib must be at least 1".into(),
             ));
         }
-        let defaults = vault_core::audit::AuditOptions::default();
+        let defaults = vault_core::journal::AuditOptions::default();
         let checkpoint_every = file
             .audit_checkpoint_entries
             .unwrap_or(defaults.checkpoint_every);
@@ -600,7 +600,7 @@ impl Config {
                 AUDIT_RETENTION_DAYS.end()
             )));
         }
-        let audit = vault_core::audit::AuditOptions {
+        let audit = vault_core::journal::AuditOptions {
             checkpoint_every,
             checkpoint_interval: file
                 .audit_checkpoint_seconds

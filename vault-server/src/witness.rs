@@ -2,7 +2,7 @@
 //! witnesses (c2sp.org/tlog-witness) and keeps their cosignatures in the store.
 //!
 //! One task per witness. It waits for the log's newest durable checkpoint
-//! ([`vault_core::audit::log::Core::durable_checkpoints`]: never one that was only applied, which a
+//! ([`vault_core::journal::Core::durable_checkpoints`]: never one that was only applied, which a
 //! crash could still undo after a witness cosigned it), then POSTs `<url>/add-checkpoint`:
 //! `old <size>`, the consistency proof from the size the witness last cosigned for this
 //! origin, a blank line, the checkpoint note. The size the witness holds is learnt from the

@@ -112,8 +112,8 @@ proptest! {
 #[test]
 #[ignore = "writes the committed seeds"]
 fn write_seeds() {
-    use vault_core::audit::AuditOptions;
     use vault_core::crypto::{Key256, envelope};
+    use vault_core::journal::AuditOptions;
     use vault_core::supporter::record;
     use vault_core::{Caller, FieldSet, Role, Supporter, Vault, VaultOptions};
     use vault_properties::{audit_verify, envelope_open as env};

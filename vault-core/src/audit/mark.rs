@@ -228,6 +228,11 @@ impl MarkFile {
     }
 }
 
+/// SHA-256 (hex) of a public key: what the mark file records of the signing key.
+pub fn key_fingerprint(public_key: &[u8; 32]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, public_key))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -12,11 +12,9 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod file;
-pub mod log;
 pub mod mark;
 pub mod merkle;
 pub mod witness;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
 pub use entry::AuditEntry;
-pub use log::{AuditLog, AuditOptions, Export};

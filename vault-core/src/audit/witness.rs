@@ -24,10 +24,10 @@ use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use signed_note::{Note, NoteError, StandardVerifier, Verifier, VerifierList};
 
-use super::checkpoint::{SignedCheckpoint, SigningKey};
-use super::log::{AuditLog, key_fingerprint};
+use super::checkpoint::SigningKey;
+use super::mark::key_fingerprint;
 use super::merkle::Hash;
-use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::error::{Error, InvalidInput, Result};
 
 /// Signed-note key type of the log's Ed25519 key.
 pub const LOG_KEY_TYPE: u8 = 0x01;
@@ -130,18 +130,6 @@ pub(crate) fn sign_note(key: &SigningKey, origin: &str, size: u64, root: &Hash) 
         "{body}\n{}",
         signature_line(origin, id, &signature)
     ))
-}
-
-impl AuditLog {
-    /// The C2SP signed note of a checkpoint this log signed, under `origin`. Refuses a
-    /// checkpoint whose signature is not the log's: the key only ever vouches in this form
-    /// for what it signed as a checkpoint.
-    pub fn checkpoint_note(&self, origin: &str, signed: &SignedCheckpoint) -> Result<String> {
-        let cp = signed.verify(&self.public_key()).ok_or(Error::Integrity(
-            IntegrityObject::Metadata("audit checkpoint signature"),
-        ))?;
-        sign_note(self.signing_key(), origin, cp.size, &cp.root)
-    }
 }
 
 /// A witness's Ed25519 cosigning key (c2sp.org/tlog-cosignature, `cosignature/v1`).

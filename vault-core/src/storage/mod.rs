@@ -83,7 +83,7 @@ pub enum Table {
     /// that registers the client, checked absent, and kept after a revocation.
     ClientCerts,
     /// The access log's per-subject index: keyed hash of a subject id (16 bytes, see
-    /// `audit::log::subjects`) ‖ sequence (u64 big-endian) -> empty. A prefix scan by the
+    /// `journal::subjects`) ‖ sequence (u64 big-endian) -> empty. A prefix scan by the
     /// hash lists one subject's entries in log order. Written in the batch of the entry it
     /// points to; a pointer only (every entry read through it is checked against its leaf
     /// and must name the subject), so not authenticated.

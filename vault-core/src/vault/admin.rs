@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 use zeroize::Zeroizing;
 
 use crate::access::{BOOTSTRAP_ADMIN_ID, Caller, Denied, Role, Rpc};
-use crate::access_log::AccessRecord;
 use crate::client::{self, Client};
 use crate::credentials::{self, TokenHash};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::journal::AccessRecord;
 use crate::proposal::{Change, ProposedClient, needs_second_admin};
 use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
 use crate::storage::{Batch, StoreError, Table};

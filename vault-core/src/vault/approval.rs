@@ -106,7 +106,7 @@ impl Vault {
 
     async fn store_proposal(
         &self,
-        log: &mut crate::access_log::AccessRecord,
+        log: &mut crate::journal::AccessRecord,
         caller: &Caller,
         change: Change,
         widens: Vec<String>,
@@ -346,9 +346,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::audit::AuditOptions;
     use crate::crypto::Key256;
     use crate::crypto::root_key::RootKey;
+    use crate::journal::AuditOptions;
     use crate::storage::Store;
     use crate::storage::sled_store::{SledOptions, SledStore};
 

@@ -2,7 +2,7 @@
 //! For the auditor and DPO roles; the log holds ids and field names, no personal data.
 //!
 //! A query about one subject reads that subject's entries only, through the log's
-//! per-subject index (`audit::log::subjects`), so its cost follows the person's history,
+//! per-subject index (`journal::subjects`), so its cost follows the person's history,
 //! not the log's size; other queries read the log a page at a time and keep only what
 //! matches. Verification cross-checks the index against the entries.
 
@@ -107,7 +107,7 @@ impl Vault {
         .await
     }
 
-    /// Verifies the stored log (see [`crate::audit::AuditLog::verify`]), then cross-checks
+    /// Verifies the stored log (see [`crate::journal::AuditLog::verify`]), then cross-checks
     /// the per-subject index over the verified entries: an index row deleted (an entry a
     /// query by subject would miss) or pointing elsewhere fails the call with an integrity
     /// error.
@@ -184,7 +184,7 @@ impl Vault {
     }
 
     /// The access log itself, for the daemon's checkpoint timer, retention and shutdown.
-    pub fn access_log(&self) -> &crate::audit::AuditLog {
+    pub fn access_log(&self) -> &crate::journal::AuditLog {
         &self.audit
     }
 }
@@ -304,10 +304,7 @@ mod tests {
             {
                 b.delete(Table::AuditSubjects, &k);
             }
-            b.delete(
-                Table::Meta,
-                crate::audit::log::subjects::META_SUBJECTS_INDEXED,
-            );
+            b.delete(Table::Meta, crate::journal::subjects::META_SUBJECTS_INDEXED);
             vault.store.commit(b).await.unwrap();
             vault.audit.close().await.unwrap();
             (about, exported, id)

@@ -21,7 +21,7 @@
 //! # Why it is consistent
 //!
 //! Every write of the vault, with its access-log entry, is applied by the access log's single
-//! writer task. The copy runs as a task of that writer ([`crate::audit::AuditLog::hold_writes`]):
+//! writer task. The copy runs as a task of that writer ([`crate::journal::AuditLog::hold_writes`]):
 //! writes queue while it runs, so the tables are copied as of one point, the log's size
 //! `audit_size` at that moment. Reads go on (their log entries are still appended, after
 //! `audit_size`, and the copy stops the log tables there); the metadata table is copied last,
@@ -499,7 +499,7 @@ fn backup_order() -> Vec<Table> {
 /// that end at or below it, everything else.
 fn in_snapshot(table: Table, key: &[u8], size: u64) -> bool {
     if table == Table::AuditNodes {
-        return crate::audit::log::node_end(key).is_some_and(|end| end <= size);
+        return crate::journal::node_end(key).is_some_and(|end| end <= size);
     }
     let size = size.to_be_bytes();
     let seq = key.get(..8).unwrap_or(key);
@@ -508,7 +508,7 @@ fn in_snapshot(table: Table, key: &[u8], size: u64) -> bool {
         Table::AuditCheckpoints | Table::AuditCosignatures => seq <= &size[..],
         // A pointer goes with the entry it points to.
         Table::AuditSubjects => {
-            crate::audit::log::subjects::row_seq(key).is_some_and(|s| s.to_be_bytes() < size)
+            crate::journal::subjects::row_seq(key).is_some_and(|s| s.to_be_bytes() < size)
         }
         _ => true,
     }
@@ -1233,7 +1233,7 @@ mod tests {
         assert!(!in_snapshot(Table::Changes, &change(10), 10));
         assert!(in_snapshot(Table::Records, &k(u64::MAX), 0));
         // Subtree (level 1, index 4) covers leaves 8 and 9; (1, 5) covers 10 and 11.
-        let node = |level: u8, index: u64| crate::audit::log::node_key(level, index);
+        let node = |level: u8, index: u64| crate::journal::node_key(level, index);
         assert!(in_snapshot(Table::AuditNodes, &node(1, 4), 10));
         assert!(!in_snapshot(Table::AuditNodes, &node(1, 5), 10));
         assert!(!in_snapshot(Table::AuditNodes, &node(4, 0), 10));
@@ -1404,7 +1404,7 @@ mod tests {
         let vault = Vault::with_store(
             Arc::clone(&store) as Arc<dyn Store>,
             &root,
-            crate::audit::AuditOptions::default(),
+            crate::journal::AuditOptions::default(),
         )
         .await
         .unwrap();

@@ -9,11 +9,11 @@
 //! consent event of it on record); anyone else reads as absent.
 
 use crate::access::{Caller, Denied, Role, Rpc};
-use crate::access_log::AccessRecord;
 use crate::consent::ConsentStatus;
 use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
 use crate::crypto::IndexKind;
 use crate::error::{Error, InvalidInput, Result};
+use crate::journal::AccessRecord;
 use crate::storage::{Batch, Table};
 use crate::supporter::{LookupKey, normalize};
 

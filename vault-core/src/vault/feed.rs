@@ -391,11 +391,11 @@ mod tests {
 
     use super::*;
     use crate::access::Role;
-    use crate::audit::AuditOptions;
     use crate::changes::ChangeKind;
     use crate::consent::ConsentSource;
     use crate::crypto::Key256;
     use crate::crypto::root_key::RootKey;
+    use crate::journal::AuditOptions;
     use crate::purpose::Channel;
     use crate::storage::sled_store::{SledOptions, SledStore};
     use crate::storage::{Batch, Store};

@@ -743,9 +743,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::audit::AuditOptions;
     use crate::audit::entry::AuditEntry;
     use crate::crypto::RootKey;
+    use crate::journal::AuditOptions;
     use crate::storage::sled_store::SledOptions;
     use crate::storage::{SledStore, Store};
     use crate::supporter::{FieldSet, Supporter};

@@ -39,10 +39,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access::{self, Caller, Decision, Rpc, Subject};
-use crate::access_log::AccessRecord;
-use crate::audit::log::Outside;
 use crate::audit::mark::{Mark, MarkFile};
-use crate::audit::{AuditLog, AuditOptions};
 use crate::consent::ConsentState;
 use crate::consent::ledger::{self as consent_ledger, ConsentEvent};
 use crate::crypto::keyring::{self, Keyring};
@@ -50,6 +47,9 @@ use crate::crypto::root_key::{Origin, RootKey};
 use crate::crypto::row_mac::RowKey;
 use crate::crypto::{BlindIndexKey, IndexKind, Key256};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::journal::AccessRecord;
+use crate::journal::Outside;
+use crate::journal::{AuditLog, AuditOptions};
 use crate::postings;
 use crate::purpose::{Channel, Purpose, Registry};
 use crate::storage::authenticated::{
@@ -565,7 +565,7 @@ impl Vault {
     /// Logs a call refused before any client was identified (missing, malformed, unknown or
     /// revoked credentials).
     pub async fn log_unauthenticated(&self, rpc: String, request_id: &str) -> Result<()> {
-        let entry = crate::access_log::AccessEntry {
+        let entry = crate::journal::AccessEntry {
             at_us: now_us(),
             request_id: request_id.to_owned(),
             client_id: "-".to_owned(),
@@ -574,7 +574,7 @@ impl Vault {
             purpose: None,
             subjects: Vec::new(),
             fields: Vec::new(),
-            outcome: crate::access_log::Outcome::Denied("unauthenticated"),
+            outcome: crate::journal::Outcome::Denied("unauthenticated"),
             request_ref: None,
             changes: Vec::new(),
         };
@@ -585,7 +585,7 @@ impl Vault {
     /// has no [`Rpc`] of its own (gRPC server reflection), so that every authenticated call
     /// is one access-log entry. `rpc` is the call's `Service.Method`, bounded by the caller.
     pub async fn log_protocol_call(&self, caller: &Caller, rpc: &str) -> Result<()> {
-        let entry = crate::access_log::AccessEntry {
+        let entry = crate::journal::AccessEntry {
             at_us: now_us(),
             request_id: caller.request_id.clone(),
             client_id: caller.client_id.clone(),
@@ -595,7 +595,7 @@ impl Vault {
             purpose: None,
             subjects: Vec::new(),
             fields: Vec::new(),
-            outcome: crate::access_log::Outcome::Allowed,
+            outcome: crate::journal::Outcome::Allowed,
             request_ref: None,
             changes: Vec::new(),
         };

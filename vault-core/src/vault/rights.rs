@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::access::{Caller, Role, Rpc};
-use crate::access_log::AccessRecord;
 use crate::changes::{Change, ChangeKind};
 use crate::consent::ledger::{self as consent_ledger, ConsentEvent, ConsentKind, ConsentSource};
 use crate::crypto::IndexKind;
 use crate::error::{Error, IntegrityObject, Result};
+use crate::journal::AccessRecord;
 use crate::postings;
 use crate::purpose::{Channel, DPO_PURPOSE};
 use crate::storage::{Batch, Table};

@@ -660,9 +660,9 @@ mod tests {
 
     use super::*;
     use crate::access::Role;
-    use crate::audit::AuditOptions;
     use crate::crypto::Key256;
     use crate::crypto::root_key::RootKey;
+    use crate::journal::AuditOptions;
     use crate::storage::Store;
     use crate::storage::sled_store::{SledOptions, SledStore};
 

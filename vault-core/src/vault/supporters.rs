@@ -4,12 +4,12 @@
 use std::collections::BTreeSet;
 
 use crate::access::{Caller, Rpc, Subject};
-use crate::access_log::AccessRecord;
 use crate::changes::{Change, ChangeKind};
 use crate::consent::ConsentState;
 use crate::consent::ledger::{ConsentChange, ConsentEvent, ConsentKind};
 use crate::crypto::{IndexKind, Key256};
 use crate::error::{Error, InvalidInput, Result};
+use crate::journal::AccessRecord;
 use crate::postings;
 use crate::purpose::{Purpose, Registry};
 use crate::storage::{Batch, Table};

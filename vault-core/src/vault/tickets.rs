@@ -356,9 +356,9 @@ mod tests {
     use super::super::now_us;
     use super::*;
     use crate::access::Role;
-    use crate::audit::AuditOptions;
     use crate::crypto::Key256;
     use crate::crypto::root_key::RootKey;
+    use crate::journal::AuditOptions;
     use crate::storage::Store;
     use crate::storage::sled_store::{SledOptions, SledStore};
 
@@ -547,10 +547,10 @@ mod answering {
 
     use super::*;
     use crate::access::Role;
-    use crate::audit::AuditOptions;
     use crate::clock::Clock;
     use crate::crypto::Key256;
     use crate::crypto::root_key::RootKey;
+    use crate::journal::AuditOptions;
     use crate::purpose::DPO_PURPOSE;
     use crate::storage::Store;
     use crate::storage::sled_store::{SledOptions, SledStore};

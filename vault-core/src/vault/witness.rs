@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use crate::access::{Caller, Rpc};
 use crate::audit::SignedCheckpoint;
 use crate::audit::file::{self, Witnessed};
-use crate::audit::log::Export;
 use crate::audit::witness::{Cosigned, Cosigner, StoredCosignature, cosignatures_in_reply};
 use crate::error::{Error, IntegrityObject, InvalidInput, Result};
+use crate::journal::Export;
 use crate::storage::{Batch, Table};
 
 use super::Vault;

@@ -8,8 +8,8 @@
 //! before the reply leaves the vault.
 
 use crate::access::{Caller, Denied, Rpc};
-use crate::audit::log::AuditLog;
 use crate::error::Error;
+use crate::journal::AuditLog;
 use crate::storage::Batch;
 use crate::supporter::FieldSet;
 

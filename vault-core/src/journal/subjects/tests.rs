@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::access_log::{AccessEntry, Outcome};
-use crate::audit::log::{AuditLog, AuditOptions};
 use crate::crypto::Key256;
+use crate::journal::{AccessEntry, Outcome};
+use crate::journal::{AuditLog, AuditOptions};
 use crate::storage::sled_store::{SledOptions, SledStore};
 use crate::storage::{Store, StoreError};
 
