@@ -1,7 +1,7 @@
 //! The journal: the access log kept in the store, and the commit path every write takes.
 //! Append with sequence numbers, Merkle frontier and hash links; signed checkpoints;
 //! proofs; export; retention. [`record`] builds the one entry a call leaves; the writer
-//! task ([`writer`]) commits it, with the call's write when there is one.
+//! task (`writer.rs`) commits it, with the call's write when there is one.
 //!
 //! [`crate::audit`] holds the format and its verification only (entry, Merkle tree,
 //! checkpoint, export file, mark) and imports nothing from here: an auditor's verifier
@@ -241,7 +241,7 @@ fn parse_seq(key: &[u8]) -> Result<u64> {
 
 /// What the access log checks against at open, kept outside the store (see [`mark`]).
 ///
-/// [`mark`]: super::mark
+/// [`mark`]: crate::audit::mark
 #[derive(Debug, Clone)]
 pub struct Outside {
     /// The mark file beside the root key file.
