@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod audit;
+mod backoff;
 pub mod changes;
 pub mod client;
 pub mod clock;
@@ -26,6 +27,7 @@ pub mod rights_requests;
 pub mod storage;
 pub mod subject_state;
 pub mod supporter;
+mod txn;
 mod vault;
 
 pub use access::{Caller, Role, Rpc};

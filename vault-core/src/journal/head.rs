@@ -359,8 +359,7 @@ impl Core {
                     self.catch_up(head).await?;
                     self.publish(head);
                     // Spread the replicas out a little so they stop colliding.
-                    let jitter = u64::from(ring_jitter()) % (50 << attempt.min(7));
-                    tokio::time::sleep(Duration::from_micros(jitter)).await;
+                    crate::backoff::Backoff::LOG_HEAD.pause(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
             }

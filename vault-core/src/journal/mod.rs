@@ -228,12 +228,6 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-fn ring_jitter() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    u32::from_be_bytes(b)
-}
-
 fn parse_seq(key: &[u8]) -> Result<u64> {
     let arr: [u8; 8] = key.try_into().map_err(|_| corrupt("audit key"))?;
     Ok(u64::from_be_bytes(arr))

@@ -77,9 +77,7 @@
 //! The role needs `CREATE` on the database if the schema does not exist yet, else on the
 //! schema (PostgreSQL 15 and later: the database owner has it on `public`).
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -908,13 +906,6 @@ impl CommitFailure {
     }
 }
 
-/// Sleeps a little before running a batch again: jittered, growing with `attempt`.
-async fn backoff(attempt: u32) {
-    let cap_micros = (500u64 << attempt.min(6)).min(20_000);
-    let jitter = RandomState::new().build_hasher().finish() % cap_micros;
-    tokio::time::sleep(Duration::from_micros(cap_micros / 2 + jitter / 2)).await;
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -955,7 +946,7 @@ impl Store for PostgresStore {
                 if attempt >= self.commit_attempts {
                     return Err(StoreError::Conflict(self.conflict_table(db, &batch)));
                 }
-                backoff(attempt).await;
+                crate::backoff::Backoff::ENGINE.pause(attempt).await;
                 continue;
             }
             if failure.during_commit && failure.failure.is_stale_connection() {

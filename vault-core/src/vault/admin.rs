@@ -16,7 +16,8 @@ use crate::proposal::{Change, ProposedClient, needs_second_admin};
 use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
 use crate::storage::{Batch, StoreError, Table};
 
-use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us, retry_pause};
+use super::{Vault, now_us};
+use crate::txn;
 
 const META_BOOTSTRAP_ADMIN: &[u8] = b"bootstrap_admin_created";
 
@@ -327,8 +328,7 @@ impl Vault {
                 None,
                 None,
             )?;
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!("client creation", {
                 let new = self
                     .new_client(&registry, name, role, purposes, cert_sha256, expires_at_us)
                     .await?;
@@ -350,11 +350,8 @@ impl Vault {
                 // A conflict is a concurrent registration of the same certificate: the next
                 // attempt sees it and says so.
                 let attempt = log.commit_write(&self.audit, b).await;
-                if !is_conflict(&attempt) {
-                    return attempt.map(|()| (new.stored.client, new.token));
-                }
-            }
-            Err(Error::Contention("client creation".into()))
+                attempt.map(|()| (new.stored.client, new.token))
+            })
         }
         .await;
         log.finish(&self.audit, result).await
@@ -366,8 +363,7 @@ impl Vault {
         let result = async {
             let registry = self.registry().await?;
             self.decide(&mut log, caller, Rpc::AdminRevokeClient, &registry, None, None)?;
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!("client revocation", {
                 let (mut stored, raw) = self
                     .stored_client(id.trim())
                     .await?
@@ -398,11 +394,8 @@ impl Vault {
                 stored.client.revoked_at_us = Some(now_us());
                 self.put_client(&mut b, &stored, Some(&raw))?;
                 let attempt = log.commit_write(&self.audit, b).await;
-                if !is_conflict(&attempt) {
-                    return attempt.map(|()| stored.client);
-                }
-            }
-            Err(Error::Contention("client revocation".into()))
+                attempt.map(|()| stored.client)
+            })
         }
         .await;
         log.finish(&self.audit, result).await
@@ -518,8 +511,7 @@ impl Vault {
                 None,
             )?;
             self.check_purpose(purpose)?;
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!("purpose change", {
                 let (previous, raw) = self.stored_purpose(&purpose.id).await?;
                 let change = Change::PutPurpose {
                     purpose: purpose.clone(),
@@ -543,11 +535,8 @@ impl Vault {
                         purpose_json(purpose)?,
                     );
                 let attempt = log.commit_write(&self.audit, b).await;
-                if !is_conflict(&attempt) {
-                    return attempt.map(|()| purpose.clone());
-                }
-            }
-            Err(Error::Contention("purpose change".into()))
+                attempt.map(|()| purpose.clone())
+            })
         }
         .await;
         log.finish(&self.audit, result).await

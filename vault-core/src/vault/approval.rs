@@ -20,7 +20,8 @@ use crate::purpose::Purpose;
 use crate::storage::{Batch, Table};
 
 use super::admin::{StoredClient, client_purposes, purpose_json};
-use super::{MAX_ATTEMPTS, Vault, is_conflict, now_us, retry_pause};
+use super::{Vault, now_us};
+use crate::txn;
 
 /// The access-log reference of proposal `id`.
 fn reference(id: &str) -> String {
@@ -209,8 +210,7 @@ impl Vault {
                 .map(|u| u.hyphenated().to_string())
                 .map_err(|_| InvalidInput::new("id", "must be a proposal id (a UUID)"))?;
             log.request_ref(&reference(&id));
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!("proposal approval", {
                 let raw = self
                     .store
                     .get(Table::Proposals, id.as_bytes())
@@ -275,11 +275,8 @@ impl Vault {
                     proposal_json(&proposal)?,
                 );
                 let attempt = log.commit_write(&self.audit, b).await;
-                if !is_conflict(&attempt) {
-                    return attempt.map(|()| proposal);
-                }
-            }
-            Err(Error::Contention("proposal approval".into()))
+                attempt.map(|()| proposal)
+            })
         }
         .await;
         log.finish(&self.audit, result).await

@@ -17,7 +17,8 @@ use crate::journal::AccessRecord;
 use crate::storage::{Batch, Table};
 use crate::supporter::{LookupKey, normalize};
 
-use super::{MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id, retry_pause};
+use super::{Vault, not_found, now_us, parse_id};
+use crate::txn;
 
 impl Vault {
     /// Records a grant of consent.
@@ -95,8 +96,7 @@ impl Vault {
                 self.check_collected_through(&mut log, &id, change.through.as_ref())
                     .await?;
             }
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!(&format!("consent of supporter {id}"), {
                 let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
                 let state = loaded.consent_state();
                 self.decide(
@@ -133,22 +133,17 @@ impl Vault {
                 if kind == ConsentKind::Grant {
                     state.last_contact_us = event.at_us;
                 }
-                let attempt = self
-                    .save_subject(
-                        &mut log,
-                        &loaded,
-                        loaded.supporter.clone(),
-                        std::slice::from_ref(&event),
-                        &state,
-                        Batch::new(),
-                    )
-                    .await
-                    .map(|_| event);
-                if !is_conflict(&attempt) {
-                    return attempt;
-                }
-            }
-            Err(Error::Contention(format!("consent of supporter {id}")))
+                self.save_subject(
+                    &mut log,
+                    &loaded,
+                    loaded.supporter.clone(),
+                    std::slice::from_ref(&event),
+                    &state,
+                    Batch::new(),
+                )
+                .await
+                .map(|_| event)
+            })
         }
         .await;
         log.finish(&self.audit, result).await

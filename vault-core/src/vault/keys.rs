@@ -53,12 +53,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_ATTEMPTS, Vault, now_us, read_epochs, retry_pause};
+use super::{Vault, now_us, read_epochs};
 use crate::access::{Caller, Role, Rpc};
 use crate::crypto::Key256;
 use crate::crypto::keyring::{self, Keyring};
 use crate::error::{Error, IntegrityObject, Result};
 use crate::storage::{Batch, Store, StoreError, Table};
+use crate::txn;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Prefix of the epoch metadata keys in [`Table::Meta`].
@@ -415,12 +416,11 @@ impl Vault {
     /// value as read (what a write pins). Reloads the keyring when it is stale.
     async fn open_epoch(&self) -> Result<(Arc<Keyring>, Vec<u8>, Vec<u8>)> {
         let mut ring = self.keyring();
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt.saturating_sub(1)).await;
+        txn::retry!("key epochs", {
             let key = meta_key(ring.active_epoch());
             match self.store.get(Table::Meta, &key).await? {
                 Some(raw) if parse_meta(&raw)?.retired_at_us.is_none() => {
-                    return Ok((ring, key, raw));
+                    return Ok((Arc::clone(&ring), key, raw));
                 }
                 Some(_) => ring = self.reload_keyring().await?,
                 None => {
@@ -429,8 +429,9 @@ impl Vault {
                     }
                 }
             }
-        }
-        Err(Error::Contention("key epochs".into()))
+            // A stale keyring (rotated meanwhile) or an epoch just dated: read again.
+            Err(txn::stale(Table::Meta.name()))
+        })
     }
 
     /// Writes the missing metadata of `epoch` as active since now, if it is still the
@@ -489,8 +490,7 @@ impl Vault {
     /// If another replica creates it first, re-reads, and adopts the epoch the replica
     /// created rather than rotating twice.
     async fn open_next_epoch(&self, mut seen: Option<u32>) -> Result<u32> {
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt).await;
+        txn::retry!("key rotation", {
             let stored = read_epochs(self.store.as_ref()).await?;
             let current = *stored
                 .keys()
@@ -534,21 +534,16 @@ impl Vault {
                     );
                 }
             }
-            match self.store.commit(b).await {
-                Ok(()) => return Ok(next),
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Contention("key rotation".into()))
+            self.store.commit(b).await?;
+            Ok(next)
+        })
     }
 
     /// Destroys the expired epochs (under `key_ops`); see
     /// [`Vault::destroy_expired_epochs`].
     async fn destroy_expired_locked(&self) -> Result<Vec<u32>> {
         let window = micros(self.key_options.backup_window);
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt).await;
+        txn::retry!("key epoch destruction", {
             let stored = read_epochs(self.store.as_ref()).await?;
             self.reload_keyring().await?;
             let Some(&active) = stored.keys().next_back() else {
@@ -585,7 +580,8 @@ impl Vault {
                 }
             }
             if dated {
-                continue;
+                // Epochs just marked retired: decide on what the store now says.
+                return Err(txn::stale(Table::Meta.name()));
             }
             if expired.is_empty() {
                 return Ok(Vec::new());
@@ -609,18 +605,12 @@ impl Vault {
                 b.check(Table::Meta, &meta, raw.as_deref())
                     .delete(Table::Meta, &meta);
             }
-            match self.store.commit(b).await {
-                Ok(()) => {
-                    self.reload_keyring().await?;
-                    let destroyed: Vec<u32> = expired.into_iter().map(|(e, _)| e).collect();
-                    tracing::info!(epochs = ?destroyed, "destroyed expired key epochs");
-                    return Ok(destroyed);
-                }
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Contention("key epoch destruction".into()))
+            self.store.commit(b).await?;
+            self.reload_keyring().await?;
+            let destroyed: Vec<u32> = expired.into_iter().map(|(e, _)| e).collect();
+            tracing::info!(epochs = ?destroyed, "destroyed expired key epochs");
+            Ok(destroyed)
+        })
     }
 
     /// Re-wraps every subject key that is not under the active epoch, chunk by chunk;
@@ -705,8 +695,7 @@ impl Vault {
     /// one already under the active epoch is left alone.
     async fn rewrap_one(&self, id: &[u8]) -> Result<RowOutcome> {
         let mut reloaded = false;
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt).await;
+        txn::retry!("re-wrapping subject keys", {
             let Some(wrapped) = self.store.get(Table::SubjectKeys, id).await? else {
                 return Ok(RowOutcome::Skipped);
             };
@@ -719,7 +708,7 @@ impl Vault {
                     // A replica may have rotated since this keyring was loaded.
                     reloaded = true;
                     self.reload_keyring().await?;
-                    continue;
+                    return Err(txn::stale(Table::Keyring.name()));
                 }
                 Rewrapped::UnknownEpoch => return Ok(RowOutcome::Unreadable),
             };
@@ -727,13 +716,9 @@ impl Vault {
             b.check(Table::Meta, &pin, Some(&pinned))
                 .check(Table::SubjectKeys, id, Some(&wrapped))
                 .put(Table::SubjectKeys, id, new);
-            match self.store.commit(b).await {
-                Ok(()) => return Ok(RowOutcome::Moved),
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Contention("re-wrapping subject keys".into()))
+            self.store.commit(b).await?;
+            Ok(RowOutcome::Moved)
+        })
     }
 }
 

@@ -31,9 +31,7 @@ pub use rights::{ErasureReceipt, ExportKey, RightsState};
 pub use search::{SearchPage, SearchQuery};
 pub use witness::WitnessedNote;
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,9 +61,8 @@ use crate::storage::{
 };
 use crate::subject_state::{self, Pins, SubjectState};
 use crate::supporter::{Supporter, record};
+use crate::txn;
 
-/// How often an operation re-reads and retries after a concurrent writer changed its rows.
-const MAX_ATTEMPTS: usize = 128;
 const META_FORMAT: &[u8] = b"format_version";
 const FORMAT_VERSION: &[u8] = b"1";
 
@@ -233,23 +230,6 @@ fn parse_id(field: &str, id: &str) -> Result<String> {
 
 fn not_found(id: &str) -> Error {
     access::no_supporter(id)
-}
-
-fn is_conflict(r: &Result<impl Sized>) -> bool {
-    matches!(r, Err(Error::Storage(StoreError::Conflict(_))))
-}
-
-/// Waits before retry `attempt` of an operation that lost a race (none before the first
-/// try): jittered and growing, so writers contending for one row spread out instead of
-/// colliding again. Matters on PostgreSQL, where a read-modify-write spans several round
-/// trips and many writers (on several replicas) can hit one supporter at once.
-async fn retry_pause(attempt: usize) {
-    if attempt == 0 {
-        return;
-    }
-    let cap_us = (100u64 << attempt.min(8)).min(25_000);
-    let jitter = RandomState::new().build_hasher().finish() % cap_us;
-    tokio::time::sleep(std::time::Duration::from_micros(cap_us / 2 + jitter / 2)).await;
 }
 
 impl Vault {
@@ -659,29 +639,26 @@ impl Vault {
     /// is only tampering if it holds still: the rows are read again, and only the same
     /// bytes twice over are refused.
     async fn load(&self, id: &str) -> Result<Option<Loaded>> {
-        let mut attempt = 0;
-        loop {
+        txn::retry!("supporter read", {
             let Some((loaded, pinned)) = self.load_once(id).await? else {
                 return Ok(None);
             };
             let Err(mismatch) = pinned else {
                 return Ok(Some(loaded));
             };
-            let same = match self.load_once(id).await? {
-                Some((again, _)) => {
-                    again.sealed == loaded.sealed
+            match self.load_once(id).await? {
+                Some((again, _))
+                    if again.sealed == loaded.sealed
                         && again.state_sealed == loaded.state_sealed
                         && again.consent.len() == loaded.consent.len()
-                        && again.wrapped == loaded.wrapped
+                        && again.wrapped == loaded.wrapped =>
+                {
+                    Err(mismatch)
                 }
-                None => false,
-            };
-            attempt += 1;
-            if same || attempt >= MAX_ATTEMPTS {
-                return Err(mismatch);
+                // Moved between the two reads: a write in flight, not tampering.
+                _ => Err(txn::stale(Table::Records.name())),
             }
-            retry_pause(attempt).await;
-        }
+        })
     }
 
     /// One read of a supporter's rows, and whether they agree.

@@ -16,7 +16,8 @@ use crate::purpose::{DPO_PURPOSE, Registry};
 use crate::storage::{Batch, Table};
 
 use super::rights::ErasureReceipt;
-use super::{Loaded, Vault, is_conflict, now_us};
+use super::{Loaded, Vault, now_us};
+use crate::txn;
 
 /// Request reference of the sweep's erasures.
 pub const SWEEP_REF: &str = "retention-sweep";
@@ -163,7 +164,7 @@ impl Vault {
         let result = self
             .erase_loaded(&mut log, &loaded, &receipt, Batch::new())
             .await;
-        if is_conflict(&result) {
+        if txn::is_conflict(&result) {
             return Ok(false);
         }
         result.map(|()| true)

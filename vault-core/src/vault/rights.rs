@@ -24,7 +24,8 @@ use crate::storage::{Batch, Table};
 use crate::supporter::normalize;
 
 use super::tickets::Answer;
-use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, now_us, parse_id, retry_pause};
+use super::{Loaded, Vault, now_us, parse_id};
+use crate::txn;
 
 /// Export document schema written by this build (docs/rights-export.md).
 pub const EXPORT_SCHEMA: &str = "vault.rights.export/1";
@@ -112,8 +113,7 @@ impl Vault {
             log.subject(&id);
             let reference = self::request_ref(request_ref)?;
             log.request_ref(&reference);
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!(&format!("erasure of supporter {id}"), {
                 let Some(loaded) = self.load(&id).await? else {
                     return match self.erasure_receipt(&id).await? {
                         Some(receipt) => Ok(receipt),
@@ -141,11 +141,8 @@ impl Vault {
                 self.ticket_answered(&mut b, caller, &reference, Answer::ERASE, &id)
                     .await?;
                 let attempt = self.erase_loaded(&mut log, &loaded, &receipt, b).await;
-                if !is_conflict(&attempt) {
-                    return attempt.map(|()| receipt);
-                }
-            }
-            Err(Error::Contention(format!("erasure of supporter {id}")))
+                attempt.map(|()| receipt)
+            })
         }
         .await;
         log.finish(&self.audit, result).await
@@ -348,8 +345,7 @@ impl Vault {
             log.subject(&id);
             let reference = self::request_ref(request_ref)?;
             log.request_ref(&reference);
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!(&format!("supporter {id}"), {
                 let loaded = self.load(&id).await?.ok_or_else(|| super::not_found(&id))?;
                 let consent = loaded.consent_state();
                 self.decide(
@@ -375,22 +371,17 @@ impl Vault {
                         }
                     }
                 }
-                let attempt = self
-                    .save_subject(
-                        &mut log,
-                        &loaded,
-                        loaded.supporter.clone(),
-                        &events,
-                        &state,
-                        b,
-                    )
-                    .await
-                    .map(|_| rights_state(&id, &state));
-                if !is_conflict(&attempt) {
-                    return attempt;
-                }
-            }
-            Err(Error::Contention(format!("supporter {id}")))
+                self.save_subject(
+                    &mut log,
+                    &loaded,
+                    loaded.supporter.clone(),
+                    &events,
+                    &state,
+                    b,
+                )
+                .await
+                .map(|_| rights_state(&id, &state))
+            })
         }
         .await;
         log.finish(&self.audit, result).await
@@ -565,12 +556,13 @@ impl Vault {
             let receipt: ErasureReceipt = serde_json::from_slice(&bytes)
                 .map_err(|_| Error::Integrity(IntegrityObject::Metadata("erasure journal")))?;
             let id = parse_id("erasure journal", &receipt.subject_id)?;
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            // A replay that keeps losing races fails the restore rather than skipping a
+            // person: an erasure is never silently left undone.
+            let replayed = txn::retry!("erasure replay", {
                 let mut log = self.record(&system, Rpc::RightsErase);
                 log.subject(&id);
                 log.request_ref(&receipt.request_ref);
-                let result = match self.load(&id).await? {
+                match self.load(&id).await? {
                     Some(loaded) => self
                         .erase_loaded(&mut log, &loaded, &receipt, Batch::new())
                         .await
@@ -591,14 +583,10 @@ impl Vault {
                             .map_err(Error::from)
                     }
                     None => Ok(false),
-                };
-                if is_conflict(&result) {
-                    continue;
                 }
-                if result? {
-                    erased += 1;
-                }
-                break;
+            })?;
+            if replayed {
+                erased += 1;
             }
         }
         Ok(erased)

@@ -18,7 +18,8 @@ use crate::supporter::normalize;
 use crate::supporter::record;
 use crate::supporter::{Field, FieldSet, LookupKey, Shown, Supporter, UpsertOutcome};
 
-use super::{Loaded, MAX_ATTEMPTS, Vault, is_conflict, not_found, now_us, parse_id, retry_pause};
+use super::{Loaded, Vault, not_found, now_us, parse_id};
+use crate::txn;
 
 fn index_table(kind: IndexKind) -> Table {
     match kind {
@@ -172,8 +173,7 @@ impl Vault {
         let grants = resolve_grants(log, caller, &registry, consents)?;
         let email_h = self.index_of(IndexKind::Email, &incoming.email);
         let phone_h = self.index_of(IndexKind::Phone, &incoming.phone);
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt).await;
+        txn::retry!("supporter upsert", {
             self.refuse_suppressed(log, email_h.as_ref(), phone_h.as_ref())
                 .await?;
             let by_email = self
@@ -195,7 +195,7 @@ impl Vault {
                 (None, Some(b)) => Some(b),
                 (None, None) => None,
             };
-            let attempt = match target {
+            match target {
                 None => {
                     self.create(
                         log, caller, rpc, &registry, &incoming, &grants, email_h, phone_h,
@@ -206,7 +206,7 @@ impl Vault {
                     log.subject(&id);
                     let Some(loaded) = self.load(&id).await? else {
                         // Removed since the index read: re-read.
-                        continue;
+                        return Err(txn::stale("records"));
                     };
                     if !incoming.email.is_empty()
                         && !loaded.supporter.email.is_empty()
@@ -260,12 +260,8 @@ impl Vault {
                             changed,
                         })
                 }
-            };
-            if !is_conflict(&attempt) {
-                return attempt;
             }
-        }
-        Err(Error::Contention("supporter upsert".into()))
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -515,8 +511,7 @@ impl Vault {
         let mut masked = Supporter::default();
         masked.assign(patch, mask);
         let masked = masked.normalized()?;
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt).await;
+        txn::retry!(&format!("supporter {id}"), {
             let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
             let state = loaded.consent_state();
             self.decide(
@@ -546,11 +541,8 @@ impl Vault {
             self.refuse_suppressed(log, email_h.as_ref(), phone_h.as_ref())
                 .await?;
             let attempt = self.save(log, &loaded, next).await;
-            if !is_conflict(&attempt) {
-                return attempt.map(|s| s.shown(purpose.fields));
-            }
-        }
-        Err(Error::Contention(format!("supporter {id}")))
+            attempt.map(|s| s.shown(purpose.fields))
+        })
     }
 
     /// Adds tags to a supporter.
@@ -590,8 +582,7 @@ impl Vault {
         if tags.is_empty() {
             return Err(InvalidInput::new("tags", "must name at least one tag").into());
         }
-        for attempt in 0..MAX_ATTEMPTS {
-            retry_pause(attempt).await;
+        txn::retry!(&format!("supporter {id}"), {
             let loaded = self.load(&id).await?.ok_or_else(|| not_found(&id))?;
             let state = loaded.consent_state();
             self.decide(
@@ -619,11 +610,8 @@ impl Vault {
                 next.tags.retain(|t| !tags.contains(t));
             }
             let attempt = self.save(log, &loaded, next).await;
-            if !is_conflict(&attempt) {
-                return attempt.map(|s| s.shown(purpose.fields));
-            }
-        }
-        Err(Error::Contention(format!("supporter {id}")))
+            attempt.map(|s| s.shown(purpose.fields))
+        })
     }
 
     /// Fails with `AlreadyExists` if `value` is indexed to a supporter other than `id`.

@@ -21,7 +21,8 @@ use crate::rights_requests::{
 };
 use crate::storage::{Batch, Table};
 
-use super::{MAX_ATTEMPTS, Vault, is_conflict, parse_id, retry_pause};
+use super::{Vault, parse_id};
+use crate::txn;
 
 /// How far in the future a receipt time may lie (clock skew between the DPO's tools and the
 /// vault), in microseconds.
@@ -173,8 +174,7 @@ impl Vault {
             )?;
             let id = parse_ticket_id(id)?;
             let action = validate_action(action)?;
-            for attempt in 0..MAX_ATTEMPTS {
-                retry_pause(attempt).await;
+            txn::retry!("rights request ticket", {
                 let raw = self
                     .store
                     .get(Table::RightsRequests, id.as_bytes())
@@ -191,15 +191,10 @@ impl Vault {
                 let now = self.clock.now_us();
                 let mut b = Batch::new();
                 close(&mut b, &mut ticket, &raw, &action, caller, now)?;
-                let committed = log.commit_write(&self.audit, b).await;
-                if !is_conflict(&committed) {
-                    return committed.map(|()| {
-                        let overdue = ticket.is_overdue(now);
-                        (ticket, overdue)
-                    });
-                }
-            }
-            Err(Error::Contention("rights request ticket".into()))
+                log.commit_write(&self.audit, b).await?;
+                let overdue = ticket.is_overdue(now);
+                Ok((ticket, overdue))
+            })
         }
         .await;
         log.finish(&self.audit, result).await
