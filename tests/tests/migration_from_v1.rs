@@ -1482,6 +1482,57 @@ async fn new_writes(
         );
     }
 
+    // People no purpose reaches in the fixture kept their posting lists: the restricted p06
+    // once unrestricted, and p20 (who objected on email) once consenting to SMS invitations,
+    // are found again by their tags and postcodes.
+    let p06 = by("p06");
+    d.rights()
+        .await
+        .unrestrict(authed(
+            pb::RestrictRequest {
+                subject_id: p06.id.clone(),
+                request_ref: "REQ-2027-003".into(),
+            },
+            &c.dpo,
+        ))
+        .await
+        .unwrap();
+    let p20 = by("p20");
+    let p20_phone = expected["view"]["people"]["p20"]["dpo_get"]["ok"]["phone"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    d.consent()
+        .await
+        .grant(authed(
+            pb::ConsentRequest {
+                subject_id: p20.id.clone(),
+                purpose: "event-invitations".into(),
+                channel: "sms".into(),
+                source: "phone".into(),
+                notice_version: "2027-01".into(),
+                contact_phone: p20_phone,
+                ..Default::default()
+            },
+            &c.tool("event-invitations"),
+        ))
+        .await
+        .unwrap();
+    for (purpose, id, req) in [
+        ("membership", &p06.id, search_tags(&["élu"])),
+        ("membership", &p06.id, search_tags(&["bénévole"])),
+        ("membership", &p06.id, search_postcodes(&["29200"])),
+        ("event-invitations", &p20.id, search_tags(&["jeunes"])),
+        ("event-invitations", &p20.id, search_postcodes(&["13002"])),
+    ] {
+        let label = format!("{req:?}");
+        let found = search_ids(d, &c.tool(purpose), req).await;
+        assert!(
+            found["ids"].as_array().unwrap().contains(&json!(id)),
+            "{purpose} {label}: {found}"
+        );
+    }
+
     // Old people: tag, consent, rectification, erasure with suppression; keys, tickets,
     // clients and purposes.
     let p05 = by("p05");
@@ -1631,6 +1682,20 @@ async fn new_writes(
     };
     assert!(get(d, &tool, &p05.id, None).await.get("ok").is_some());
     vec![m1.id, m2.id, m3.id]
+}
+
+fn search_tags(tags: &[&str]) -> pb::SearchRequest {
+    pb::SearchRequest {
+        tags_any: tags.iter().map(|t| (*t).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+fn search_postcodes(postcodes: &[&str]) -> pb::SearchRequest {
+    pb::SearchRequest {
+        postcodes: postcodes.iter().map(|p| (*p).to_owned()).collect(),
+        ..Default::default()
+    }
 }
 
 fn consent(purpose: &str, channel: &str) -> pb::ConsentRequest {
