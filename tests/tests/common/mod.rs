@@ -406,6 +406,15 @@ pub fn authed<T, C: Credentials + ?Sized>(message: T, creds: &C) -> Request<T> {
     req
 }
 
+/// Makes `creds` the approving admin of `data_dir`'s store ([`Daemon::approver`]): for a
+/// store the suite did not create (a committed fixture), whose second admin already exists.
+pub fn adopt_approver(data_dir: &Path, creds: Creds) {
+    approvers()
+        .lock()
+        .unwrap()
+        .insert(store_key(data_dir), creds);
+}
+
 impl Daemon {
     /// A connected Admin client.
     pub async fn admin(&self) -> AdminClient<Channel> {
@@ -922,6 +931,13 @@ impl PgSchema {
             }
             dump
         })
+    }
+
+    /// Runs `sql` (several statements, simple query protocol) on the test database: a
+    /// dump restored behind the vault's back.
+    pub fn execute(&self, sql: &str) {
+        let (url, sql) = (self.url.clone(), sql.to_owned());
+        block(async move { pg_connect(&url).await.batch_execute(&sql).await.unwrap() });
     }
 
     /// The value of `key` in the vault table `vault_<table>`.
