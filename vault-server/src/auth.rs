@@ -16,13 +16,10 @@ use http::HeaderMap;
 use tonic::Status;
 use tower::{Layer, Service};
 use vault_core::{Caller, Vault};
+use vault_proto::metadata::{AUTHORIZATION, BEARER_PREFIX, PURPOSE, REQUEST_ID};
 
 use crate::status::to_status;
 
-/// Metadata key a client may set to correlate its calls with server logs.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// Metadata key declaring the purpose of a call.
-pub const PURPOSE_HEADER: &str = "x-vault-purpose";
 pub(crate) const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Server reflection, every version: served to authenticated clients, logged here.
 const REFLECTION_PREFIX: &str = "/grpc.reflection.";
@@ -60,7 +57,7 @@ impl Authenticator {
             }
             Err(status)
         };
-        let Some(value) = headers.get("authorization") else {
+        let Some(value) = headers.get(AUTHORIZATION) else {
             if let Some(der) = peer_cert {
                 let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
                 return match self.vault.authenticate_certificate(&fingerprint).await {
@@ -77,7 +74,7 @@ impl Authenticator {
         let Some(token) = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.strip_prefix(BEARER_PREFIX))
             .map(str::trim)
             .filter(|t| !t.is_empty())
         else {
@@ -95,7 +92,7 @@ impl Authenticator {
 
 fn caller_of(client: vault_core::Client, headers: &HeaderMap, request_id: String) -> Caller {
     let purpose = headers
-        .get(PURPOSE_HEADER)
+        .get(PURPOSE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned());
     Caller {
         client_id: client.id,
@@ -126,7 +123,7 @@ pub(crate) fn rpc_name(path: &str) -> String {
 /// The client's request id when it is short and plain, otherwise a fresh one.
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(REQUEST_ID_HEADER)
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()
@@ -256,9 +253,9 @@ mod tests {
     #[test]
     fn request_ids_are_kept_when_plain() {
         let mut h = HeaderMap::new();
-        h.insert(REQUEST_ID_HEADER, "abc-123".parse().unwrap());
+        h.insert(REQUEST_ID, "abc-123".parse().unwrap());
         assert_eq!(request_id(&h), "abc-123");
-        h.insert(REQUEST_ID_HEADER, "has space".parse().unwrap());
+        h.insert(REQUEST_ID, "has space".parse().unwrap());
         assert_eq!(request_id(&h).len(), 32);
     }
 }

@@ -27,9 +27,9 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Level;
 use vault_core::Caller;
+use vault_proto::metadata::RETRY_AFTER_MS;
 
 use crate::auth::HEALTH_PREFIX;
-use crate::limits::RETRY_AFTER_MS;
 use crate::metrics::{Metrics, code_name};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;

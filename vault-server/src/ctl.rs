@@ -9,16 +9,17 @@ use prost_types::Timestamp;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use vault_proto::metadata;
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_client::SupportersClient;
 
 use crate::csv_import::{CsvRows, ImportSummary, Progress, Row};
 
 /// The purpose the DPO's calls on personal data declare.
-pub const RIGHTS_PURPOSE: &str = "data-subject-rights";
+pub const RIGHTS_PURPOSE: &str = metadata::DPO_PURPOSE;
 
 /// The metadata key of the next page's token in a `Search` reply.
-pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
+pub const NEXT_PAGE_TOKEN: &str = metadata::NEXT_PAGE_TOKEN;
 
 /// How to reach the daemon over TLS: the CA that signed its certificate and, for mutual
 /// TLS, the client's certificate and key (PEM files).
@@ -135,14 +136,14 @@ pub async fn connect(addr: &str, tls: &TlsFiles) -> Result<Channel, String> {
 pub fn with_token<T>(message: T, token: &str, purpose: Option<&str>) -> Result<Request<T>, String> {
     let mut req = Request::new(message);
     if !token.is_empty() {
-        let value = MetadataValue::try_from(format!("Bearer {token}"))
+        let value = MetadataValue::try_from(metadata::bearer(token))
             .map_err(|_| "the token contains characters that cannot be sent".to_owned())?;
-        req.metadata_mut().insert("authorization", value);
+        req.metadata_mut().insert(metadata::AUTHORIZATION, value);
     }
     if let Some(p) = purpose {
         let value = MetadataValue::try_from(p)
             .map_err(|_| "the purpose contains characters that cannot be sent".to_owned())?;
-        req.metadata_mut().insert("x-vault-purpose", value);
+        req.metadata_mut().insert(metadata::PURPOSE, value);
     }
     Ok(req)
 }
@@ -936,7 +937,8 @@ mod tests {
         use std::sync::{Arc, Mutex};
 
         use tonic::{Request, Response, Status};
-        use vault_proto::v1 as pb;
+        use vault_proto::metadata;
+use vault_proto::v1 as pb;
         use vault_proto::v1::supporters_server::{Supporters, SupportersServer};
 
         type Feed = tokio::sync::mpsc::Sender<Result<pb::ChangeEvent, Status>>;
@@ -1026,7 +1028,7 @@ mod tests {
             ) -> Result<Response<pb::ImportResponse>, Status> {
                 let purpose = request
                     .metadata()
-                    .get("x-vault-purpose")
+                    .get(vault_proto::metadata::PURPOSE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();

@@ -36,9 +36,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 use vault_core::Caller;
-
-/// Metadata entry of a `RESOURCE_EXHAUSTED` reply: milliseconds to wait before retrying.
-pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+use vault_proto::metadata::RETRY_AFTER_MS;
 
 /// The retry hint when a cap on calls in flight refused a call: no exact time is known (it
 /// depends on when a running call finishes), so a short, fixed pause.

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vault_core::{FieldSet, LookupKey, Rpc, SearchQuery, UpsertOutcome, Vault, WatchSession};
+use vault_proto::metadata::NEXT_PAGE_TOKEN;
 use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_server::Supporters;
 
@@ -334,8 +335,6 @@ impl Supporters for SupportersService {
     }
 }
 
-/// Initial metadata of a Search reply holding the next page's token.
-pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
 /// Rows of one Import stream processed at once.
 const IMPORT_IN_FLIGHT: usize = 64;
 /// Rows one Import stream may carry by default (vaultctl sends 10,000 per call by default):
