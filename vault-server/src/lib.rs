@@ -8,11 +8,10 @@
 
 pub mod auth;
 pub mod call_log;
+pub mod client;
 pub mod config;
 pub mod connections;
 pub mod convert;
-pub mod csv_import;
-pub mod ctl;
 pub mod daemon;
 pub mod descriptors;
 pub mod health;

@@ -31,11 +31,48 @@ use vault_proto::v1::audit_client::AuditClient;
 use vault_proto::v1::consent_client::ConsentClient;
 use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
-use vault_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
-use vault_server::csv_import::{
+use vault_server::client::csv_import::{
     CsvRows, MappingOptions, Preset, Progress, ReadOptions, RowDefaults,
 };
-use vault_server::ctl::{self, status_line, supporter_json, with_token, write_line};
+use vault_server::client::{CallMetadata, Session, Token};
+use vault_server::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+
+use ctl::{status_line, supporter_json, with_token, write_line};
+
+/// The client library under the names this file used before it moved (step 2 of the
+/// redesign; step 3 replaces this file).
+mod ctl {
+    pub use vault_server::client::TlsFiles;
+    pub use vault_server::client::output::*;
+    use vault_server::client::{CallMetadata, Token};
+
+    pub const RIGHTS_PURPOSE: &str = vault_proto::metadata::DPO_PURPOSE;
+
+    pub async fn connect(addr: &str, tls: &TlsFiles) -> Result<tonic::transport::Channel, String> {
+        vault_server::client::connect(addr, tls)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn with_token<T>(
+        message: T,
+        token: &str,
+        purpose: Option<&str>,
+    ) -> Result<tonic::Request<T>, String> {
+        CallMetadata::new(Token::new(token))
+            .with_purpose(purpose)
+            .request(message)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn status_line(s: tonic::Status) -> String {
+        vault_server::client::status_line(&s)
+    }
+
+    pub fn parse_date(s: &str) -> Result<prost_types::Timestamp, String> {
+        vault_server::client::output::parse_date(s).map_err(|e| e.to_string())
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -937,17 +974,17 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Import(_) => return Err("import runs apart: import_main".to_owned()),
         Command::Watch { cursor, follow } => {
             let mut out = std::io::stdout();
-            let seen = ctl::watch(
-                &mut client,
-                &token,
-                purpose,
-                cursor.unwrap_or_default(),
-                follow,
-                std::time::Duration::from_secs(1),
-                json,
-                &mut out,
-            )
-            .await?;
+            let seen = Session::new(channel, CallMetadata::new(Token::new(&token)))
+                .with_purpose(purpose)
+                .watch(
+                    cursor.unwrap_or_default(),
+                    follow,
+                    std::time::Duration::from_secs(1),
+                    json,
+                    &mut out,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
             if !follow {
                 match &seen.cursor {
                     Some(c) => eprintln!(
@@ -972,8 +1009,11 @@ async fn run(cli: Cli) -> Result<String, String> {
                 page_token: a.page_token.unwrap_or_default(),
             };
             let mut out = std::io::stdout();
-            let seen =
-                ctl::search(&mut client, &token, purpose, request, a.all_pages, &mut out).await?;
+            let seen = Session::new(channel, CallMetadata::new(Token::new(&token)))
+                .with_purpose(purpose)
+                .search(request, a.all_pages, &mut out)
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(next) = seen.next_page_token {
                 eprintln!(
                     "vaultctl: {} supporters on this page; more with --page-token {next} (or \
@@ -2144,7 +2184,12 @@ async fn import(
     let rows = CsvRows::open(&a.file, &options)?;
     let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
     let batch = usize::try_from(a.batch).unwrap_or(usize::MAX);
-    let summary = ctl::import(channel, token, purpose, rows, batch, Progress::new(total)).await?;
+    let session =
+        Session::new(channel, CallMetadata::new(Token::new(token))).with_purpose(Some(purpose));
+    let summary =
+        vault_server::client::csv_import::import(&session, rows, batch, Progress::new(total))
+            .await
+            .map_err(|e| e.to_string())?;
     let shown = a.file.display().to_string();
     let text = if json {
         summary.json(&shown).to_string()

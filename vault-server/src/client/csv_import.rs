@@ -1,4 +1,6 @@
-//! CSV files as supporters, for `vaultctl import`.
+//! CSV files as supporters, for `vaultctl import`: the mapping of headers to fields
+//! ([`Mapping`], the table of names in `headers.rs`, the presets), the rows ([`CsvRows`]),
+//! the summary ([`ImportSummary`]), and the upload in batches ([`import`], `upload.rs`).
 //!
 //! The header row names the columns. Each column maps to a [`Target`]: a supporter field, a
 //! tag list, a custom field, a consent box, or nothing. By default the header names of
@@ -19,6 +21,7 @@
 
 mod headers;
 mod nationbuilder;
+mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, IsTerminal as _, Read};
@@ -27,6 +30,7 @@ use std::path::Path;
 use vault_proto::v1 as pb;
 
 pub use headers::{HEADERS, normalize_header};
+pub use upload::import;
 
 /// Where a column's cells go.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
