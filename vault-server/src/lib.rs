@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod call_log;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connections;

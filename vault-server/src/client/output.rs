@@ -381,3 +381,84 @@ pub fn write_line<W: Write>(out: &mut W, line: &str) -> Result<bool, Error> {
         Err(e) => Err(Error::Output(e)),
     }
 }
+
+/// A consent event as JSON (`consent grant`, `withdraw`, `history`).
+pub fn consent_event_json(e: &pb::ConsentEvent) -> serde_json::Value {
+    serde_json::json!({
+        "subject_id": e.subject_id, "seq": e.seq, "purpose": e.purpose, "channel": e.channel,
+        "kind": e.kind, "at_unix": e.at.as_ref().map(|t| t.seconds), "source": e.source,
+        "notice_version": e.notice_version, "client_id": e.client_id,
+    })
+}
+
+/// A person's consent per purpose and channel as JSON (`consent status`).
+pub fn consent_status_json(r: &pb::ConsentStatusResponse) -> serde_json::Value {
+    let states: Vec<_> = r
+        .states
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "purpose": s.purpose, "channel": s.channel, "active": s.active,
+                "last_event_seq": s.last_event_seq,
+            })
+        })
+        .collect();
+    serde_json::json!({ "subject_id": r.subject_id, "states": states })
+}
+
+/// A client as JSON (`client create`, `list`, `revoke`), never its token.
+pub fn client_json(c: &pb::Client) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id, "name": c.name, "role": c.role, "purposes": c.purposes,
+        "created_at_unix": c.created_at.as_ref().map(|t| t.seconds),
+        "revoked_at_unix": c.revoked_at.as_ref().map(|t| t.seconds),
+        "cert_sha256": c.cert_sha256,
+        "expires_at_unix": c.expires_at.as_ref().map(|t| t.seconds),
+    })
+}
+
+/// A purpose as JSON, with the keys `purpose put` reads back.
+pub fn purpose_json(p: &pb::Purpose) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id, "description": p.description, "lawful_basis": p.lawful_basis,
+        "special_category_basis": p.special_category_basis, "channels": p.channels,
+        "retention_days": p.retention_days, "fields": p.fields,
+    })
+}
+
+/// A proposal waiting for (or given) a second admin's approval, with its change.
+pub fn proposal_json(p: &pb::Proposal) -> serde_json::Value {
+    let change = match &p.change {
+        Some(pb::proposal::Change::CreateClient(c)) => {
+            serde_json::json!({ "create_client": client_json(c) })
+        }
+        Some(pb::proposal::Change::PutPurpose(new)) => serde_json::json!({
+            "put_purpose": purpose_json(new),
+            "previous": p.previous_purpose.as_ref().map(purpose_json),
+        }),
+        None => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "id": p.id, "status": p.status, "summary": p.summary, "widens": p.widens,
+        "proposed_by": p.proposed_by,
+        "proposed_at_unix": p.proposed_at.as_ref().map(|t| t.seconds),
+        "expires_at_unix": p.expires_at.as_ref().map(|t| t.seconds),
+        "approved_by": (!p.approved_by.is_empty()).then_some(&p.approved_by),
+        "approved_at_unix": p.approved_at.as_ref().map(|t| t.seconds),
+        "change_sha256": p.change_sha256, "change": change,
+    })
+}
+
+/// Signed checkpoints as JSON (`audit checkpoints`).
+pub fn checkpoints_json(list: &[pb::SignedCheckpoint]) -> serde_json::Value {
+    let list: Vec<_> = list
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "size": c.size, "root": hex::encode(&c.root), "at_us": c.at_us,
+                "signature": hex::encode(&c.signature),
+            })
+        })
+        .collect();
+    serde_json::Value::from(list)
+}
