@@ -219,6 +219,7 @@ async fn run(cli: Cli) -> Result<String, CtlError> {
         Command::Watch { cursor, follow } => {
             watch::run(&session.with_purpose(purpose), cursor, follow, json).await
         }
+        // Offline: run by the first match, before any token or connection.
         Command::Migrate(_) | Command::Restore(_) => Ok(String::new()),
     }
 }
@@ -260,5 +261,44 @@ impl Cli {
         let token = self.token()?;
         let channel = crate::client::connect(&self.addr, &self.tls_files()).await?;
         Ok(Session::new(channel, CallMetadata::new(token)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_explicit_token_beats_the_admin_token_file_and_a_certificate_stands_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let parse = |args: &[&str]| {
+            let data = dir.path().to_str().unwrap().to_owned();
+            let mut all = vec!["vaultctl", "--data-dir", &data];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap()
+        };
+        let token = parse(&["--token", " t1 ", "client", "list"])
+            .token()
+            .unwrap();
+        assert_eq!(format!("{token:?}"), "Some(Token(<secret>))");
+        let none = parse(&["client", "list"]).token().unwrap_err().to_string();
+        assert!(none.starts_with("no token: pass --token"), "{none}");
+        let cert = parse(&["--cert", "c.pem", "--key", "k.pem", "client", "list"]);
+        assert!(cert.token().unwrap().is_none());
+        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "admin\n").unwrap();
+        assert!(parse(&["client", "list"]).token().unwrap().is_some());
+        let missing = parse(&["--token-file", "/nonexistent/t", "client", "list"]);
+        let e = missing.token().unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot read --token-file /nonexistent/t: "),
+            "{e}"
+        );
     }
 }
