@@ -2,9 +2,12 @@
 //! the daemon reads (and the other way round), and the purpose id the DPO's calls declare.
 //!
 //! Both sides name them from here: the daemon's layers (`auth`, `limits`, `call_log`), its
-//! `Supporters.Search`, and the client library (`vaultctl`, `vault-load`). The purpose key
-//! and the DPO's purpose belong to the access policy, so they are defined in `vault-core`
-//! (which names the key in its refusals) and re-exported here.
+//! `Supporters.Search`, and the client library (`vaultctl`, `vault-load`).
+//!
+//! The purpose key and the DPO's purpose also belong to the access policy in `vault-core`,
+//! which names them in its refusals. This crate does not depend on `vault-core` (a client
+//! links the generated code without the storage engines), so the two copies are pinned
+//! equal by a test in `vault-server` (`wire_constants_match_the_policy`).
 
 /// Request metadata carrying the caller's credentials: `authorization: Bearer <token>`.
 pub const AUTHORIZATION: &str = "authorization";
@@ -14,7 +17,7 @@ pub const BEARER_PREFIX: &str = "Bearer ";
 
 /// Request metadata declaring the purpose of a call on personal data:
 /// `x-vault-purpose: <purpose id>`.
-pub const PURPOSE: &str = vault_core::access::PURPOSE_METADATA_KEY;
+pub const PURPOSE: &str = "x-vault-purpose";
 
 /// Request metadata a client may set to correlate its calls with the daemon's log lines.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -28,7 +31,7 @@ pub const NEXT_PAGE_TOKEN: &str = "x-vault-next-page-token";
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// The built-in purpose the DPO's calls on personal data declare (`data-subject-rights`).
-pub use vault_core::purpose::DPO_PURPOSE;
+pub const DPO_PURPOSE: &str = "data-subject-rights";
 
 /// The [`AUTHORIZATION`] value for `token`.
 pub fn bearer(token: &str) -> String {

@@ -299,7 +299,7 @@ impl Vault {
                 .unwrap();
             let next = resp
                 .metadata()
-                .get("x-vault-next-page-token")
+                .get(vault_proto::metadata::NEXT_PAGE_TOKEN)
                 .map(|v| v.to_str().unwrap().to_owned());
             let mut stream = resp.into_inner();
             while let Some(s) = stream.message().await.unwrap() {

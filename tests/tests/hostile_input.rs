@@ -480,7 +480,7 @@ async fn hostile_requests_get_precise_statuses_and_change_nothing() {
     let first_page = s.search(authed(volunteers.clone(), &member)).await.unwrap();
     let token = first_page
         .metadata()
-        .get("x-vault-next-page-token")
+        .get(vault_proto::metadata::NEXT_PAGE_TOKEN)
         .expect("a next page")
         .to_str()
         .unwrap()
@@ -1028,7 +1028,7 @@ async fn hostile_requests_get_precise_statuses_and_change_nothing() {
 
     // The refused callers can still make normal calls: nothing was left locked or poisoned.
     let page = s.search(authed(with_token(token), &member)).await.unwrap();
-    assert!(page.metadata().get("x-vault-next-page-token").is_some());
+    assert!(page.metadata().get(vault_proto::metadata::NEXT_PAGE_TOKEN).is_some());
     // The auditor a campaign tool tried to revoke still works, and the log verifies.
     let entries = d.audit_entries(&auditor, pb::QueryRequest::default()).await;
     assert!(!entries.is_empty());

@@ -29,7 +29,7 @@ async fn search_all(d: &Daemon, creds: &Creds, mut req: pb::SearchRequest) -> (V
         let resp = c.search(authed(req.clone(), creds)).await.unwrap();
         let next = resp
             .metadata()
-            .get("x-vault-next-page-token")
+            .get(vault_proto::metadata::NEXT_PAGE_TOKEN)
             .map(|v| v.to_str().unwrap().to_owned());
         let mut stream = resp.into_inner();
         while let Some(s) = stream.message().await.unwrap() {
@@ -226,7 +226,7 @@ async fn search_returns_exactly_the_segment() {
         .unwrap();
     let token = first
         .metadata()
-        .get("x-vault-next-page-token")
+        .get(vault_proto::metadata::NEXT_PAGE_TOKEN)
         .unwrap()
         .to_str()
         .unwrap()

@@ -149,7 +149,7 @@ async fn mutual_tls_identifies_registered_clients() {
         consents: vec![],
     });
     req.metadata_mut()
-        .insert("x-vault-purpose", "membership".parse().unwrap());
+        .insert(vault_proto::metadata::PURPOSE, "membership".parse().unwrap());
     let id = s.upsert(req).await.unwrap().into_inner().id;
     assert!(!id.is_empty());
     // The access log names the mailer as the actor.
@@ -202,7 +202,7 @@ async fn mutual_tls_identifies_registered_clients() {
         fields: None,
     });
     req.metadata_mut()
-        .insert("x-vault-purpose", "membership".parse().unwrap());
+        .insert(vault_proto::metadata::PURPOSE, "membership".parse().unwrap());
     let err = SupportersClient::new(stranger).get(req).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
@@ -353,7 +353,7 @@ async fn mutual_tls_identifies_registered_clients() {
         .unwrap();
     let mut req = tonic::Request::new(pb::GetRequest { id, fields: None });
     req.metadata_mut()
-        .insert("x-vault-purpose", "membership".parse().unwrap());
+        .insert(vault_proto::metadata::PURPOSE, "membership".parse().unwrap());
     assert_eq!(s.get(req).await.unwrap_err().code(), Code::Unauthenticated);
 }
 

@@ -22,7 +22,8 @@ use crate::supporter::FieldSet;
 
 /// The request metadata key a call declares its purpose in (`x-vault-purpose: <purpose
 /// id>`), and so the field a missing or unknown purpose is reported against. The wire's
-/// constants are gathered in `vault_proto::metadata`, which re-exports this one.
+/// constants are gathered in `vault_proto::metadata`; a test in `vault-server` pins the
+/// two equal.
 pub const PURPOSE_METADATA_KEY: &str = "x-vault-purpose";
 
 /// A client's role (API.md).

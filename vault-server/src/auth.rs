@@ -251,6 +251,17 @@ mod tests {
     }
 
     #[test]
+    fn wire_constants_match_the_policy() {
+        // vault-proto carries its own copies (it does not link vault-core): they must be
+        // the names the policy reports and decides on.
+        assert_eq!(PURPOSE, vault_core::access::PURPOSE_METADATA_KEY);
+        assert_eq!(
+            vault_proto::metadata::DPO_PURPOSE,
+            vault_core::purpose::DPO_PURPOSE
+        );
+    }
+
+    #[test]
     fn request_ids_are_kept_when_plain() {
         let mut h = HeaderMap::new();
         h.insert(REQUEST_ID, "abc-123".parse().unwrap());

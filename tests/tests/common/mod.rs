@@ -392,7 +392,7 @@ impl Credentials for Creds {
         self.token.apply(req);
         if let Some(p) = &self.purpose {
             req.metadata_mut().insert(
-                "x-vault-purpose",
+                vault_proto::metadata::PURPOSE,
                 MetadataValue::try_from(p.as_str()).unwrap(),
             );
         }
