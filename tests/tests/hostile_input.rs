@@ -1028,7 +1028,11 @@ async fn hostile_requests_get_precise_statuses_and_change_nothing() {
 
     // The refused callers can still make normal calls: nothing was left locked or poisoned.
     let page = s.search(authed(with_token(token), &member)).await.unwrap();
-    assert!(page.metadata().get(vault_proto::metadata::NEXT_PAGE_TOKEN).is_some());
+    assert!(
+        page.metadata()
+            .get(vault_proto::metadata::NEXT_PAGE_TOKEN)
+            .is_some()
+    );
     // The auditor a campaign tool tried to revoke still works, and the log verifies.
     let entries = d.audit_entries(&auditor, pb::QueryRequest::default()).await;
     assert!(!entries.is_empty());

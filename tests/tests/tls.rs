@@ -148,8 +148,10 @@ async fn mutual_tls_identifies_registered_clients() {
         supporter: Some(common::supporter("Simone", "Veil", "simone@veil.fr", "")),
         consents: vec![],
     });
-    req.metadata_mut()
-        .insert(vault_proto::metadata::PURPOSE, "membership".parse().unwrap());
+    req.metadata_mut().insert(
+        vault_proto::metadata::PURPOSE,
+        "membership".parse().unwrap(),
+    );
     let id = s.upsert(req).await.unwrap().into_inner().id;
     assert!(!id.is_empty());
     // The access log names the mailer as the actor.
@@ -201,8 +203,10 @@ async fn mutual_tls_identifies_registered_clients() {
         id: id.clone(),
         fields: None,
     });
-    req.metadata_mut()
-        .insert(vault_proto::metadata::PURPOSE, "membership".parse().unwrap());
+    req.metadata_mut().insert(
+        vault_proto::metadata::PURPOSE,
+        "membership".parse().unwrap(),
+    );
     let err = SupportersClient::new(stranger).get(req).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
@@ -352,8 +356,10 @@ async fn mutual_tls_identifies_registered_clients() {
         .await
         .unwrap();
     let mut req = tonic::Request::new(pb::GetRequest { id, fields: None });
-    req.metadata_mut()
-        .insert(vault_proto::metadata::PURPOSE, "membership".parse().unwrap());
+    req.metadata_mut().insert(
+        vault_proto::metadata::PURPOSE,
+        "membership".parse().unwrap(),
+    );
     assert_eq!(s.get(req).await.unwrap_err().code(), Code::Unauthenticated);
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-use vault_server::config::{Args, Config};
+use vault_server::daemon::config::{Args, Config};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -63,7 +63,7 @@ const SERVICES: [&str; 3] = [
 fn variables_read_by_the_code() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![
-        root.join("src/config.rs"),
+        root.join("src/daemon/config.rs"),
         root.join("src/bin/vault-server.rs"),
     ];
     let mut cli: Vec<_> = std::fs::read_dir(root.join("src/cli"))

@@ -40,7 +40,7 @@ pub use error::{CtlError, EXIT_REJECTED_ROWS};
 
 use crate::client::output::write_line;
 use crate::client::{CallMetadata, Session, TlsFiles, Token};
-use crate::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use crate::daemon::config::{ADMIN_TOKEN_FILE, DEFAULT_DATA_DIR, DEFAULT_LISTEN};
 
 #[derive(Debug, Parser)]
 #[command(

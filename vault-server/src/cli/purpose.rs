@@ -33,7 +33,7 @@ pub(crate) fn read_purpose(file: &Path) -> Result<pb::Purpose, CtlError> {
     };
     let p: vault_core::Purpose = serde_json::from_str(&text)
         .map_err(|e| CtlError::bad_file(file, format!("not a purpose: {e}")))?;
-    Ok(crate::convert::purpose_to_pb(p))
+    Ok(crate::daemon::convert::purpose_to_pb(p))
 }
 
 /// Runs a `purpose` command.

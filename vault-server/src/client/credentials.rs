@@ -112,7 +112,10 @@ mod tests {
             req.metadata().get("authorization").unwrap(),
             "Bearer s3cret"
         );
-        assert_eq!(req.metadata().get(vault_proto::metadata::PURPOSE).unwrap(), "newsletter");
+        assert_eq!(
+            req.metadata().get(vault_proto::metadata::PURPOSE).unwrap(),
+            "newsletter"
+        );
         let none = CallMetadata::new(None).request(()).unwrap();
         assert!(none.metadata().is_empty());
         let bad = CallMetadata::new(None).with_purpose(Some("a\nb"));

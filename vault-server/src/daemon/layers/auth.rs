@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 use vault_core::{Caller, Vault};
 use vault_proto::metadata::{AUTHORIZATION, BEARER_PREFIX, PURPOSE, REQUEST_ID};
 
-use crate::status::to_status;
+use crate::daemon::status::to_status;
 
 pub(crate) const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 /// Server reflection, every version: served to authenticated clients, logged here.
@@ -105,7 +105,9 @@ fn caller_of(client: vault_core::Client, headers: &HeaderMap, request_id: String
 
 /// The DER bytes of the TLS client certificate of the connection, if any.
 fn peer_cert<B>(req: &http::Request<B>) -> Option<Vec<u8>> {
-    let info = req.extensions().get::<crate::connections::ConnInfo>()?;
+    let info = req
+        .extensions()
+        .get::<crate::daemon::connections::ConnInfo>()?;
     let certs = info.peer_certs.as_ref()?;
     certs.first().map(|c| c.as_ref().to_vec())
 }

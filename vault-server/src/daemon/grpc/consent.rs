@@ -8,8 +8,8 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::consent_server::Consent;
 
 use super::{accepted, finish};
-use crate::auth::caller;
-use crate::convert::{consent_change, consent_event_to_pb, consent_state_to_pb};
+use crate::daemon::convert::{consent_change, consent_event_to_pb, consent_state_to_pb};
+use crate::daemon::layers::auth::caller;
 
 /// The Consent service over a vault.
 pub struct ConsentService {

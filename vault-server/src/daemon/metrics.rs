@@ -4,7 +4,7 @@
 //! What is counted holds no personal data and no identifier: calls by method and gRPC
 //! code, call latency by method, calls in flight, calls refused by the `[limits]`, the
 //! access log's size and the age of its newest signed checkpoint, and the store's flush
-//! latency. Methods are the ones compiled into the daemon ([`crate::descriptors`]), known
+//! latency. Methods are the ones compiled into the daemon ([`crate::daemon::descriptors`]), known
 //! at start: a path no service serves is counted under `rpc="unknown"`, so no client can
 //! add a series. No client names or ids either: per-client use is in the access log.
 //!
@@ -30,7 +30,7 @@ use tonic::Code;
 use vault_core::Vault;
 use vault_core::latency::{BUCKET_BOUNDS_SECONDS, HistogramSnapshot, LatencyHistogram};
 
-use crate::auth::rpc_name;
+use crate::daemon::layers::auth::rpc_name;
 
 /// The `rpc` label of a path no service serves.
 pub const UNKNOWN_RPC: &str = "unknown";
@@ -361,7 +361,7 @@ pub async fn start(
     vault: &Arc<Vault>,
 ) -> Result<(Arc<Metrics>, Option<tokio::task::JoinHandle<()>>), crate::daemon::DaemonError> {
     use crate::daemon::DaemonError;
-    let methods = crate::descriptors::methods(crate::descriptors::SERVED)
+    let methods = crate::daemon::descriptors::methods(crate::daemon::descriptors::SERVED)
         .map_err(|e| DaemonError::Serve(format!("reading the service descriptors: {e}")))?;
     let metrics = Arc::new(Metrics::new(methods.iter().map(|m| m.path.as_str())));
     let Some(addr) = listen else {

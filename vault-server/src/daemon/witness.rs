@@ -21,7 +21,7 @@ use vault_core::Vault;
 use vault_core::audit::SignedCheckpoint;
 use vault_core::audit::witness::{add_checkpoint_request, cosignatures_in_reply};
 
-use crate::config::WitnessConfig;
+use crate::daemon::config::WitnessConfig;
 
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,7 +7,7 @@
 //! - [`GlobalLimitLayer`], outermost, sees every call, authenticated or not (health checks
 //!   included): a cap on calls in flight for the whole daemon, the default deadline of unary
 //!   calls, and the status of an oversized request. It also marks the call in flight on its
-//!   connection, which stops that connection's idle timeout (`connections.rs`, where the
+//!   connection, which stops that connection's idle timeout (`daemon/connections.rs`, where the
 //!   caps on connections and their deadlines live).
 //! - [`ClientLimitLayer`], just inside authentication, sees the authenticated
 //!   [`vault_core::Caller`]: a token bucket of calls per second and a cap on calls in
@@ -79,7 +79,7 @@ pub struct Limits {
     pub unary_timeout: Option<Duration>,
     /// Rows one `Supporters.Import` stream may carry.
     pub import_rows_per_call: u64,
-    /// Open connections in the whole daemon (`connections.rs`).
+    /// Open connections in the whole daemon (`daemon/connections.rs`).
     pub max_connections: u32,
     /// Open connections from one peer IP address.
     pub connections_per_peer: u32,
@@ -323,7 +323,7 @@ impl ClientLimiter {
 /// The gRPC paths (`/package.Service/Method`) of the unary methods in these encoded
 /// `FileDescriptorSet`s.
 pub fn unary_methods(descriptor_sets: &[&[u8]]) -> Result<HashSet<String>, prost::DecodeError> {
-    Ok(crate::descriptors::methods(descriptor_sets)?
+    Ok(crate::daemon::descriptors::methods(descriptor_sets)?
         .into_iter()
         .filter(|m| m.unary)
         .map(|m| m.path)
@@ -481,8 +481,8 @@ where
         // The connection has a call in flight (no idle timeout) until the reply is done.
         let on_connection = req
             .extensions()
-            .get::<crate::connections::ConnInfo>()
-            .map(crate::connections::ConnInfo::call_started);
+            .get::<crate::daemon::connections::ConnInfo>()
+            .map(crate::daemon::connections::ConnInfo::call_started);
         Box::pin(async move {
             let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
                 let refusal = Refusal::DaemonInFlight {

@@ -24,11 +24,11 @@ use vault_proto::v1::consent_server::ConsentServer;
 use vault_proto::v1::rights_server::RightsServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
-use crate::services::admin::AdminService;
-use crate::services::audit::AuditService;
-use crate::services::consent::ConsentService;
-use crate::services::rights::RightsService;
-use crate::services::supporters::SupportersService;
+use crate::daemon::grpc::admin::AdminService;
+use crate::daemon::grpc::audit::AuditService;
+use crate::daemon::grpc::consent::ConsentService;
+use crate::daemon::grpc::rights::RightsService;
+use crate::daemon::grpc::supporters::SupportersService;
 
 /// How often a store that refused writes is probed with a write.
 const PROBE_EVERY: Duration = Duration::from_secs(5);

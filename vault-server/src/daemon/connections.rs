@@ -1,7 +1,7 @@
 //! Connections: how many the daemon holds, per peer and in all, and how long one may stay
 //! without doing anything useful.
 //!
-//! Call limits (`limits.rs`) only start once a call arrives; before that, a connection costs
+//! Call limits (`layers/limits.rs`) only start once a call arrives; before that, a connection costs
 //! a descriptor, buffers and a task, and an idle one costs them forever. This module bounds
 //! that cost before any credential is checked:
 //!
@@ -9,7 +9,7 @@
 //!   A connection over a cap is accepted and closed at once (so the kernel's backlog never
 //!   fills and legitimate peers still get through), counted, and logged at most once per
 //!   [`REFUSAL_LOG_EVERY`] (warn), with every refusal at debug level
-//!   (`VAULT_LOG=vault_server::connections=debug`).
+//!   (`VAULT_LOG=vault_server::daemon::connections=debug`).
 //! - [`TrackedConn`], the connection as hyper reads it: closed when it has not completed
 //!   its TLS handshake and sent the HTTP/2 client preface within the handshake deadline,
 //!   and when it has had no call in flight for the idle timeout. HTTP/2 keepalive pings
@@ -38,7 +38,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tonic::transport::server::Connected;
 
-use crate::limits::Limits;
+use crate::daemon::layers::limits::Limits;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4): a connection has finished its
 /// handshake once it sent these many bytes (hyper checks what they are).

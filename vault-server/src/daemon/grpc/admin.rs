@@ -14,8 +14,10 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::admin_server::Admin;
 
 use super::{accepted, finish};
-use crate::auth::caller;
-use crate::convert::{client_to_pb, proposal_to_pb, purpose_from_pb, purpose_to_pb, timestamp};
+use crate::daemon::convert::{
+    client_to_pb, proposal_to_pb, purpose_from_pb, purpose_to_pb, timestamp,
+};
+use crate::daemon::layers::auth::caller;
 
 /// The reply of `Admin.Backup`.
 fn manifest_to_pb(m: vault_core::backup::BackupManifest) -> pb::BackupManifest {
@@ -67,7 +69,7 @@ impl Admin for AdminService {
             let role = req.role.parse::<Role>();
             let role = accepted(&self.vault, &caller, Rpc::AdminCreateClient, role).await?;
             let cert = (!req.cert_sha256.is_empty()).then_some(req.cert_sha256.as_str());
-            let expires_at_us = req.expires_at.as_ref().map(crate::convert::micros);
+            let expires_at_us = req.expires_at.as_ref().map(crate::daemon::convert::micros);
             self.vault
                 .create_client(
                     &caller,
@@ -229,7 +231,7 @@ impl Admin for AdminService {
                     let role =
                         accepted(&self.vault, &caller, Rpc::AdminProposeChange, role).await?;
                     let cert = (!c.cert_sha256.is_empty()).then_some(c.cert_sha256.as_str());
-                    let expires_at_us = c.expires_at.as_ref().map(crate::convert::micros);
+                    let expires_at_us = c.expires_at.as_ref().map(crate::daemon::convert::micros);
                     let (p, token) = self
                         .vault
                         .propose_client(

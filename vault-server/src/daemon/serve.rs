@@ -24,16 +24,16 @@ use vault_proto::v1::consent_server::ConsentServer;
 use vault_proto::v1::rights_server::RightsServer;
 use vault_proto::v1::supporters_server::SupportersServer;
 
-use crate::auth::{AuthLayer, Authenticator};
-use crate::call_log::{CallLogLayer, CallerTagLayer};
-use crate::config::Config;
-use crate::connections::{ConnectionGate, ConnectionLimits};
-use crate::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
-use crate::services::admin::AdminService;
-use crate::services::audit::AuditService;
-use crate::services::consent::ConsentService;
-use crate::services::rights::RightsService;
-use crate::services::supporters::SupportersService;
+use super::config::Config;
+use super::connections::{ConnectionGate, ConnectionLimits};
+use super::grpc::admin::AdminService;
+use super::grpc::audit::AuditService;
+use super::grpc::consent::ConsentService;
+use super::grpc::rights::RightsService;
+use super::grpc::supporters::SupportersService;
+use super::layers::auth::{AuthLayer, Authenticator};
+use super::layers::call_log::{CallLogLayer, CallerTagLayer};
+use super::layers::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
 
 /// Why the daemon stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,7 @@ pub async fn run(
     let auth = Authenticator::new(Arc::clone(&vault));
     let limits = config.limits.clone();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let store_health = crate::health::follow_store(Arc::clone(&vault), health_reporter).await;
+    let store_health = super::health::follow_store(Arc::clone(&vault), health_reporter).await;
     // Reflection v1 and v1alpha: many clients (grpcurl's older releases, Python's
     // grpcio-reflection) still speak only v1alpha. Same descriptors, same authentication.
     let reflection_builder = || {
@@ -120,7 +120,7 @@ pub async fn run(
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ])
     .map_err(|e| DaemonError::Serve(format!("reading the service descriptors: {e}")))?;
-    let (metrics, metrics_task) = crate::metrics::start(config.metrics_listen, &vault).await?;
+    let (metrics, metrics_task) = super::metrics::start(config.metrics_listen, &vault).await?;
 
     // The shutdown signal starts the drain; calls still running after the grace period
     // (or clients that keep idle connections open) do not hold the daemon forever.
@@ -160,7 +160,7 @@ pub async fn run(
         config.retention_sweep_every,
     ));
     let key_housekeeping = tokio::spawn(key_housekeeping(Arc::clone(&vault)));
-    let witnesses = crate::witness::spawn(&vault, &origin, &config.audit_witnesses);
+    let witnesses = super::witness::spawn(&vault, &origin, &config.audit_witnesses);
     if !witnesses.is_empty() {
         tracing::info!(%origin, witnesses = witnesses.len(), "submitting access-log checkpoints to witnesses");
     }
@@ -223,7 +223,7 @@ pub async fn run(
                 .max_encoding_message_size(max_out),
         )
         .serve_with_incoming_shutdown(
-            ReceiverStream::new(crate::connections::incoming(
+            ReceiverStream::new(super::connections::incoming(
                 listener,
                 ConnectionGate::new(ConnectionLimits::of(&limits)),
                 tls,
@@ -356,7 +356,7 @@ async fn key_housekeeping(vault: Arc<Vault>) {
 /// The server's TLS settings from the `[tls]` section's files: what tonic's own TLS would
 /// set up (ALPN `h2`; with a client CA, client certificates verified against it, optional
 /// unless `require_client_cert`), on rustls with the ring provider.
-fn server_tls(tls: &crate::config::TlsConfig) -> Result<TlsAcceptor, DaemonError> {
+fn server_tls(tls: &super::config::TlsConfig) -> Result<TlsAcceptor, DaemonError> {
     let read = |path: &Path, what: &str| {
         std::fs::read(path).map_err(|e| {
             DaemonError::Serve(format!("cannot read TLS {what} {}: {e}", path.display()))

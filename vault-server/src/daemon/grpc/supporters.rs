@@ -15,8 +15,8 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::supporters_server::Supporters;
 
 use super::{accepted, finish};
-use crate::auth::caller;
-use crate::convert::{consent_change, supporter_from_pb, supporter_to_pb};
+use crate::daemon::convert::{consent_change, supporter_from_pb, supporter_to_pb};
+use crate::daemon::layers::auth::caller;
 
 /// The Supporters service over a vault.
 pub struct SupportersService {
@@ -313,7 +313,7 @@ impl Supporters for SupportersService {
                 let batch = match vault.watch_next(&mut session, WATCH_BUFFER).await {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = tx.send(Err(crate::status::to_status(e))).await;
+                        let _ = tx.send(Err(crate::daemon::status::to_status(e))).await;
                         return;
                     }
                 };
@@ -359,14 +359,14 @@ fn tally(
         Ok(o) if o.changed => summary.updated += 1,
         Ok(_) => summary.unchanged += 1,
         Err(e @ (vault_core::Error::Storage(_) | vault_core::Error::Contention(_))) => {
-            return Err(crate::status::to_status(e));
+            return Err(crate::daemon::status::to_status(e));
         }
         Err(e) => {
             let field = match &e {
                 vault_core::Error::InvalidInput(i) => i.field.clone(),
                 _ => String::new(),
             };
-            let status = crate::status::to_status(e);
+            let status = crate::daemon::status::to_status(e);
             summary.rejected_total += 1;
             summary.rejected.push(pb::RejectedRow {
                 row,
@@ -389,7 +389,7 @@ fn change_to_pb(e: vault_core::changes::ChangeEvent) -> pb::ChangeEvent {
         cursor: e.cursor.encode(),
         subject_id: e.change.subject_id,
         kind: e.change.kind.as_str().to_owned(),
-        at: crate::convert::timestamp(e.at_us),
+        at: crate::daemon::convert::timestamp(e.at_us),
         purpose: e.change.purpose.unwrap_or_default(),
         channel: e
             .change

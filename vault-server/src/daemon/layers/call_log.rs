@@ -29,8 +29,8 @@ use tracing::Level;
 use vault_core::Caller;
 use vault_proto::metadata::RETRY_AFTER_MS;
 
-use crate::auth::HEALTH_PREFIX;
-use crate::metrics::{Metrics, code_name};
+use crate::daemon::layers::auth::HEALTH_PREFIX;
+use crate::daemon::metrics::{Metrics, code_name};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
@@ -312,7 +312,7 @@ mod tests {
     }
 
     fn render(metrics: &Metrics) -> String {
-        metrics.render(&crate::metrics::VaultFigures {
+        metrics.render(&crate::daemon::metrics::VaultFigures {
             access_log_entries: 0,
             checkpoint_age_seconds: None,
             flushes: vault_core::latency::LatencyHistogram::new().snapshot(),

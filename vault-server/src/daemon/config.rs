@@ -15,7 +15,7 @@ use vault_core::storage::sled_store::SledOptions;
 use vault_core::storage::{DatabaseUrl, PostgresOptions};
 use vault_core::{StorageChoice, VaultOptions};
 
-use crate::limits::Limits;
+use crate::daemon::layers::limits::Limits;
 
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./vault-data";

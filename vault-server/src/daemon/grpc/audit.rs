@@ -12,8 +12,8 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::audit_server::Audit;
 
 use super::finish;
-use crate::auth::caller;
-use crate::convert::{micros, timestamp};
+use crate::daemon::convert::{micros, timestamp};
+use crate::daemon::layers::auth::caller;
 
 /// Chunk size of `ExportLog` replies.
 const EXPORT_CHUNK: usize = 64 * 1024;
@@ -167,7 +167,7 @@ impl Audit for AuditService {
                     Ok(Some(page)) => page,
                     Ok(None) => return,
                     Err(e) => {
-                        let _ = tx.send(Err(crate::status::to_status(e))).await;
+                        let _ = tx.send(Err(crate::daemon::status::to_status(e))).await;
                         return;
                     }
                 };

@@ -1,4 +1,5 @@
-//! gRPC services: each maps its calls onto `vault-core` and back.
+//! The gRPC services, one per file: each maps its calls onto `vault-core` and back
+//! (messages through `convert`, errors through `status`), behind the `layers`.
 
 pub mod admin;
 pub mod audit;
@@ -9,7 +10,7 @@ pub mod supporters;
 use tonic::Status;
 use vault_core::{Caller, Rpc, Vault};
 
-use crate::status::to_status;
+use crate::daemon::status::to_status;
 
 /// Maps a library result to a status. The access decision itself is logged by the library;
 /// this line is the daemon's operational log of the call (ids and codes only).

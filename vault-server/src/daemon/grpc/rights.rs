@@ -9,8 +9,8 @@ use vault_proto::v1 as pb;
 use vault_proto::v1::rights_server::Rights;
 
 use super::{accepted, finish};
-use crate::auth::caller;
-use crate::convert::timestamp;
+use crate::daemon::convert::timestamp;
+use crate::daemon::layers::auth::caller;
 
 /// The Rights service over a vault.
 pub struct RightsService {
@@ -147,7 +147,7 @@ impl Rights for RightsService {
         let caller = caller(&request)?;
         let req = request.into_inner();
         let subject = Some(req.subject_id.trim()).filter(|s| !s.is_empty());
-        let received = req.received_at.as_ref().map(crate::convert::micros);
+        let received = req.received_at.as_ref().map(crate::daemon::convert::micros);
         let result = self
             .vault
             .open_request(&caller, &req.kind, received, subject, &req.reference)
@@ -162,7 +162,7 @@ impl Rights for RightsService {
     ) -> Result<Response<pb::ListRequestsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let as_of = req.as_of.as_ref().map(crate::convert::micros);
+        let as_of = req.as_of.as_ref().map(crate::daemon::convert::micros);
         let result = self
             .vault
             .list_requests(&caller, req.overdue_only, req.include_closed, as_of)
