@@ -9,7 +9,7 @@
 //! as root): without it the test fails, saying so. It always uses the embedded store, also
 //! in the PostgreSQL pass: a PostgreSQL server's disk is not the test's to fill, and its
 //! "disk full" (SQLSTATE 53100) is classified by the same code, tested in
-//! `vault_core::storage::health` and `vault_server::status`.
+//! `vault_core::storage::health` and `vault_server::daemon::status`.
 
 // Test helpers unwrap: a failure is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -82,14 +82,14 @@ fn planted_secrets_and_personal_data_are_found() {
 #[test]
 fn ordinary_daemon_lines_are_clean() {
     let log = "\
-2026-10-04T09:12:33.123456Z  INFO vault_server::daemon: opened the store store=sled at /tmp/.tmpAbC123/store
-2026-10-04T09:12:33.223456Z  INFO vault_server::daemon: wrote bootstrap admin token path=/tmp/.tmpAbC123/admin.token
-2026-10-04T09:12:33.323456Z  INFO vault_server::daemon: listening on 127.0.0.1:43817
+2026-10-04T09:12:33.123456Z  INFO vault_server::daemon::serve: opened the store store=sled at /tmp/.tmpAbC123/store
+2026-10-04T09:12:33.223456Z  INFO vault_server::daemon::bootstrap: wrote bootstrap admin token path=/tmp/.tmpAbC123/admin.token
+2026-10-04T09:12:33.323456Z  INFO vault_server::daemon::serve: listening on 127.0.0.1:43817
 2026-10-04T09:12:34.000001Z DEBUG vault::access: logged seq=1234567890 rpc=Supporters.Upsert client=0a1b2c3d-0612-4345-8678-061234567890
-2026-10-04T09:12:34.000002Z DEBUG vault_server::services: call request_id=8f14e45f-ceea-467f-a0e6-0698765432ab client=tool-membership rpc=\"Rights.Erase\" code=NotFound
-2026-10-04T09:12:34.000003Z ERROR vault_server::status: integrity check failed; the stored data was altered error=integrity check failed: record of supporter 5c0ffee0-0000-4000-8000-000000000001
+2026-10-04T09:12:34.000002Z DEBUG vault_server::daemon::grpc: call request_id=8f14e45f-ceea-467f-a0e6-0698765432ab client=tool-membership rpc=\"Rights.Erase\" code=NotFound
+2026-10-04T09:12:34.000003Z ERROR vault_server::daemon::status: integrity check failed; the stored data was altered error=integrity check failed: record of supporter 5c0ffee0-0000-4000-8000-000000000001
 2026-10-04T09:12:35.000004Z  INFO vault_core::vault::keys: destroyed expired key epochs epochs=[1, 2] at_us=1759569155000004 elapsed=0.0612345678s
-2026-10-04T09:12:36.000005Z  INFO vault_server::daemon: stopped: in-flight calls finished, the access log checkpointed and the store flushed
+2026-10-04T09:12:36.000005Z  INFO vault_server::daemon::serve: stopped: in-flight calls finished, the access log checkpointed and the store flushed
 ";
     assert_eq!(scan(log), Vec::new());
 }

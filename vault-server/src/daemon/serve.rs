@@ -1,20 +1,13 @@
-//! The daemon's life: open the vault, write the bootstrap credential on first start,
-//! serve gRPC until SIGTERM/SIGINT, then drain in-flight calls and flush. Background
-//! housekeeping signs access-log checkpoints, prunes the log, and rotates and destroys key
-//! epochs on schedule.
+//! Serving: open the vault, install the purpose registry, write the bootstrap credential on
+//! first start (`bootstrap.rs`), assemble the layers and services and serve gRPC until
+//! SIGTERM/SIGINT, then drain in-flight calls, stop the background tasks (`housekeeping.rs`,
+//! the witnesses, the metrics listener, the health follower) and flush the store and the
+//! access log.
 
 use std::future::Future;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use vault_core::Vault;
@@ -34,6 +27,7 @@ use super::grpc::supporters::SupportersService;
 use super::layers::auth::{AuthLayer, Authenticator};
 use super::layers::call_log::{CallLogLayer, CallerTagLayer};
 use super::layers::limits::{ClientLimitLayer, GlobalLimitLayer, unary_methods};
+use super::{bootstrap, housekeeping, tls};
 
 /// Why the daemon stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -67,24 +61,7 @@ pub async fn run(
     let origin = config.audit_origin.clone().unwrap_or_else(|| {
         vault_core::audit::witness::default_origin(&vault.access_log().public_key())
     });
-    let token_path = config.admin_token_path();
-    let wrote_token = AtomicBool::new(false);
-    if vault
-        .create_bootstrap_admin(|token| {
-            wrote_token.store(true, Ordering::Relaxed);
-            write_secret_file(&token_path, token)
-        })
-        .await?
-    {
-        tracing::info!(path = %token_path.display(), "wrote bootstrap admin token");
-    } else if wrote_token.load(Ordering::Relaxed) {
-        // Another replica sharing the database created the bootstrap admin first: the
-        // token just written was never registered. Don't leave a dead credential behind.
-        let _ = std::fs::remove_file(&token_path);
-        tracing::info!(
-            "another replica created the bootstrap admin first; no token written here (use its admin.token)"
-        );
-    }
+    bootstrap::admin_token(&vault, &config.admin_token_path()).await?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -144,7 +121,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(limits.keepalive_timeout));
     let tls = match &config.tls {
         Some(tls) => {
-            let acceptor = server_tls(tls)?;
+            let acceptor = tls::server_tls(tls)?;
             let mutual = if tls.client_ca_file.is_some() {
                 " (mutual TLS)"
             } else {
@@ -155,11 +132,11 @@ pub async fn run(
         }
         None => None,
     };
-    let housekeeping = tokio::spawn(housekeeping(
+    let housekeeping = tokio::spawn(housekeeping::log_and_retention(
         Arc::clone(&vault),
         config.retention_sweep_every,
     ));
-    let key_housekeeping = tokio::spawn(key_housekeeping(Arc::clone(&vault)));
+    let key_housekeeping = tokio::spawn(housekeeping::key_epochs(Arc::clone(&vault)));
     let witnesses = super::witness::spawn(&vault, &origin, &config.audit_witnesses);
     if !witnesses.is_empty() {
         tracing::info!(%origin, witnesses = witnesses.len(), "submitting access-log checkpoints to witnesses");
@@ -271,164 +248,6 @@ fn log_registry(registry: &[vault_core::Purpose]) {
             "purpose"
         );
     }
-}
-
-/// Background duties: a signed checkpoint of the access log when entries were added and
-/// the last one is older than the configured interval; retention pruning every six hours;
-/// the retention sweep of supporters on its schedule (first run one interval after start).
-async fn housekeeping(vault: Arc<Vault>, sweep_every: Option<std::time::Duration>) {
-    const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut last_prune: Option<tokio::time::Instant> = None;
-    let mut last_sweep = tokio::time::Instant::now();
-    loop {
-        tick.tick().await;
-        if sweep_every.is_some_and(|every| last_sweep.elapsed() >= every) {
-            last_sweep = tokio::time::Instant::now();
-            match vault.retention_sweep_scheduled().await {
-                Ok(r) => tracing::info!(
-                    examined = r.examined,
-                    erased = r.subjects.len(),
-                    "retention sweep done"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention sweep failed; next at its schedule")
-                }
-            }
-        }
-        if let Err(e) = vault.access_log().checkpoint_if_due().await {
-            tracing::warn!(error = %e, "access-log checkpoint failed; retrying in a second");
-        }
-        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            last_prune = Some(tokio::time::Instant::now());
-            match vault.prune_access_log().await {
-                Ok(r) if r.entries > 0 || r.changes > 0 => tracing::info!(
-                    removed = r.entries,
-                    changes = r.changes,
-                    anchor = r.anchor_size,
-                    "pruned access-log entries past retention, and their change-feed rows"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "access-log retention pruning failed"),
-            }
-        }
-    }
-}
-
-/// Key epochs: rotation when the active epoch is older than `[keys] rotate_every_hours`,
-/// and destruction of epochs retired for longer than the backup window, at start and then
-/// when the next of them is due (checked at least hourly). A separate task, so a long
-/// re-wrap pass never delays access-log checkpoints. Every step is an atomic batch:
-/// stopping in the middle (shutdown) leaves a state the next run completes. Destruction
-/// also reloads the keyring, so a replica never keeps a stale one for more than an hour.
-async fn key_housekeeping(vault: Arc<Vault>) {
-    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
-    // Keeps a failing step from spinning.
-    const AT_LEAST: std::time::Duration = std::time::Duration::from_secs(5);
-    loop {
-        match vault.rotate_if_due().await {
-            Ok(Some(epoch)) => tracing::info!(epoch, "rotated the key epochs on schedule"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed; will retry"),
-        }
-        match vault.destroy_expired_epochs().await {
-            Ok(destroyed) if !destroyed.is_empty() => tracing::info!(
-                epochs = ?destroyed,
-                "destroyed key epochs retired for longer than the backup window"
-            ),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "destroying expired key epochs failed; will retry")
-            }
-        }
-        let wait = match vault.key_work_due_in().await {
-            Ok(Some(due)) => due.min(HOUR),
-            Ok(None) => HOUR,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the key epochs' schedule");
-                HOUR
-            }
-        };
-        tokio::time::sleep(wait.max(AT_LEAST)).await;
-    }
-}
-
-/// The server's TLS settings from the `[tls]` section's files: what tonic's own TLS would
-/// set up (ALPN `h2`; with a client CA, client certificates verified against it, optional
-/// unless `require_client_cert`), on rustls with the ring provider.
-fn server_tls(tls: &super::config::TlsConfig) -> Result<TlsAcceptor, DaemonError> {
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path).map_err(|e| {
-            DaemonError::Serve(format!("cannot read TLS {what} {}: {e}", path.display()))
-        })
-    };
-    let bad = |path: &Path, what: &str, e: &dyn std::fmt::Display| {
-        DaemonError::Serve(format!("TLS {what} {}: {e}", path.display()))
-    };
-    let certs = |path: &Path, what: &str| -> Result<Vec<CertificateDer<'static>>, DaemonError> {
-        CertificateDer::pem_slice_iter(&read(path, what)?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(path, what, &e))
-    };
-    let chain = certs(&tls.cert_file, "certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(&read(&tls.key_file, "key")?)
-        .map_err(|e| bad(&tls.key_file, "key", &e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| DaemonError::Serve(format!("TLS configuration: {e}")))?;
-    let builder = match &tls.client_ca_file {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in certs(ca, "client CA")? {
-                roots.add(cert).map_err(|e| bad(ca, "client CA", &e))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            );
-            let verifier = if tls.require_client_cert.unwrap_or(false) {
-                verifier
-            } else {
-                verifier.allow_unauthenticated()
-            };
-            builder
-                .with_client_cert_verifier(verifier.build().map_err(|e| bad(ca, "client CA", &e))?)
-        }
-    };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| bad(&tls.cert_file, "certificate and key", &e))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Writes a secret to `path` with mode 0600, atomically (temporary file, fsync, rename).
-fn write_secret_file(path: &Path, secret: &str) -> vault_core::Result<()> {
-    let io = |e: std::io::Error| vault_core::Error::RootKeyFile {
-        path: path.display().to_string(),
-        reason: format!("admin token file cannot be written: {e}"),
-    };
-    let tmp = path.with_extension("token.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(secret.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
