@@ -20,6 +20,12 @@ use crate::error::{Error, InvalidInput};
 use crate::purpose::{Channel, DPO_PURPOSE, Purpose, Registry};
 use crate::supporter::FieldSet;
 
+/// The request metadata key a call declares its purpose in (`x-vault-purpose: <purpose
+/// id>`), and so the field a missing or unknown purpose is reported against. The wire's
+/// constants are gathered in `vault_proto::metadata`; a test in `vault-server` pins the
+/// two equal.
+pub const PURPOSE_METADATA_KEY: &str = "x-vault-purpose";
+
 /// A client's role (API.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -470,8 +476,8 @@ pub fn decide(
         return Err(deny(
             "purpose-missing",
             InvalidInput::new(
-                "x-vault-purpose",
-                format!("{rpc} touches personal data: declare why with metadata `x-vault-purpose: <purpose id>`"),
+                PURPOSE_METADATA_KEY,
+                format!("{rpc} touches personal data: declare why with metadata `{PURPOSE_METADATA_KEY}: <purpose id>`"),
             )
             .into(),
         ));
@@ -481,7 +487,7 @@ pub fn decide(
         return Err(deny(
             "purpose-unknown",
             InvalidInput::new(
-                "x-vault-purpose",
+                PURPOSE_METADATA_KEY,
                 format!(
                     "unknown purpose {shown:?}; known purposes: {}",
                     registry.ids()

@@ -1,23 +1,16 @@
-//! `vault-server`: the daemon and the command line around `vault-core`.
+//! `vault-server`: the daemon and the command line around `vault-core`, one folder per
+//! audience.
 //!
-//! The daemon is a thin adapter: it authenticates the caller, maps gRPC requests to
-//! `vault-core` calls and library errors to gRPC status codes (once, in [`status`]). It
-//! decides no policy of its own.
+//! - [`daemon`]: the vault daemon (bin `vault-server`), a thin adapter that authenticates
+//!   the caller, maps gRPC requests to `vault-core` calls and library errors to gRPC status
+//!   codes (once, in [`daemon::status`]). It decides no policy of its own.
+//! - [`client`]: the client library of `vaultctl`, `vault-load` and the end-to-end tests
+//!   (credentials, connection, session, CSV import, output).
+//! - [`cli`]: `vaultctl` itself (the clap tree, its typed error, one module per command
+//!   group), over [`client`].
 
 #![forbid(unsafe_code)]
 
-pub mod auth;
-pub mod call_log;
-pub mod config;
-pub mod connections;
-pub mod convert;
-pub mod csv_import;
-pub mod ctl;
+pub mod cli;
+pub mod client;
 pub mod daemon;
-pub mod descriptors;
-pub mod health;
-pub mod limits;
-pub mod metrics;
-pub mod services;
-pub mod status;
-pub mod witness;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-use vault_server::config::{Args, Config};
+use vault_server::daemon::config::{Args, Config};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,17 +58,25 @@ const SERVICES: [&str; 3] = [
     "vault-erasures.service",
 ];
 
-/// Every `VAULT_*` name the binaries read: `env = "…"` of their flags, and the log filter.
+/// Every `VAULT_*` name the binaries read: `env = "…"` of their flags (vaultctl's are in
+/// `src/cli/`), and the log filter.
 fn variables_read_by_the_code() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("src/daemon/config.rs"),
+        root.join("src/bin/vault-server.rs"),
+    ];
+    let mut cli: Vec<_> = std::fs::read_dir(root.join("src/cli"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    assert!(!cli.is_empty(), "no vaultctl sources in src/cli");
+    cli.sort();
+    files.extend(cli);
     let mut sources = String::new();
-    for file in [
-        "src/config.rs",
-        "src/bin/vaultctl.rs",
-        "src/bin/vault-server.rs",
-    ] {
-        sources.push_str(
-            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap(),
-        );
+    for file in files {
+        sources.push_str(&std::fs::read_to_string(file).unwrap());
     }
     sources
         .split('"')

@@ -1,4 +1,4 @@
-//! CSV import parsing and mapping (`vault_server::csv_import`, what `vaultctl import` runs
+//! CSV import parsing and mapping (`vault_server::client::csv_import`, what `vaultctl import` runs
 //! before anything reaches the server).
 //!
 //! Properties: reading a file held in memory never fails as a whole (an I/O error is the only
@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use vault_server::csv_import::{
+use vault_server::client::csv_import::{
     CsvRows, MappingOptions, ReadOptions, Row, RowDefaults, Target, normalize_header,
 };
 

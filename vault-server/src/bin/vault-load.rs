@@ -23,15 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use tonic::Request;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use vault_proto::metadata::DPO_PURPOSE;
 use vault_proto::v1 as pb;
-use vault_proto::v1::admin_client::AdminClient;
 use vault_proto::v1::rights_client::RightsClient;
 use vault_proto::v1::supporters_client::SupportersClient;
+use vault_server::client::{CallMetadata, Session, TlsFiles, Token};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -104,7 +103,6 @@ struct Args {
 
 const MEMBERSHIP: &str = "membership";
 const NEWSLETTER: &str = "newsletter";
-const DPO_PURPOSE: &str = "data-subject-rights";
 /// The segment of the search scenario: exactly 1 % of the population carries this tag and
 /// this postcode together.
 const SEGMENT_TAG: &str = "load-segment";
@@ -113,16 +111,9 @@ const SEGMENT_POSTCODE: &str = "75011";
 const NEWSLETTER_PERCENT: u64 = 60;
 const SEARCH_PAGE_SIZE: u32 = 10_000;
 
-fn authed<T>(m: T, token: &str, purpose: Option<&'static str>) -> Request<T> {
-    let mut r = Request::new(m);
-    if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
-        r.metadata_mut().insert("authorization", v);
-    }
-    if let Some(p) = purpose {
-        r.metadata_mut()
-            .insert("x-vault-purpose", MetadataValue::from_static(p));
-    }
-    r
+/// A request that cannot be built (a token with bytes metadata cannot carry), as one line.
+fn unsendable(e: vault_server::client::Error) -> String {
+    e.to_string()
 }
 
 /// A failed call as one line: code and message.
@@ -390,10 +381,14 @@ fn mib(bytes: u64) -> f64 {
 /// Everything the runs share.
 struct Setup {
     channels: Vec<Channel>,
-    token: Arc<String>,
-    admin_token: String,
+    /// The campaign tool's calls under `membership`.
+    member: CallMetadata,
+    /// The campaign tool's calls under `newsletter`.
+    newsletter: CallMetadata,
+    /// The bootstrap admin's calls.
+    admin: CallMetadata,
     /// The second admin that approves what takes two (created on first need).
-    approver: tokio::sync::OnceCell<String>,
+    approver: tokio::sync::OnceCell<CallMetadata>,
     /// Where that admin's token is kept for the next runs on the same store.
     approver_file: PathBuf,
     run_tag: String,
@@ -408,15 +403,16 @@ const APPROVER_TOKEN_FILE: &str = "vault-load-approver.token";
 /// second admin. vault-load creates that admin on first need (one admin may create the
 /// second while alone, so this works on a fresh store) and keeps its token in
 /// [`APPROVER_TOKEN_FILE`] beside the admin token, for the next runs on the same store.
-/// Returns the token and the client id.
+/// Returns the client's credentials and its id.
 async fn register_client(
     channel: &Channel,
-    admin_token: &str,
-    (approver, approver_file): (&tokio::sync::OnceCell<String>, &Path),
+    admin_calls: &CallMetadata,
+    (approver, approver_file): (&tokio::sync::OnceCell<CallMetadata>, &Path),
     name: &str,
     role: &str,
     purposes: &[&str],
-) -> Result<(String, String), String> {
+) -> Result<(CallMetadata, String), String> {
+    let admin_session = Session::new(channel.clone(), admin_calls.clone());
     let request = pb::CreateClientRequest {
         name: name.into(),
         role: role.into(),
@@ -424,7 +420,7 @@ async fn register_client(
         cert_sha256: String::new(),
         expires_at: None,
     };
-    let mut admin = AdminClient::new(channel.clone());
+    let mut admin = admin_session.admin();
     let fail = |what: &str, e: tonic::Status| {
         format!(
             "cannot register the {role} load client ({what}): {}",
@@ -432,32 +428,33 @@ async fn register_client(
         )
     };
     match admin
-        .create_client(authed(request.clone(), admin_token, None))
+        .create_client(admin_session.request(request.clone()).map_err(unsendable)?)
         .await
     {
         Ok(r) => {
             let r = r.into_inner();
-            return Ok((r.token, r.client.map(|c| c.id).unwrap_or_default()));
+            let calls = CallMetadata::new(Token::new(&r.token));
+            return Ok((calls, r.client.map(|c| c.id).unwrap_or_default()));
         }
         Err(e) if e.code() == tonic::Code::PermissionDenied => {}
         Err(e) => return Err(fail("create", e)),
     }
     let approver = approver
         .get_or_try_init(|| async {
-            if let Ok(token) = std::fs::read_to_string(approver_file) {
-                return Ok(token.trim().to_owned());
+            if let Ok(token) = Token::read_file(approver_file) {
+                return Ok(CallMetadata::new(token));
             }
-            let mut admin = AdminClient::new(channel.clone());
+            let mut admin = admin_session.admin();
             let token = admin
-                .create_client(authed(
-                    pb::CreateClientRequest {
-                        name: format!("vault-load-approver-{}", std::process::id()),
-                        role: "admin".into(),
-                        ..Default::default()
-                    },
-                    admin_token,
-                    None,
-                ))
+                .create_client(
+                    admin_session
+                        .request(pb::CreateClientRequest {
+                            name: format!("vault-load-approver-{}", std::process::id()),
+                            role: "admin".into(),
+                            ..Default::default()
+                        })
+                        .map_err(unsendable)?,
+                )
                 .await
                 .map(|r| r.into_inner().token)
                 .map_err(|e| {
@@ -475,17 +472,17 @@ async fn register_client(
                     approver_file.display()
                 )
             })?;
-            Ok::<_, String>(token)
+            Ok::<_, String>(CallMetadata::new(Token::new(&token)))
         })
         .await?;
     let proposed = admin
-        .propose_change(authed(
-            pb::ProposeChangeRequest {
-                change: Some(pb::propose_change_request::Change::CreateClient(request)),
-            },
-            admin_token,
-            None,
-        ))
+        .propose_change(
+            admin_session
+                .request(pb::ProposeChangeRequest {
+                    change: Some(pb::propose_change_request::Change::CreateClient(request)),
+                })
+                .map_err(unsendable)?,
+        )
         .await
         .map_err(|e| fail("propose", e))?
         .into_inner();
@@ -493,14 +490,14 @@ async fn register_client(
         .proposal
         .ok_or_else(|| format!("cannot register the {role} load client: no proposal returned"))?;
     let approved = admin
-        .approve_proposal(authed(
-            pb::ApproveProposalRequest {
-                id: proposal.id.clone(),
-                change_sha256: proposal.change_sha256.clone(),
-            },
-            approver,
-            None,
-        ))
+        .approve_proposal(
+            approver
+                .request(pb::ApproveProposalRequest {
+                    id: proposal.id.clone(),
+                    change_sha256: proposal.change_sha256.clone(),
+                })
+                .map_err(unsendable)?,
+        )
         .await
         .map_err(|e| fail("approve", e))?
         .into_inner();
@@ -508,7 +505,7 @@ async fn register_client(
         Some(pb::proposal::Change::CreateClient(c)) => c.id,
         _ => String::new(),
     };
-    Ok((proposed.token, client_id))
+    Ok((CallMetadata::new(Token::new(&proposed.token)), client_id))
 }
 
 /// Writes a new file only its owner may read.
@@ -535,32 +532,37 @@ impl Setup {
             .max_encoding_message_size(64 * 1024 * 1024)
     }
 
-    async fn register(&self, name: &str, role: &str, purposes: &[&str]) -> Result<String, String> {
+    async fn register(
+        &self,
+        name: &str,
+        role: &str,
+        purposes: &[&str],
+    ) -> Result<CallMetadata, String> {
         register_client(
             &self.channels[0],
-            &self.admin_token,
+            &self.admin,
             (&self.approver, &self.approver_file),
             name,
             role,
             purposes,
         )
         .await
-        .map(|(token, _)| token)
+        .map(|(calls, _)| calls)
     }
 
     /// Upserts `n` new supporters (64 in flight) and returns their ids in order.
     async fn seed(&self, prefix: &str, n: usize) -> Result<Vec<String>, String> {
         let ids = Arc::new(Mutex::new(vec![String::new(); n]));
-        let (token, run_tag, channels) = (
-            Arc::clone(&self.token),
+        let (member, run_tag, channels) = (
+            self.member.clone(),
             self.run_tag.clone(),
             self.channels.clone(),
         );
         let prefix = prefix.to_owned();
         let slots = Arc::clone(&ids);
         let m = drive(64, Limit::Count(n as u64), move |w, i| {
-            let (token, run_tag, prefix, slots) = (
-                Arc::clone(&token),
+            let (member, run_tag, prefix, slots) = (
+                member.clone(),
                 run_tag.clone(),
                 prefix.clone(),
                 Arc::clone(&slots),
@@ -573,14 +575,14 @@ impl Setup {
                     ..Default::default()
                 };
                 let id = c
-                    .upsert(authed(
-                        pb::UpsertRequest {
-                            supporter: Some(s),
-                            consents: vec![],
-                        },
-                        &token,
-                        Some(MEMBERSHIP),
-                    ))
+                    .upsert(
+                        member
+                            .request(pb::UpsertRequest {
+                                supporter: Some(s),
+                                consents: vec![],
+                            })
+                            .map_err(unsendable)?,
+                    )
                     .await
                     .map_err(status)?
                     .into_inner()
@@ -604,23 +606,19 @@ impl Setup {
         let n = n.max(1);
         let step = (population / n as u64).max(1);
         let ids = Arc::new(Mutex::new(Vec::with_capacity(n)));
-        let (token, channels, pop) = (
-            Arc::clone(&self.token),
-            self.channels.clone(),
-            self.population,
-        );
+        let (member, channels, pop) = (self.member.clone(), self.channels.clone(), self.population);
         let found = Arc::clone(&ids);
         let m = drive(64, Limit::Count(n as u64), move |w, i| {
-            let (token, found) = (Arc::clone(&token), Arc::clone(&found));
+            let (member, found) = (member.clone(), Arc::clone(&found));
             let mut c = SupportersClient::new(channels[w % channels.len()].clone());
             async move {
                 let key = pb::lookup_request::Key::Email(pop.email((i * step) % population));
                 let id = c
-                    .lookup(authed(
-                        pb::LookupRequest { key: Some(key) },
-                        &token,
-                        Some(MEMBERSHIP),
-                    ))
+                    .lookup(
+                        member
+                            .request(pb::LookupRequest { key: Some(key) })
+                            .map_err(unsendable)?,
+                    )
                     .await
                     .map_err(status)?
                     .into_inner()
@@ -674,21 +672,18 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let mut channels = Vec::new();
     for a in &args.addr {
-        let ch = Channel::from_shared(format!("http://{a}"))
-            .map_err(|e| e.to_string())?
-            .connect()
+        let ch = vault_server::client::connect(&a.to_string(), &TlsFiles::default())
             .await
-            .map_err(|e| format!("cannot connect to {a}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         channels.push(ch);
     }
-    let admin_token = std::fs::read_to_string(&args.admin_token_file)
-        .map_err(|e| format!("{}: {e}", args.admin_token_file.display()))?
-        .trim()
-        .to_owned();
+    let admin_token = Token::read_file(&args.admin_token_file)
+        .map_err(|e| format!("{}: {e}", args.admin_token_file.display()))?;
     let mut setup = Setup {
         channels,
-        token: Arc::new(String::new()),
-        admin_token,
+        member: CallMetadata::default(),
+        newsletter: CallMetadata::default(),
+        admin: CallMetadata::new(admin_token),
         run_tag: String::new(),
         approver: tokio::sync::OnceCell::new(),
         approver_file: args.admin_token_file.with_file_name(APPROVER_TOKEN_FILE),
@@ -696,16 +691,17 @@ async fn run(args: Args) -> Result<(), String> {
             seed: args.rng_seed,
         },
     };
-    let (token, client_id) = register_client(
+    let (calls, client_id) = register_client(
         &setup.channels[0],
-        &setup.admin_token,
+        &setup.admin,
         (&setup.approver, &setup.approver_file),
         "vault-load",
         "campaign-tool",
         &[MEMBERSHIP, NEWSLETTER],
     )
     .await?;
-    setup.token = Arc::new(token);
+    setup.member = calls.with_purpose(Some(MEMBERSHIP));
+    setup.newsletter = calls.with_purpose(Some(NEWSLETTER));
     setup.run_tag = client_id.chars().take(8).collect();
     let setup = Arc::new(setup);
 
@@ -715,14 +711,13 @@ async fn run(args: Args) -> Result<(), String> {
         (Scenario::Get | Scenario::Lookup, None) => setup.seed("seed", args.seed).await?,
         _ => Vec::new(),
     });
-    let dpo_token = if args.scenario == Scenario::Erase {
-        Arc::new(
-            setup
-                .register("vault-load-dpo", "dpo", &[DPO_PURPOSE])
-                .await?,
-        )
+    let dpo = if args.scenario == Scenario::Erase {
+        setup
+            .register("vault-load-dpo", "dpo", &[DPO_PURPOSE])
+            .await?
+            .with_purpose(Some(DPO_PURPOSE))
     } else {
-        Arc::new(String::new())
+        CallMetadata::default()
     };
 
     for (k, &concurrency) in args.concurrency.iter().enumerate() {
@@ -747,14 +742,14 @@ async fn run(args: Args) -> Result<(), String> {
             Scenario::Get => {
                 let ids = Arc::clone(&ids);
                 drive(concurrency, deadline(), move |w, i| {
-                    let (mut c, token) = (s.supporters(w), Arc::clone(&s.token));
+                    let (mut c, member) = (s.supporters(w), s.member.clone());
                     let id = ids[(i as usize).wrapping_mul(7919) % ids.len().max(1)].clone();
                     async move {
-                        c.get(authed(
-                            pb::GetRequest { id, fields: None },
-                            &token,
-                            Some(MEMBERSHIP),
-                        ))
+                        c.get(
+                            member
+                                .request(pb::GetRequest { id, fields: None })
+                                .map_err(unsendable)?,
+                        )
                         .await
                         .map(|_| 0)
                         .map_err(status)
@@ -765,18 +760,18 @@ async fn run(args: Args) -> Result<(), String> {
             Scenario::Lookup => {
                 let (population, seeded) = (args.population, args.seed.max(1) as u64);
                 drive(concurrency, deadline(), move |w, i| {
-                    let (mut c, token) = (s.supporters(w), Arc::clone(&s.token));
+                    let (mut c, member) = (s.supporters(w), s.member.clone());
                     let email = match population {
                         Some(n) => s.population.email(i.wrapping_mul(104_729) % n.max(1)),
                         None => format!("seed-{}-{}@load.test", s.run_tag, i % seeded),
                     };
                     async move {
                         let key = pb::lookup_request::Key::Email(email);
-                        c.lookup(authed(
-                            pb::LookupRequest { key: Some(key) },
-                            &token,
-                            Some(MEMBERSHIP),
-                        ))
+                        c.lookup(
+                            member
+                                .request(pb::LookupRequest { key: Some(key) })
+                                .map_err(unsendable)?,
+                        )
                         .await
                         .map(|_| 0)
                         .map_err(status)
@@ -787,21 +782,21 @@ async fn run(args: Args) -> Result<(), String> {
             Scenario::Upsert => {
                 let run = k;
                 drive(concurrency, deadline(), move |w, i| {
-                    let (mut c, token) = (s.supporters(w), Arc::clone(&s.token));
+                    let (mut c, member) = (s.supporters(w), s.member.clone());
                     let sup = pb::Supporter {
                         given_name: "Load".into(),
                         email: format!("up-{}-{run}-{i}@load.test", s.run_tag),
                         ..Default::default()
                     };
                     async move {
-                        c.upsert(authed(
-                            pb::UpsertRequest {
-                                supporter: Some(sup),
-                                consents: vec![],
-                            },
-                            &token,
-                            Some(MEMBERSHIP),
-                        ))
+                        c.upsert(
+                            member
+                                .request(pb::UpsertRequest {
+                                    supporter: Some(sup),
+                                    consents: vec![],
+                                })
+                                .map_err(unsendable)?,
+                        )
                         .await
                         .map(|_| 1)
                         .map_err(status)
@@ -816,9 +811,9 @@ async fn run(args: Args) -> Result<(), String> {
                 let totals = Arc::new(ImportTotals::default());
                 let t = Arc::clone(&totals);
                 let m = drive(concurrency, Limit::Count(calls), move |w, call| {
-                    let (mut c, token, pop, t) = (
+                    let (mut c, member, pop, t) = (
                         s.supporters(w),
-                        Arc::clone(&s.token),
+                        s.member.clone(),
                         s.population,
                         Arc::clone(&t),
                     );
@@ -826,7 +821,7 @@ async fn run(args: Args) -> Result<(), String> {
                     async move {
                         let rows = tokio_stream::iter((from..to).map(move |i| pop.supporter(i)));
                         let r = c
-                            .import(authed(rows, &token, Some(MEMBERSHIP)))
+                            .import(member.request(rows).map_err(unsendable)?)
                             .await
                             .map_err(status)?
                             .into_inner();
@@ -874,8 +869,8 @@ async fn run(args: Args) -> Result<(), String> {
                 let sizes = Arc::new(Mutex::new(Vec::new()));
                 let seen = Arc::clone(&sizes);
                 let m = drive(concurrency, deadline(), move |w, _| {
-                    let (mut c, token, seen) =
-                        (s.supporters(w), Arc::clone(&s.token), Arc::clone(&seen));
+                    let (mut c, newsletter, seen) =
+                        (s.supporters(w), s.newsletter.clone(), Arc::clone(&seen));
                     async move {
                         let mut request = pb::SearchRequest {
                             tags_all: vec![SEGMENT_TAG.into()],
@@ -887,12 +882,12 @@ async fn run(args: Args) -> Result<(), String> {
                         let mut n = 0u64;
                         loop {
                             let reply = c
-                                .search(authed(request.clone(), &token, Some(NEWSLETTER)))
+                                .search(newsletter.request(request.clone()).map_err(unsendable)?)
                                 .await
                                 .map_err(status)?;
                             let next = reply
                                 .metadata()
-                                .get("x-vault-next-page-token")
+                                .get(vault_proto::metadata::NEXT_PAGE_TOKEN)
                                 .and_then(|v| v.to_str().ok())
                                 .filter(|v| !v.is_empty())
                                 .map(str::to_owned);
@@ -936,21 +931,20 @@ async fn run(args: Args) -> Result<(), String> {
                 let count = args.count.unwrap_or(1_000);
                 let n = usize::try_from(count).map_err(|e| e.to_string())?;
                 let victims = Arc::new(setup.seed(&format!("erase{k}"), n).await?);
-                let dpo = Arc::clone(&dpo_token);
+                let dpo = dpo.clone();
                 drive(concurrency, Limit::Count(count), move |w, i| {
                     let mut c = RightsClient::new(s.channel(w));
-                    let dpo = Arc::clone(&dpo);
+                    let dpo = dpo.clone();
                     let id = victims.get(i as usize).cloned().unwrap_or_default();
                     async move {
-                        c.erase(authed(
-                            pb::EraseRequest {
+                        c.erase(
+                            dpo.request(pb::EraseRequest {
                                 subject_id: id,
                                 request_ref: "LOAD-1".into(),
                                 suppress: false,
-                            },
-                            &dpo,
-                            Some(DPO_PURPOSE),
-                        ))
+                            })
+                            .map_err(unsendable)?,
+                        )
                         .await
                         .map(|_| 1)
                         .map_err(status)

@@ -6,8 +6,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vault_server::config::{Args, Config};
 use vault_server::daemon;
+use vault_server::daemon::config::{Args, Config};
 
 // The store's page cache allocates and frees small buffers on every write; glibc's
 // allocator spent a fifth of the import profile on them (docs/benchmarks.md).
