@@ -38,16 +38,15 @@
 // Test helpers unwrap: a failure is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use vault_tests::{Creds, Daemon, PgSchema, TestStore, VAULTCTL, authed, leaks, use_store};
 use serde_json::{Value, json};
 use tonic::Status;
 use vault_proto::v1 as pb;
+use vault_tests::{Creds, Daemon, PgSchema, TestStore, VAULTCTL, authed, leaks, use_store};
 
 /// The commit whose vault-core, vault-server and proto wrote the fixture.
 const V1_PRODUCT_COMMIT: &str = "31eb27350ae8aafcad36ad63e224547a1f3cd915";
@@ -1107,7 +1106,7 @@ fn vaultctl(
     token: &str,
     args: &[&str],
 ) -> std::process::Output {
-    let mut cmd = Command::new(VAULTCTL);
+    let mut cmd = Command::new(&*VAULTCTL);
     cmd.args(args)
         .env_remove("VAULT_PURPOSE")
         .env_remove("VAULT_DATA_DIR");
