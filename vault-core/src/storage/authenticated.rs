@@ -276,7 +276,7 @@ impl Store for AuthenticatedStore {
         self.inner.apply(self.seal_owned(batch)).await
     }
 
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         let sealed: Vec<Batch> = batches.iter().map(|b| self.seal_batch(b)).collect();
         let refs: Vec<&Batch> = sealed.iter().collect();
         self.inner.apply_all(&refs).await

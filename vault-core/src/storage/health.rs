@@ -203,11 +203,10 @@ impl Store for HealthWatchedStore {
         r
     }
 
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        // Applied is not durable, as for `apply`.
         let r = self.inner.apply_all(batches).await;
-        if let Some(r) = &r {
-            self.health.observe(r, false);
-        }
+        self.health.observe(&r, false);
         r
     }
 
@@ -310,6 +309,9 @@ mod tests {
         }
         async fn last(&self, _: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
             Ok(None)
+        }
+        async fn apply_all(&self, _: &[&Batch]) -> Result<(), StoreError> {
+            self.result()
         }
         async fn commit(&self, _: Batch) -> Result<(), StoreError> {
             self.result()

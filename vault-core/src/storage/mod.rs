@@ -248,6 +248,45 @@ impl Batch {
         });
         self
     }
+
+    /// One batch whose outcome is that of applying `batches` one after another, all or
+    /// nothing: the fallback of [`Store::apply_all`] for an engine whose transactions take
+    /// one batch.
+    ///
+    /// A check on a key that an earlier batch of the group writes is decided here, against
+    /// that write (a failing one is [`StoreError::Conflict`] at once, and nothing is
+    /// applied); every other check is kept, and sees the store as it is before the group,
+    /// which is what it would see in turn since no earlier batch wrote its key. The ops are
+    /// every batch's ops, in order.
+    pub fn merged(batches: &[&Batch]) -> Result<Batch, StoreError> {
+        use std::collections::HashMap;
+        // What the group has written so far: `None` for a delete.
+        let mut written: HashMap<(Table, &[u8]), Option<&[u8]>> = HashMap::new();
+        let mut merged = Batch::new();
+        for batch in batches {
+            for check in &batch.checks {
+                match written.get(&(check.table, check.key.as_slice())) {
+                    Some(value) if *value != check.expect.as_deref() => {
+                        return Err(StoreError::Conflict(check.table.name()));
+                    }
+                    Some(_) => {}
+                    None => merged.checks.push(check.clone()),
+                }
+            }
+            for op in &batch.ops {
+                match op {
+                    Op::Put { table, key, value } => {
+                        written.insert((*table, key), Some(value));
+                    }
+                    Op::Delete { table, key } => {
+                        written.insert((*table, key), None);
+                    }
+                }
+                merged.ops.push(op.clone());
+            }
+        }
+        Ok(merged)
+    }
 }
 
 /// Storage failures.
@@ -328,19 +367,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `batches` in order as one atomic unit, made visible but not necessarily
     /// durable (as [`Store::apply`]): each batch's checks see the writes of the batches
-    /// before it, and if any check fails nothing at all is applied. Lets the access-log
-    /// writer apply a whole group of writes in one engine transaction.
+    /// before it, and if any check fails nothing at all is applied ([`StoreError::Conflict`]
+    /// naming the table of a check that did not hold). An empty list is `Ok`. Lets the
+    /// access-log writer apply a whole group of writes in one engine transaction.
     ///
-    /// `None`: the engine has no such transaction; the caller applies the batches one at a
-    /// time with [`Store::apply`].
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
-        let _ = batches;
-        None
-    }
+    /// Required of every engine and every wrapper (a wrapper passes it on). The fallback for
+    /// an engine whose transactions take one batch is `self.apply(Batch::merged(batches)?)`:
+    /// [`Batch::merged`] folds the group into one batch with the same outcome.
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError>;
 
     /// Applies `batch` atomically if all its checks hold; returns once it is durable.
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
 
     /// Returns once every write committed so far is durable.
     async fn sync(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_decides_checks_on_the_groups_own_writes_and_keeps_the_others() {
+        let mut claim = Batch::new();
+        claim
+            .check(Table::EmailIndex, b"h", None)
+            .put(Table::EmailIndex, b"h", b"a".to_vec());
+        let mut follow = Batch::new();
+        follow
+            .check(Table::EmailIndex, b"h", Some(b"a"))
+            .check(Table::Records, b"r", Some(b"old"))
+            .delete(Table::Records, b"r");
+        let merged = Batch::merged(&[&claim, &follow]).unwrap();
+        // The check of "h" against the group's own write is decided; the store sees the
+        // claim's check and the check of "r", and every op in order.
+        assert_eq!(merged.checks.len(), 2);
+        // (`Check` and `Op` have no `Debug`: they hold key bytes.)
+        assert!(merged.checks[0] == claim.checks[0] && merged.checks[1] == follow.checks[1]);
+        assert_eq!(merged.ops.len(), 2);
+        assert!(merged.ops[0] == claim.ops[0] && merged.ops[1] == follow.ops[0]);
+        // A second claim, or a check of a deleted key's old value, cannot hold.
+        assert_eq!(
+            Batch::merged(&[&claim, &claim]).map(|_| ()),
+            Err(StoreError::Conflict("index_email"))
+        );
+        let mut expects_deleted = Batch::new();
+        expects_deleted.check(Table::Records, b"r", Some(b"old"));
+        assert_eq!(
+            Batch::merged(&[&follow, &expects_deleted]).map(|_| ()),
+            Err(StoreError::Conflict("records"))
+        );
+        assert_eq!(Batch::merged(&[]).map(|b| b.ops.len()), Ok(0));
+    }
 }

@@ -58,6 +58,10 @@
 //! When the attempts run out, those failures are returned as [`StoreError::Conflict`]
 //! too, so the vault's own retry loops handle them.
 //!
+//! [`Store::apply`] is [`Store::commit`] (every commit is durable at once), and
+//! [`Store::apply_all`] is the trait's documented fallback: the group folded into one batch
+//! by [`Batch::merged`], committed as one transaction.
+//!
 //! `get` and `scan_prefix` are single statements outside any batch (autocommit, `READ
 //! COMMITTED`): they see every batch committed before they started, as with sled.
 //!
@@ -1023,6 +1027,12 @@ impl Store for PostgresStore {
             result => result,
         }
         .map_err(|e| self.engine(&e))
+    }
+
+    /// The documented fallback: the group folded into one batch, run as one serializable
+    /// transaction (with `commit`'s retries), so it is durable when it returns.
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        self.commit(Batch::merged(batches)?).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -213,11 +213,11 @@ impl Store for SledStore {
         self.apply_batch(&batch)
     }
 
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         if let Some(failure) = self.group_commit.failed() {
-            return Some(Err(failure));
+            return Err(failure);
         }
-        Some(self.apply_batches(batches))
+        self.apply_batches(batches)
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
@@ -260,7 +260,7 @@ mod tests {
         // second fails and the whole group applies nothing.
         assert_eq!(
             store.apply_all(&[&claim_a, &claim_b]).await,
-            Some(Err(StoreError::Conflict("index_email")))
+            Err(StoreError::Conflict("index_email"))
         );
         assert_eq!(store.get(Table::EmailIndex, b"h").await?, None);
         assert_eq!(store.get(Table::Records, b"a").await?, None);
@@ -271,7 +271,7 @@ mod tests {
             b"a",
             b"rec-a2".to_vec(),
         );
-        assert_eq!(store.apply_all(&[&claim_a, &follow]).await, Some(Ok(())));
+        assert_eq!(store.apply_all(&[&claim_a, &follow]).await, Ok(()));
         assert_eq!(
             store.get(Table::Records, b"a").await?,
             Some(b"rec-a2".to_vec())

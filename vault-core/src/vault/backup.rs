@@ -1374,7 +1374,7 @@ mod tests {
         async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
             self.inner.apply(batch).await
         }
-        async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+        async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
             self.inner.apply_all(batches).await
         }
         async fn commit(&self, batch: Batch) -> Result<(), StoreError> {

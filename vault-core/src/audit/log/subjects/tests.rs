@@ -77,6 +77,12 @@ impl Store for Counting {
     async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.inner.last(table).await
     }
+    async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.inner.apply(batch).await
+    }
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        self.inner.apply_all(batches).await
+    }
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         self.inner.commit(batch).await
     }
