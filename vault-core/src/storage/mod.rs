@@ -1,17 +1,51 @@
 //! The storage seam: what the vault needs from a storage engine, and nothing more.
 //!
 //! The vault stores only ciphertext, HMACs, ids and small counters, in a few named tables
-//! of byte keys and byte values. Engines implement [`Store`]: point reads, prefix scans and
-//! one atomic, durable write primitive, [`Store::commit`], which applies a [`Batch`] only if
-//! all its [`Check`]s still hold. Checks are how dedupe and read-modify-write stay correct
-//! under concurrency without in-memory locks, so the same logic holds when several
-//! daemons share one database engine.
+//! of byte keys and byte values. Engines implement [`Store`]: point reads, ordered scans and
+//! atomic writes of a [`Batch`], applied only if all its [`Check`]s still hold. Checks are
+//! how dedupe and read-modify-write stay correct under concurrency without in-memory locks,
+//! so the same logic holds when several daemons share one database engine.
 //!
-//! Contract for every engine: when `commit` returns `Ok`, the whole batch is durable (it
-//! survives `kill -9` and power loss as far as the OS and disk honour fsync); when it
-//! returns an error, none of it is visible.
+//! # The contract
+//!
+//! Every engine, and every wrapper of one, keeps these promises; the conformance suite in
+//! `storage/contract/` asserts each of them, and every engine's tests run it.
+//!
+//! - **Data.** Each [`Table`] is its own namespace of keys. Keys and values are any bytes,
+//!   the empty string included; an empty value is present, not absent. Keys are ordered
+//!   byte-wise (lexicographically, a prefix before its extensions), as scans return them.
+//! - **Checks.** A [`Check`] holds when the key's current value is exactly `expect`'s bytes
+//!   (`None`: the key is absent). All checks of a batch are evaluated against the store as
+//!   it is at the moment the batch applies and before any of the batch's own writes,
+//!   whatever the order they were added in; they hold across every handle and process
+//!   sharing the store, so of two batches that cannot both pass their checks at most one
+//!   applies (a check on one key also guards the batch's writes to other keys and tables).
+//! - **Writes.** A batch's [`Op`]s apply in order: of several writes to one key, the last
+//!   decides. Deleting an absent key is no error.
+//! - **Atomicity.** A batch, or a group of batches given to [`Store::apply_all`], applies
+//!   entirely or not at all. A failed check is [`StoreError::Conflict`] naming the table of
+//!   a check that did not hold; nothing was written. An engine may also report a lost race
+//!   it gave up retrying as `Conflict` (PostgreSQL, after its own retries): nothing was
+//!   written either, and the caller re-reads and retries as for a failed check. Every
+//!   other error also means nothing was written, except two whose outcome is unknown: an
+//!   [`StoreError::Engine`] error that says so (the connection to a database lost while it
+//!   committed), and a failure to make writes durable ([`StoreError::NotDurable`], or
+//!   [`StoreError::Unavailable`] from the wait for durability of `commit` or `sync`), after
+//!   which the batch may be visible and may or may not survive a restart (the embedded
+//!   engine then refuses every later write until it is reopened).
+//! - **Visibility.** When a write returns `Ok`, every read that starts afterwards, on any
+//!   handle, sees it. A batch becomes visible at once: once a read has returned any of its
+//!   writes, every later read sees all of them. Reads are not snapshots across calls, and a
+//!   scan running while batches apply may return some rows from before a batch and some
+//!   from after it; pin what was read with checks.
+//! - **Durability.** When [`Store::commit`] returns `Ok` the batch is durable (it survives
+//!   `kill -9` and power loss as far as the OS and disk honour fsync). [`Store::apply`] and
+//!   [`Store::apply_all`] make batches visible; they are durable once a later
+//!   [`Store::sync`] returns `Ok`. After a reopen the store holds exactly what was durable.
 
 pub mod authenticated;
+#[cfg(test)]
+mod contract;
 pub mod copy;
 mod group_commit;
 pub mod health;
@@ -162,8 +196,9 @@ impl Table {
     }
 }
 
-/// A precondition of a batch: the current value of `key` in `table` equals `expect`
-/// (`None`: the key is absent).
+/// A precondition of a batch: the current value of `key` in `table` is exactly the bytes
+/// of `expect` (`None`: the key is absent; `Some` of an empty value: present and empty),
+/// when the batch applies and before any of its writes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Check {
     /// Table to read.
@@ -195,10 +230,12 @@ pub enum Op {
     },
 }
 
-/// An atomic unit of writes with its preconditions.
+/// An atomic unit of writes with its preconditions (see the module documentation's
+/// contract).
 #[derive(Clone, Default)]
 pub struct Batch {
-    /// Preconditions, all checked before any write.
+    /// Preconditions, all checked before any write, against the store as it is before
+    /// the batch.
     pub checks: Vec<Check>,
     /// Writes, applied in order.
     pub ops: Vec<Op>,
@@ -293,8 +330,10 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A [`Check`] of the batch did not hold: another writer changed the row first.
-    /// Nothing was written; re-read and retry.
+    /// A [`Check`] of the batch did not hold (another writer changed the row first), or
+    /// the engine gave up retrying a race it lost: the string is the table of the failed
+    /// check (for a lost race, a table the batch touches). Nothing was written; re-read and
+    /// retry.
     #[error("a concurrent write changed table {0} first")]
     Conflict(&'static str),
     /// The engine failed (I/O error, corruption detected by the engine, ...).
@@ -329,23 +368,25 @@ pub enum StoreError {
     },
 }
 
-/// What the vault needs from a storage engine. See the module documentation for the
-/// durability and atomicity contract.
+/// What the vault needs from a storage engine. The module documentation states the contract
+/// (checks, order of writes, atomicity, visibility, durability) every method keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The value of `key` in `table`.
+    /// The value of `key` in `table`, `None` when absent.
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Every pair of `table` whose key starts with `prefix`, in key order. For small
-    /// tables (the keyring); large ones get paged APIs when they need scanning.
+    /// Every pair of `table` whose key starts with `prefix` (the empty prefix: the whole
+    /// table), in key order; empty when none does. For small tables and bounded prefixes
+    /// (the keyring, one subject's rows); large tables are read with [`Store::scan_range`].
     async fn scan_prefix(
         &self,
         table: Table,
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 
-    /// Pairs of `table` with `start <= key < end` (`end: None`: to the last key), in key
-    /// order, at most `limit` of them.
+    /// The first `limit` pairs of `table` with `start <= key < end` (`end: None`: to the
+    /// last key), in key order: empty when `limit` is 0 or `start >= end`. Page on with
+    /// `start` = the last key returned followed by a 0x00 byte.
     async fn scan_range(
         &self,
         table: Table,
@@ -354,7 +395,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 
-    /// The pair with the greatest key of `table`.
+    /// The pair with the greatest key of `table`, `None` when the table is empty.
     async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
 
     /// Applies `batch` atomically if all its checks hold, making it visible to readers, but
@@ -379,7 +420,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `batch` atomically if all its checks hold; returns once it is durable.
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
 
-    /// Returns once every write committed so far is durable.
+    /// Returns once every write applied before the call (by [`Store::apply`],
+    /// [`Store::apply_all`] or [`Store::commit`]) is durable.
     async fn sync(&self) -> Result<(), StoreError>;
 }
 
