@@ -5,7 +5,7 @@
 //! subtrees of level 4 and up it completes ([`Table::AuditNodes`], row-authenticated and so
 //! bound to its (level, index)); lower subtrees are hashed from their few leaves. A store
 //! written before subtrees were kept gets them once at open, checked against the signed
-//! head (`Meta` row `audit_nodes_built`). Exports are produced a page at a time ([`Export`])
+//! head (`Meta` row [`meta::AUDIT_NODES_BUILT`]). Exports are produced a page at a time ([`Export`])
 //! and verification streams them through [`file::StreamVerifier`], so neither holds the log.
 //!
 //! Ordering: one lock serializes appends while the batch is *applied* (visible, in memory
@@ -33,17 +33,10 @@ use super::merkle::{self, Frontier, Hash, NodeRecorder};
 use crate::access_log::{AccessEntry, Outcome};
 use crate::crypto::root_key::RootKey;
 use crate::error::{Error, IntegrityObject, Result};
+use crate::storage::schema::meta;
 use crate::storage::{Batch, Store, StoreError, Table};
 
-const META_SIGNING_KEY: &[u8] = b"audit_signing_key";
-const META_ANCHOR: &[u8] = b"audit_anchor";
-/// The signed retention cut that goes with the anchor ([`SignedCut`]).
-const META_CUT: &[u8] = b"audit_cut";
 const SCAN_CHUNK: usize = 4096;
-/// The `Meta` row that says every stored subtree of the log is in [`Table::AuditNodes`]
-/// (written by the one-time build at open, [`Core::build_nodes`]); its value is the
-/// version of the node layout.
-const META_NODES: &[u8] = b"audit_nodes_built";
 /// The node layout: level ‖ index, every complete perfect subtree of level
 /// [`STORED_FROM_LEVEL`] and up.
 const NODES_VERSION: &[u8] = b"1";
@@ -264,7 +257,7 @@ impl AuditLog {
         outside: Option<Outside>,
     ) -> Result<Self> {
         let mark = outside.as_ref().and_then(|o| o.mark.clone());
-        let key = match store.get(Table::Meta, META_SIGNING_KEY).await? {
+        let key = match store.get(Table::Meta, meta::AUDIT_SIGNING_KEY).await? {
             Some(wrapped) => SigningKey::unwrap(root, &wrapped)?,
             None => {
                 // A new key only for a log that never had one: a store writer who deletes
@@ -288,9 +281,9 @@ impl AuditLog {
                 }
                 let (key, wrapped) = SigningKey::generate(root)?;
                 let mut b = Batch::new();
-                b.check(Table::Meta, META_SIGNING_KEY, None).put(
+                b.check(Table::Meta, meta::AUDIT_SIGNING_KEY, None).put(
                     Table::Meta,
-                    META_SIGNING_KEY,
+                    meta::AUDIT_SIGNING_KEY,
                     wrapped,
                 );
                 match store.commit(b).await {
@@ -298,7 +291,7 @@ impl AuditLog {
                     // Another daemon sharing the store made it first: use theirs.
                     Err(StoreError::Conflict(_)) => {
                         let wrapped = store
-                            .get(Table::Meta, META_SIGNING_KEY)
+                            .get(Table::Meta, meta::AUDIT_SIGNING_KEY)
                             .await?
                             .ok_or(corrupt("audit signing key"))?;
                         SigningKey::unwrap(root, &wrapped)?
@@ -503,12 +496,18 @@ impl Core {
     }
 
     /// Stores the log's perfect subtrees once, for a store written before they were kept
-    /// (marked in `Meta`, [`META_NODES`]): reads the leaves a page at a time, commits the
+    /// (marked in `Meta`, [`meta::AUDIT_NODES_BUILT`]): reads the leaves a page at a time, commits the
     /// nodes each page completes, and checks the tree they build against the head restored
     /// from the signed checkpoint. Idempotent (a node's hash depends on its leaves alone),
     /// so a crash midway or replicas racing through it are harmless; it starts over.
     async fn build_nodes(&self, head: &Head) -> Result<()> {
-        if self.store.get(Table::Meta, META_NODES).await?.as_deref() == Some(NODES_VERSION) {
+        if self
+            .store
+            .get(Table::Meta, meta::AUDIT_NODES_BUILT)
+            .await?
+            .as_deref()
+            == Some(NODES_VERSION)
+        {
             return Ok(());
         }
         let total = head.frontier.size();
@@ -570,7 +569,7 @@ impl Core {
             return Err(corrupt("audit leaves (gap in the log)"));
         }
         let mut b = Batch::new();
-        b.put(Table::Meta, META_NODES, NODES_VERSION.to_vec());
+        b.put(Table::Meta, meta::AUDIT_NODES_BUILT, NODES_VERSION.to_vec());
         self.store.commit(b).await?;
         if total > 0 {
             tracing::info!(
@@ -663,7 +662,7 @@ impl Core {
     /// The signed retention cut, if retention ever removed entries (and the anchor it names
     /// is the one stored).
     async fn cut(&self) -> Result<Option<SignedCut>> {
-        let Some(raw) = self.store.get(Table::Meta, META_CUT).await? else {
+        let Some(raw) = self.store.get(Table::Meta, meta::AUDIT_CUT).await? else {
             return Ok(None);
         };
         let cut: SignedCut = serde_json::from_slice(&raw).map_err(|_| corrupt("audit cut"))?;
@@ -673,7 +672,7 @@ impl Core {
     }
 
     async fn anchor(&self) -> Result<Option<(Checkpoint, Frontier)>> {
-        match self.store.get(Table::Meta, META_ANCHOR).await? {
+        match self.store.get(Table::Meta, meta::AUDIT_ANCHOR).await? {
             Some(raw) => Ok(Some(self.parse_stored(&raw)?)),
             None => Ok(None),
         }
@@ -1266,7 +1265,7 @@ impl AuditLog {
     /// included when it qualifies).
     pub async fn checkpoints(&self, since_size: u64) -> Result<Vec<SignedCheckpoint>> {
         let mut out = Vec::new();
-        if let Some(raw) = self.store.get(Table::Meta, META_ANCHOR).await? {
+        if let Some(raw) = self.store.get(Table::Meta, meta::AUDIT_ANCHOR).await? {
             let stored: StoredCheckpoint =
                 serde_json::from_slice(&raw).map_err(|_| corrupt("audit anchor"))?;
             if stored.signed.size >= since_size {
@@ -1564,9 +1563,9 @@ impl AuditLog {
         let retention_us = i64::try_from(self.options.retention.as_micros()).unwrap_or(i64::MAX);
         let cut = self.key.sign_cut(&anchor, now_us(), retention_us.max(1));
         let mut b = Batch::new();
-        b.put(Table::Meta, META_ANCHOR, raw).put(
+        b.put(Table::Meta, meta::AUDIT_ANCHOR, raw).put(
             Table::Meta,
-            META_CUT,
+            meta::AUDIT_CUT,
             serde_json::to_vec(&cut).map_err(|e| Error::Codec(e.to_string()))?,
         );
         self.store.commit(b).await?;
@@ -2160,14 +2159,18 @@ mod tests {
             {
                 b.delete(Table::AuditNodes, &k);
             }
-            b.delete(Table::Meta, META_NODES);
+            b.delete(Table::Meta, meta::AUDIT_NODES_BUILT);
             store.commit(b).await.unwrap();
             assert_eq!(count(&store, Table::AuditNodes).await, 0);
         }
         let (store, log) = open(dir.path(), 6).await;
         assert_eq!(count(&store, Table::AuditNodes).await, stored_nodes(45));
         assert_eq!(
-            store.get(Table::Meta, META_NODES).await.unwrap().as_deref(),
+            store
+                .get(Table::Meta, meta::AUDIT_NODES_BUILT)
+                .await
+                .unwrap()
+                .as_deref(),
             Some(NODES_VERSION)
         );
         proofs_match_leaves(&log, [1, 16, 31, 32, 33, 45].into_iter()).await;
@@ -2189,8 +2192,11 @@ mod tests {
             }
             log.close().await.unwrap();
             let mut b = Batch::new();
-            b.delete(Table::Meta, META_NODES)
-                .put(Table::AuditLeaves, &seq_key(2), vec![7; 32]);
+            b.delete(Table::Meta, meta::AUDIT_NODES_BUILT).put(
+                Table::AuditLeaves,
+                &seq_key(2),
+                vec![7; 32],
+            );
             store.commit(b).await.unwrap();
         }
         let store: Arc<dyn Store> =

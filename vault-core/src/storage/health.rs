@@ -331,12 +331,12 @@ mod tests {
         let mut rx = health.subscribe();
         assert_eq!(health.current(), None);
         *engine.failing.lock().unwrap() = Some(Unavailable::DatabaseDiskFull);
-        assert!(store.get(Table::Meta, b"k").await.is_err());
+        assert!(store.get(Table::Records, b"k").await.is_err());
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), Some(Unavailable::DatabaseDiskFull));
         *engine.failing.lock().unwrap() = None;
         // A read that works again proves nothing about writes.
-        store.get(Table::Meta, b"k").await.unwrap();
+        store.get(Table::Records, b"k").await.unwrap();
         assert_eq!(health.current(), Some(Unavailable::DatabaseDiskFull));
         store.commit(Batch::new()).await.unwrap();
         assert_eq!(health.current(), None);

@@ -1,7 +1,7 @@
 //! The storage seam: what the vault needs from a storage engine, and nothing more.
 //!
 //! The vault stores only ciphertext, HMACs, ids and small counters, in a few named tables
-//! of byte keys and byte values. Engines implement [`Store`]: point reads, ordered scans and
+//! of byte keys and byte values ([`schema`]: every table's layout and every metadata key). Engines implement [`Store`]: point reads, ordered scans and
 //! atomic writes of a [`Batch`], applied only if all its [`Check`]s still hold. Checks are
 //! how dedupe and read-modify-write stay correct under concurrency without in-memory locks,
 //! so the same logic holds when several daemons share one database engine.
@@ -51,6 +51,7 @@ mod group_commit;
 pub mod health;
 pub mod postgres;
 pub mod postgres_tls;
+pub mod schema;
 pub mod sled_store;
 
 use async_trait::async_trait;
@@ -58,143 +59,8 @@ use async_trait::async_trait;
 pub use authenticated::AuthenticatedStore;
 pub use health::{HealthWatchedStore, StoreHealth, Unavailable};
 pub use postgres::{DatabaseUrl, PostgresOptions, PostgresStore};
+pub use schema::Table;
 pub use sled_store::SledStore;
-
-/// The tables of the vault. Names are stable: they are the sled tree names and the
-/// table names of other engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Table {
-    /// Store metadata: format version, bootstrap credential hash.
-    Meta,
-    /// Key epochs wrapped by the root key, by epoch number (u32 big-endian).
-    Keyring,
-    /// Subject data keys wrapped by a key epoch, by subject id.
-    SubjectKeys,
-    /// Sealed supporter records, by subject id.
-    Records,
-    /// Blind index of emails: HMAC -> subject id.
-    EmailIndex,
-    /// Blind index of phones: HMAC -> subject id.
-    PhoneIndex,
-    /// Purpose registry: purpose id -> JSON (no personal data).
-    Purposes,
-    /// Clients: client id -> JSON (no personal data; no token).
-    Clients,
-    /// Token hashes: SHA-256 of a token -> client id.
-    ClientTokens,
-    /// Consent ledger: subject id ‖ 0x00 ‖ sequence -> event sealed under the subject key.
-    Consent,
-    /// Access log entries: sequence (u64 big-endian) -> entry bytes (ids only, no values).
-    AuditEntries,
-    /// Access log leaf hashes: sequence -> SHA-256 leaf hash (kept after pruning, for proofs).
-    AuditLeaves,
-    /// Signed checkpoints: tree size (u64 big-endian) -> checkpoint and frontier.
-    AuditCheckpoints,
-    /// Segment posting lists: blind-index HMAC of a term (tag, postcode, consent, restricted,
-    /// objected) ‖ subject id -> empty. A prefix scan lists a term's subjects in id order.
-    Postings,
-    /// The change feed: access-log sequence (u64 big-endian) ‖ index (u16 big-endian) ->
-    /// change event (ids and kinds only). Written in the batch of the write it reports.
-    Changes,
-    /// Restriction, objection and last contact of a subject, sealed under its data key.
-    SubjectState,
-    /// Suppressed contact points: blind-index HMAC of an email or phone -> JSON (when, why;
-    /// no personal data). Upsert and Import of them are refused.
-    Suppressions,
-    /// The erasure journal: subject id -> erasure receipt (JSON, no personal data).
-    Erasures,
-    /// Rights request tickets: ticket id -> JSON (kind, dates, subject id; no personal data).
-    RightsRequests,
-    /// Witnesses' cosignatures of access-log checkpoints: tree size (u64 big-endian) ‖ 8
-    /// bytes naming origin and witness -> JSON (`audit::witness::StoredCosignature`).
-    AuditCosignatures,
-    /// Admin changes awaiting a second admin: proposal id -> JSON
-    /// ([`crate::proposal::Proposal`]: the change, who proposed it, its hash, its state; no
-    /// personal data).
-    Proposals,
-    /// Certificate fingerprints: SHA-256 of a client certificate (32 bytes) -> client id. A
-    /// fingerprint is bound to at most one client, ever: the row is created in the batch
-    /// that registers the client, checked absent, and kept after a revocation.
-    ClientCerts,
-    /// The access log's per-subject index: keyed hash of a subject id (16 bytes, see
-    /// `audit::log::subjects`) ‖ sequence (u64 big-endian) -> empty. A prefix scan by the
-    /// hash lists one subject's entries in log order. Written in the batch of the entry it
-    /// points to; a pointer only (every entry read through it is checked against its leaf
-    /// and must name the subject), so not authenticated.
-    AuditSubjects,
-    /// Stored perfect subtrees of the access log's Merkle tree: level (u8) ‖ index (u64
-    /// big-endian) -> the 32-byte hash of the `2^level` leaves from `index * 2^level`
-    /// (level 4 and up: one row per 16 entries; lower levels are hashed from
-    /// [`Table::AuditLeaves`] when needed). Written in the batch of the entry
-    /// that completes the subtree and kept after pruning, so proofs and roots read O(log n)
-    /// rows (`audit::merkle::NodeSource`).
-    AuditNodes,
-}
-
-impl Table {
-    /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 24] = [
-        Table::Meta,
-        Table::Keyring,
-        Table::SubjectKeys,
-        Table::Records,
-        Table::EmailIndex,
-        Table::PhoneIndex,
-        Table::Purposes,
-        Table::Clients,
-        Table::ClientTokens,
-        Table::Consent,
-        Table::AuditEntries,
-        Table::AuditLeaves,
-        Table::AuditCheckpoints,
-        Table::Postings,
-        Table::Changes,
-        Table::SubjectState,
-        Table::Suppressions,
-        Table::Erasures,
-        Table::RightsRequests,
-        Table::AuditCosignatures,
-        Table::Proposals,
-        Table::ClientCerts,
-        Table::AuditSubjects,
-        Table::AuditNodes,
-    ];
-
-    /// The stable name of the table.
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Meta => "meta",
-            Table::Keyring => "keyring",
-            Table::SubjectKeys => "subject_keys",
-            Table::Records => "records",
-            Table::EmailIndex => "index_email",
-            Table::PhoneIndex => "index_phone",
-            Table::Purposes => "purposes",
-            Table::Clients => "clients",
-            Table::ClientTokens => "client_tokens",
-            Table::Consent => "consent",
-            Table::AuditEntries => "audit_entries",
-            Table::AuditLeaves => "audit_leaves",
-            Table::AuditCheckpoints => "audit_checkpoints",
-            Table::Postings => "postings",
-            Table::Changes => "changes",
-            Table::SubjectState => "subject_state",
-            Table::Suppressions => "suppressions",
-            Table::Erasures => "erasures",
-            Table::RightsRequests => "rights_requests",
-            Table::AuditCosignatures => "audit_cosignatures",
-            Table::Proposals => "proposals",
-            Table::ClientCerts => "client_certs",
-            Table::AuditSubjects => "audit_subjects",
-            Table::AuditNodes => "audit_nodes",
-        }
-    }
-
-    /// Position in [`Table::ALL`].
-    pub fn position(self) -> usize {
-        self as usize
-    }
-}
 
 /// A precondition of a batch: the current value of `key` in `table` is exactly the bytes
 /// of `expect` (`None`: the key is absent; `Some` of an empty value: present and empty),

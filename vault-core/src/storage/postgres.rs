@@ -1437,10 +1437,13 @@ mod tests {
         // Two daemons starting at once on a fresh schema, then a third later.
         let (a, b) = tokio::join!(db.open(), db.open());
         let (a, b) = (a.unwrap(), b.unwrap());
-        a.commit(put(Table::Meta, b"k", b"v")).await.unwrap();
+        a.commit(put(Table::Records, b"k", b"v")).await.unwrap();
         drop(b);
         let c = db.open().await.unwrap();
-        assert_eq!(c.get(Table::Meta, b"k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            c.get(Table::Records, b"k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
         let client = c.pool.get().await.unwrap();
         let versions: Vec<i32> = client
             .query(

@@ -306,7 +306,7 @@ mod tests {
             }
             b.delete(
                 Table::Meta,
-                crate::audit::log::subjects::META_SUBJECTS_INDEXED,
+                crate::storage::schema::meta::AUDIT_SUBJECTS_INDEXED,
             );
             vault.store.commit(b).await.unwrap();
             vault.audit.close().await.unwrap();

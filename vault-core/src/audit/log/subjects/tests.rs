@@ -334,7 +334,7 @@ async fn a_store_without_the_index_is_indexed_once_at_open() {
         for (k, _) in store.scan_prefix(Table::AuditSubjects, b"").await.unwrap() {
             b.delete(Table::AuditSubjects, &k);
         }
-        b.delete(Table::Meta, META_SUBJECTS_INDEXED);
+        b.delete(Table::Meta, meta::AUDIT_SUBJECTS_INDEXED);
         store.commit(b).await.unwrap();
         log.close().await.unwrap();
     }
