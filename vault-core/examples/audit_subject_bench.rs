@@ -196,7 +196,7 @@ async fn reindex(dir: &Path) -> Result<(), Failure> {
         tree.clear()?;
         store
             .raw_tree(Table::Meta)
-            .remove(b"audit_subjects_indexed")?;
+            .remove(vault_core::storage::schema::meta::AUDIT_SUBJECTS_INDEXED)?;
         store.raw_tree(Table::Meta).flush()?;
         tree.flush()?;
         println!("dropped {rows} index rows and the marker");

@@ -825,7 +825,10 @@ async fn proofs_come_from_stored_subtrees_built_once_for_older_stores() {
         for (k, _) in nodes {
             store.delete(Table::AuditNodes, &k);
         }
-        store.delete(Table::Meta, b"audit_nodes_built");
+        store.delete(
+            Table::Meta,
+            vault_core::storage::schema::meta::AUDIT_NODES_BUILT,
+        );
     }
     let mut daemon = Daemon::start(dir.path());
     let mut audit = daemon.audit().await;

@@ -11,6 +11,7 @@
 
 use tonic::Code;
 use vault_core::storage::Table;
+use vault_core::storage::schema::meta;
 use vault_proto::v1 as pb;
 use vault_tests::{Creds, Daemon, RawStore, authed, supporter};
 
@@ -257,7 +258,7 @@ async fn a_deleted_signing_key_is_never_replaced() {
     assert!(daemon.terminate().success());
     {
         let store = RawStore::open(dir.path());
-        store.delete(Table::Meta, b"audit_signing_key");
+        store.delete(Table::Meta, meta::AUDIT_SIGNING_KEY);
         for (k, _) in store.rows(Table::AuditCheckpoints) {
             store.delete(Table::AuditCheckpoints, &k);
         }
@@ -281,7 +282,7 @@ async fn a_moved_anchor_is_refused() {
         // there, its prefix dropped.
         let store = RawStore::open(dir.path());
         let checkpoints = store.rows(Table::AuditCheckpoints);
-        store.put(Table::Meta, b"audit_anchor", &checkpoints[1].1);
+        store.put(Table::Meta, meta::AUDIT_ANCHOR, &checkpoints[1].1);
     }
     let mut daemon = Daemon::start(dir.path());
     let r = daemon
@@ -292,7 +293,10 @@ async fn a_moved_anchor_is_refused() {
     refused("moved anchor", &r, &[Code::DataLoss]);
     assert!(daemon.terminate().success());
     let log = daemon.logs();
-    assert!(log.contains("audit_anchor"), "{log}");
+    assert!(
+        log.contains(&*String::from_utf8_lossy(meta::AUDIT_ANCHOR)),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

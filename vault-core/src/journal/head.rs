@@ -145,7 +145,7 @@ impl Core {
     /// The signed retention cut, if retention ever removed entries (and the anchor it names
     /// is the one stored).
     pub(super) async fn cut(&self) -> Result<Option<SignedCut>> {
-        let Some(raw) = self.store.get(Table::Meta, META_CUT).await? else {
+        let Some(raw) = self.store.get(Table::Meta, meta::AUDIT_CUT).await? else {
             return Ok(None);
         };
         let cut: SignedCut = serde_json::from_slice(&raw).map_err(|_| corrupt("audit cut"))?;
@@ -155,7 +155,7 @@ impl Core {
     }
 
     pub(super) async fn anchor(&self) -> Result<Option<(Checkpoint, Frontier)>> {
-        match self.store.get(Table::Meta, META_ANCHOR).await? {
+        match self.store.get(Table::Meta, meta::AUDIT_ANCHOR).await? {
             Some(raw) => Ok(Some(self.parse_stored(&raw)?)),
             None => Ok(None),
         }

@@ -11,7 +11,7 @@
 //! subtrees of level 4 and up it completes ([`Table::AuditNodes`], row-authenticated and so
 //! bound to its (level, index)); lower subtrees are hashed from their few leaves. A store
 //! written before subtrees were kept gets them once at open, checked against the signed
-//! head (`Meta` row `audit_nodes_built`). Exports are produced a page at a time ([`Export`])
+//! head (`Meta` row [`meta::AUDIT_NODES_BUILT`]). Exports are produced a page at a time ([`Export`])
 //! and verification streams them through [`file::StreamVerifier`], so neither holds the log.
 //!
 //! Ordering: one lock serializes appends while the batch is *applied* (visible, in memory
@@ -50,17 +50,10 @@ use crate::audit::mark::{Mark, MarkFile, key_fingerprint};
 use crate::audit::merkle::{self, Frontier, Hash, NodeRecorder};
 use crate::crypto::root_key::RootKey;
 use crate::error::{Error, IntegrityObject, Result};
+use crate::storage::schema::meta;
 use crate::storage::{Batch, Store, StoreError, Table};
 
-const META_SIGNING_KEY: &[u8] = b"audit_signing_key";
-const META_ANCHOR: &[u8] = b"audit_anchor";
-/// The signed retention cut that goes with the anchor ([`SignedCut`]).
-const META_CUT: &[u8] = b"audit_cut";
 const SCAN_CHUNK: usize = 4096;
-/// The `Meta` row that says every stored subtree of the log is in [`Table::AuditNodes`]
-/// (written by the one-time build at open, [`Core::build_nodes`]); its value is the
-/// version of the node layout.
-const META_NODES: &[u8] = b"audit_nodes_built";
 /// The node layout: level ‖ index, every complete perfect subtree of level
 /// [`STORED_FROM_LEVEL`] and up.
 const NODES_VERSION: &[u8] = b"1";
@@ -270,7 +263,7 @@ impl AuditLog {
         outside: Option<Outside>,
     ) -> Result<Self> {
         let mark = outside.as_ref().and_then(|o| o.mark.clone());
-        let key = match store.get(Table::Meta, META_SIGNING_KEY).await? {
+        let key = match store.get(Table::Meta, meta::AUDIT_SIGNING_KEY).await? {
             Some(wrapped) => SigningKey::unwrap(root, &wrapped)?,
             None => {
                 // A new key only for a log that never had one: a store writer who deletes
@@ -294,9 +287,9 @@ impl AuditLog {
                 }
                 let (key, wrapped) = SigningKey::generate(root)?;
                 let mut b = Batch::new();
-                b.check(Table::Meta, META_SIGNING_KEY, None).put(
+                b.check(Table::Meta, meta::AUDIT_SIGNING_KEY, None).put(
                     Table::Meta,
-                    META_SIGNING_KEY,
+                    meta::AUDIT_SIGNING_KEY,
                     wrapped,
                 );
                 match store.commit(b).await {
@@ -304,7 +297,7 @@ impl AuditLog {
                     // Another daemon sharing the store made it first: use theirs.
                     Err(StoreError::Conflict(_)) => {
                         let wrapped = store
-                            .get(Table::Meta, META_SIGNING_KEY)
+                            .get(Table::Meta, meta::AUDIT_SIGNING_KEY)
                             .await?
                             .ok_or(corrupt("audit signing key"))?;
                         SigningKey::unwrap(root, &wrapped)?

@@ -5,12 +5,18 @@ use super::*;
 
 impl Core {
     /// Stores the log's perfect subtrees once, for a store written before they were kept
-    /// (marked in `Meta`, [`META_NODES`]): reads the leaves a page at a time, commits the
+    /// (marked in `Meta`, [`meta::AUDIT_NODES_BUILT`]): reads the leaves a page at a time, commits the
     /// nodes each page completes, and checks the tree they build against the head restored
     /// from the signed checkpoint. Idempotent (a node's hash depends on its leaves alone),
     /// so a crash midway or replicas racing through it are harmless; it starts over.
     pub(super) async fn build_nodes(&self, head: &Head) -> Result<()> {
-        if self.store.get(Table::Meta, META_NODES).await?.as_deref() == Some(NODES_VERSION) {
+        if self
+            .store
+            .get(Table::Meta, meta::AUDIT_NODES_BUILT)
+            .await?
+            .as_deref()
+            == Some(NODES_VERSION)
+        {
             return Ok(());
         }
         let total = head.frontier.size();
@@ -72,7 +78,7 @@ impl Core {
             return Err(corrupt("audit leaves (gap in the log)"));
         }
         let mut b = Batch::new();
-        b.put(Table::Meta, META_NODES, NODES_VERSION.to_vec());
+        b.put(Table::Meta, meta::AUDIT_NODES_BUILT, NODES_VERSION.to_vec());
         self.store.commit(b).await?;
         if total > 0 {
             tracing::info!(

@@ -36,9 +36,9 @@ impl AuditLog {
         let retention_us = i64::try_from(self.options.retention.as_micros()).unwrap_or(i64::MAX);
         let cut = self.key.sign_cut(&anchor, now_us(), retention_us.max(1));
         let mut b = Batch::new();
-        b.put(Table::Meta, META_ANCHOR, raw).put(
+        b.put(Table::Meta, meta::AUDIT_ANCHOR, raw).put(
             Table::Meta,
-            META_CUT,
+            meta::AUDIT_CUT,
             serde_json::to_vec(&cut).map_err(|e| Error::Codec(e.to_string()))?,
         );
         self.store.commit(b).await?;

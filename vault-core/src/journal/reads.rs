@@ -8,7 +8,7 @@ impl AuditLog {
     /// included when it qualifies).
     pub async fn checkpoints(&self, since_size: u64) -> Result<Vec<SignedCheckpoint>> {
         let mut out = Vec::new();
-        if let Some(raw) = self.store.get(Table::Meta, META_ANCHOR).await? {
+        if let Some(raw) = self.store.get(Table::Meta, meta::AUDIT_ANCHOR).await? {
             let stored: StoredCheckpoint =
                 serde_json::from_slice(&raw).map_err(|_| corrupt("audit anchor"))?;
             if stored.signed.size >= since_size {

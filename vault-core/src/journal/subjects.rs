@@ -20,7 +20,7 @@
 //! its hash); the vault runs it with every Audit.Verify.
 //!
 //! Stores written before the index are indexed once at open ([`Core::index_subjects_once`]),
-//! in pages, marked in `Meta` by [`META_SUBJECTS_INDEXED`].
+//! in pages, marked in `Meta` by [`meta::AUDIT_SUBJECTS_INDEXED`].
 
 use ring::{hkdf, hmac};
 
@@ -28,10 +28,9 @@ use super::{Core, SCAN_CHUNK, corrupt, parse_seq, seq_key};
 use crate::audit::entry::{AuditEntry, entry_hash};
 use crate::crypto::root_key::RootKey;
 use crate::error::{Error, IntegrityObject, Result};
+use crate::storage::schema::meta;
 use crate::storage::{Batch, Table};
 
-/// `Meta` key: every entry the log holds has its index rows (value: the layout version, `INDEX_VERSION`).
-pub const META_SUBJECTS_INDEXED: &[u8] = b"audit_subjects_indexed";
 /// The version of the index layout the marker records; another value means rebuild.
 const INDEX_VERSION: &[u8] = b"1";
 /// Bytes of the keyed hash in a row key: 128 bits, so that ids never collide in practice.
@@ -142,7 +141,7 @@ impl SubjectIndexCheck {
                  investigate, then reopen the vault after deleting the `{}` metadata row to \
                  rebuild the index",
                 self.missing,
-                String::from_utf8_lossy(META_SUBJECTS_INDEXED)
+                String::from_utf8_lossy(meta::AUDIT_SUBJECTS_INDEXED)
             )));
         }
         if let Some(seq) = self.first_stray {
@@ -332,7 +331,7 @@ impl Core {
     pub async fn index_subjects_once(&self) -> Result<u64> {
         if self
             .store
-            .get(Table::Meta, META_SUBJECTS_INDEXED)
+            .get(Table::Meta, meta::AUDIT_SUBJECTS_INDEXED)
             .await?
             .as_deref()
             == Some(INDEX_VERSION)
@@ -368,7 +367,11 @@ impl Core {
             self.store.commit(b).await?;
         }
         let mut b = Batch::new();
-        b.put(Table::Meta, META_SUBJECTS_INDEXED, INDEX_VERSION.to_vec());
+        b.put(
+            Table::Meta,
+            meta::AUDIT_SUBJECTS_INDEXED,
+            INDEX_VERSION.to_vec(),
+        );
         self.store.commit(b).await?;
         if indexed > 0 {
             tracing::info!(

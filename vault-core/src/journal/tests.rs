@@ -434,14 +434,18 @@ async fn a_store_written_without_subtrees_gets_them_once_at_open() {
         {
             b.delete(Table::AuditNodes, &k);
         }
-        b.delete(Table::Meta, META_NODES);
+        b.delete(Table::Meta, meta::AUDIT_NODES_BUILT);
         store.commit(b).await.unwrap();
         assert_eq!(count(&store, Table::AuditNodes).await, 0);
     }
     let (store, log) = open(dir.path(), 6).await;
     assert_eq!(count(&store, Table::AuditNodes).await, stored_nodes(45));
     assert_eq!(
-        store.get(Table::Meta, META_NODES).await.unwrap().as_deref(),
+        store
+            .get(Table::Meta, meta::AUDIT_NODES_BUILT)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(NODES_VERSION)
     );
     proofs_match_leaves(&log, [1, 16, 31, 32, 33, 45].into_iter()).await;
@@ -463,8 +467,11 @@ async fn leaves_that_do_not_hash_to_the_signed_root_stop_the_build() {
         }
         log.close().await.unwrap();
         let mut b = Batch::new();
-        b.delete(Table::Meta, META_NODES)
-            .put(Table::AuditLeaves, &seq_key(2), vec![7; 32]);
+        b.delete(Table::Meta, meta::AUDIT_NODES_BUILT).put(
+            Table::AuditLeaves,
+            &seq_key(2),
+            vec![7; 32],
+        );
         store.commit(b).await.unwrap();
     }
     let store: Arc<dyn Store> =

@@ -210,9 +210,8 @@ pub(super) async fn apply_together(
         }
         batches.push(entry_batch);
     }
-    match core.store.apply_all(&batches).await {
-        Some(Ok(())) => {}
-        Some(Err(_)) | None => return Err(jobs),
+    if core.store.apply_all(&batches).await.is_err() {
+        return Err(jobs);
     }
     *head = next;
     core.publish(head);

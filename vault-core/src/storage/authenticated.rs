@@ -19,7 +19,7 @@
 //!
 //! Stores written before rows were authenticated are upgraded once, at open
 //! ([`authenticate_existing_rows`]): each untagged row is tagged as it is, and a marker
-//! ([`ROW_AUTH_MARKER`]) records that the store is authenticated from then on. The marker's
+//! ([`meta::ROWS_AUTHENTICATED`]) records that the store is authenticated from then on. The marker's
 //! absence is only believed when the high-water mark kept beside the root key file does not
 //! say otherwise (see `crate::audit::mark`).
 
@@ -27,12 +27,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::copy::MIGRATION_MARKER;
+use super::schema::meta;
 use super::{Batch, Check, Op, Store, StoreError, Table};
 use crate::crypto::row_mac::{RowKey, TAG_LEN};
-
-/// The [`Table::Meta`] key whose presence says every authenticated row carries its tag.
-pub const ROW_AUTH_MARKER: &[u8] = b"rows_authenticated";
 
 /// Rows copied per batch by the one-time upgrade.
 const UPGRADE_CHUNK: usize = 1024;
@@ -65,7 +62,7 @@ impl Table {
 /// Whether the row at `key` of `table` carries a tag. The migration marker is the one
 /// exception: copy tools write it into a bare engine, and it only ever blocks an open.
 fn tagged(table: Table, key: &[u8]) -> bool {
-    table.is_authenticated() && !(table == Table::Meta && key == MIGRATION_MARKER)
+    table.is_authenticated() && !(table == Table::Meta && key == meta::MIGRATION_INCOMPLETE)
 }
 
 /// A short, printable form of a row key for messages: the key itself when it is printable
@@ -276,7 +273,7 @@ impl Store for AuthenticatedStore {
         self.inner.apply(self.seal_owned(batch)).await
     }
 
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         let sealed: Vec<Batch> = batches.iter().map(|b| self.seal_batch(b)).collect();
         let refs: Vec<&Batch> = sealed.iter().collect();
         self.inner.apply_all(&refs).await
@@ -299,7 +296,7 @@ pub struct UpgradeReport {
 }
 
 /// Tags, as they are, the rows of a store written before rows were authenticated, then sets
-/// [`ROW_AUTH_MARKER`]. Rows that already verify are left alone, so two daemons upgrading
+/// [`meta::ROWS_AUTHENTICATED`]. Rows that already verify are left alone, so two daemons upgrading
 /// one shared store at once do no harm. The caller decides whether the store may be
 /// trusted this once (see `crate::audit::mark`).
 pub async fn authenticate_existing_rows(
@@ -335,8 +332,8 @@ pub async fn authenticate_existing_rows(
     let mut b = Batch::new();
     b.put(
         Table::Meta,
-        ROW_AUTH_MARKER,
-        key.seal(Table::Meta.name(), ROW_AUTH_MARKER, b"1"),
+        meta::ROWS_AUTHENTICATED,
+        key.seal(Table::Meta.name(), meta::ROWS_AUTHENTICATED, b"1"),
     );
     raw.commit(b).await?;
     Ok(report)
@@ -465,7 +462,7 @@ mod tests {
         for i in 0..(UPGRADE_CHUNK as u32 + 5) {
             b.put(Table::EmailIndex, &i.to_be_bytes(), b"id".to_vec());
         }
-        b.put(Table::Meta, MIGRATION_MARKER, b"1".to_vec());
+        b.put(Table::Meta, meta::MIGRATION_INCOMPLETE, b"1".to_vec());
         raw.commit(b).await.unwrap();
         assert!(
             auth.get(Table::EmailIndex, &0u32.to_be_bytes())
@@ -486,12 +483,16 @@ mod tests {
             Some(b"id".to_vec())
         );
         assert_eq!(
-            auth.get(Table::Meta, ROW_AUTH_MARKER).await.unwrap(),
+            auth.get(Table::Meta, meta::ROWS_AUTHENTICATED)
+                .await
+                .unwrap(),
             Some(b"1".to_vec())
         );
         // The migration marker stays as copy tools write it.
         assert_eq!(
-            auth.get(Table::Meta, MIGRATION_MARKER).await.unwrap(),
+            auth.get(Table::Meta, meta::MIGRATION_INCOMPLETE)
+                .await
+                .unwrap(),
             Some(b"1".to_vec())
         );
     }

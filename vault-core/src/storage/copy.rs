@@ -10,17 +10,14 @@
 //! - the destination must be empty (every table), so a copy never merges two vaults;
 //! - every row is written with a check that it is still absent, so a process writing to
 //!   the destination during the copy makes it fail rather than silently interleave;
-//! - a marker row ([`MIGRATION_MARKER`] in [`Table::Meta`]) is written first and removed
+//! - a marker row ([`meta::MIGRATION_INCOMPLETE`] in [`Table::Meta`]) is written first and removed
 //!   last: the vault refuses to open a store that still carries it, so an interrupted copy
 //!   is never served as if it were complete;
 //! - after each table is copied, the destination table is read back and compared with the
 //!   source, row for row.
 
+use super::schema::meta;
 use super::{Batch, Store, StoreError, Table};
-
-/// The [`Table::Meta`] key present in a destination while a copy is in progress (and left
-/// behind if it is interrupted). [`crate::Vault`] refuses to open a store holding it.
-pub const MIGRATION_MARKER: &[u8] = b"migration_incomplete";
 
 /// Rows per destination batch (one transaction each).
 pub const DEFAULT_BATCH_ROWS: usize = 500;
@@ -116,7 +113,7 @@ pub async fn copy_filtered(
         let rows = scan_table(to, table).await?;
         if !rows.is_empty() {
             let interrupted =
-                table == Table::Meta && rows.iter().any(|(k, _)| k == MIGRATION_MARKER);
+                table == Table::Meta && rows.iter().any(|(k, _)| k == meta::MIGRATION_INCOMPLETE);
             return Err(CopyError::DestinationNotEmpty {
                 table: table.name(),
                 rows: rows.len(),
@@ -129,16 +126,14 @@ pub async fn copy_filtered(
         }
     }
     let mut marker = Batch::new();
-    marker.check(Table::Meta, MIGRATION_MARKER, None).put(
-        Table::Meta,
-        MIGRATION_MARKER,
-        b"1".to_vec(),
-    );
+    marker
+        .check(Table::Meta, meta::MIGRATION_INCOMPLETE, None)
+        .put(Table::Meta, meta::MIGRATION_INCOMPLETE, b"1".to_vec());
     commit_new_rows(to, marker).await?;
     copy_into_marked(from, to, batch_rows, tables, keep).await
 }
 
-/// The copy itself, into a destination that holds nothing but the [`MIGRATION_MARKER`]
+/// The copy itself, into a destination that holds nothing but the [`meta::MIGRATION_INCOMPLETE`]
 /// (written by [`copy_filtered`], or with the emptying of the destination, as a restore
 /// into PostgreSQL does): copies and compares each table, then removes the marker and waits
 /// for durability.
@@ -159,7 +154,8 @@ pub async fn copy_into_marked(
             "a copy must name every table exactly once".to_owned(),
         )));
     }
-    let is_marker = |table: Table, key: &[u8]| table == Table::Meta && key == MIGRATION_MARKER;
+    let is_marker =
+        |table: Table, key: &[u8]| table == Table::Meta && key == meta::MIGRATION_INCOMPLETE;
     for table in Table::ALL {
         let mut rows = scan_table(to, table).await?;
         rows.retain(|(k, _)| !is_marker(table, k));
@@ -201,8 +197,8 @@ pub async fn copy_into_marked(
     }
 
     let mut done = Batch::new();
-    done.check(Table::Meta, MIGRATION_MARKER, Some(b"1"))
-        .delete(Table::Meta, MIGRATION_MARKER);
+    done.check(Table::Meta, meta::MIGRATION_INCOMPLETE, Some(b"1"))
+        .delete(Table::Meta, meta::MIGRATION_INCOMPLETE);
     commit_new_rows(to, done).await?;
     to.sync().await?;
     Ok(report)
@@ -255,7 +251,12 @@ mod tests {
         }
         let n = Table::ALL.len() as u64;
         assert_eq!(report.total_rows(), n * (n + 1) / 2);
-        assert_eq!(to.get(Table::Meta, MIGRATION_MARKER).await.unwrap(), None);
+        assert_eq!(
+            to.get(Table::Meta, meta::MIGRATION_INCOMPLETE)
+                .await
+                .unwrap(),
+            None
+        );
 
         // A second copy into the now full destination is refused and writes nothing.
         let err = copy_store(&from, &to, 3).await.unwrap_err();
@@ -263,7 +264,12 @@ mod tests {
             matches!(err, CopyError::DestinationNotEmpty { table: "meta", .. }),
             "{err}"
         );
-        assert_eq!(to.get(Table::Meta, MIGRATION_MARKER).await.unwrap(), None);
+        assert_eq!(
+            to.get(Table::Meta, meta::MIGRATION_INCOMPLETE)
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     #[tokio::test]
@@ -271,7 +277,7 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let to = open(b.path());
         let mut batch = Batch::new();
-        batch.put(Table::Meta, MIGRATION_MARKER, b"1".to_vec());
+        batch.put(Table::Meta, meta::MIGRATION_INCOMPLETE, b"1".to_vec());
         to.commit(batch).await.unwrap();
         let a = tempfile::tempdir().unwrap();
         let err = copy_store(&open(a.path()), &to, 10).await.unwrap_err();

@@ -203,11 +203,10 @@ impl Store for HealthWatchedStore {
         r
     }
 
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        // Applied is not durable, as for `apply`.
         let r = self.inner.apply_all(batches).await;
-        if let Some(r) = &r {
-            self.health.observe(r, false);
-        }
+        self.health.observe(&r, false);
         r
     }
 
@@ -311,6 +310,9 @@ mod tests {
         async fn last(&self, _: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
             Ok(None)
         }
+        async fn apply_all(&self, _: &[&Batch]) -> Result<(), StoreError> {
+            self.result()
+        }
         async fn commit(&self, _: Batch) -> Result<(), StoreError> {
             self.result()
         }
@@ -329,12 +331,12 @@ mod tests {
         let mut rx = health.subscribe();
         assert_eq!(health.current(), None);
         *engine.failing.lock().unwrap() = Some(Unavailable::DatabaseDiskFull);
-        assert!(store.get(Table::Meta, b"k").await.is_err());
+        assert!(store.get(Table::Records, b"k").await.is_err());
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), Some(Unavailable::DatabaseDiskFull));
         *engine.failing.lock().unwrap() = None;
         // A read that works again proves nothing about writes.
-        store.get(Table::Meta, b"k").await.unwrap();
+        store.get(Table::Records, b"k").await.unwrap();
         assert_eq!(health.current(), Some(Unavailable::DatabaseDiskFull));
         store.commit(Batch::new()).await.unwrap();
         assert_eq!(health.current(), None);

@@ -1,22 +1,57 @@
 //! The storage seam: what the vault needs from a storage engine, and nothing more.
 //!
 //! The vault stores only ciphertext, HMACs, ids and small counters, in a few named tables
-//! of byte keys and byte values. Engines implement [`Store`]: point reads, prefix scans and
-//! one atomic, durable write primitive, [`Store::commit`], which applies a [`Batch`] only if
-//! all its [`Check`]s still hold. Checks are how dedupe and read-modify-write stay correct
-//! under concurrency without in-memory locks, so the same logic holds when several
-//! daemons share one database engine.
+//! of byte keys and byte values ([`schema`]: every table's layout and every metadata key). Engines implement [`Store`]: point reads, ordered scans and
+//! atomic writes of a [`Batch`], applied only if all its [`Check`]s still hold. Checks are
+//! how dedupe and read-modify-write stay correct under concurrency without in-memory locks,
+//! so the same logic holds when several daemons share one database engine.
 //!
-//! Contract for every engine: when `commit` returns `Ok`, the whole batch is durable (it
-//! survives `kill -9` and power loss as far as the OS and disk honour fsync); when it
-//! returns an error, none of it is visible.
+//! # The contract
+//!
+//! Every engine, and every wrapper of one, keeps these promises; the conformance suite in
+//! `storage/contract/` asserts each of them, and every engine's tests run it.
+//!
+//! - **Data.** Each [`Table`] is its own namespace of keys. Keys and values are any bytes,
+//!   the empty string included; an empty value is present, not absent. Keys are ordered
+//!   byte-wise (lexicographically, a prefix before its extensions), as scans return them.
+//! - **Checks.** A [`Check`] holds when the key's current value is exactly `expect`'s bytes
+//!   (`None`: the key is absent). All checks of a batch are evaluated against the store as
+//!   it is at the moment the batch applies and before any of the batch's own writes,
+//!   whatever the order they were added in; they hold across every handle and process
+//!   sharing the store, so of two batches that cannot both pass their checks at most one
+//!   applies (a check on one key also guards the batch's writes to other keys and tables).
+//! - **Writes.** A batch's [`Op`]s apply in order: of several writes to one key, the last
+//!   decides. Deleting an absent key is no error.
+//! - **Atomicity.** A batch, or a group of batches given to [`Store::apply_all`], applies
+//!   entirely or not at all. A failed check is [`StoreError::Conflict`] naming the table of
+//!   a check that did not hold; nothing was written. An engine may also report a lost race
+//!   it gave up retrying as `Conflict` (PostgreSQL, after its own retries): nothing was
+//!   written either, and the caller re-reads and retries as for a failed check. Every
+//!   other error also means nothing was written, except two whose outcome is unknown: an
+//!   [`StoreError::Engine`] error that says so (the connection to a database lost while it
+//!   committed), and a failure to make writes durable ([`StoreError::NotDurable`], or
+//!   [`StoreError::Unavailable`] from the wait for durability of `commit` or `sync`), after
+//!   which the batch may be visible and may or may not survive a restart (the embedded
+//!   engine then refuses every later write until it is reopened).
+//! - **Visibility.** When a write returns `Ok`, every read that starts afterwards, on any
+//!   handle, sees it. A batch becomes visible at once: once a read has returned any of its
+//!   writes, every later read sees all of them. Reads are not snapshots across calls, and a
+//!   scan running while batches apply may return some rows from before a batch and some
+//!   from after it; pin what was read with checks.
+//! - **Durability.** When [`Store::commit`] returns `Ok` the batch is durable (it survives
+//!   `kill -9` and power loss as far as the OS and disk honour fsync). [`Store::apply`] and
+//!   [`Store::apply_all`] make batches visible; they are durable once a later
+//!   [`Store::sync`] returns `Ok`. After a reopen the store holds exactly what was durable.
 
 pub mod authenticated;
+#[cfg(test)]
+mod contract;
 pub mod copy;
 mod group_commit;
 pub mod health;
 pub mod postgres;
 pub mod postgres_tls;
+pub mod schema;
 pub mod sled_store;
 
 use async_trait::async_trait;
@@ -24,146 +59,12 @@ use async_trait::async_trait;
 pub use authenticated::AuthenticatedStore;
 pub use health::{HealthWatchedStore, StoreHealth, Unavailable};
 pub use postgres::{DatabaseUrl, PostgresOptions, PostgresStore};
+pub use schema::Table;
 pub use sled_store::SledStore;
 
-/// The tables of the vault. Names are stable: they are the sled tree names and the
-/// table names of other engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Table {
-    /// Store metadata: format version, bootstrap credential hash.
-    Meta,
-    /// Key epochs wrapped by the root key, by epoch number (u32 big-endian).
-    Keyring,
-    /// Subject data keys wrapped by a key epoch, by subject id.
-    SubjectKeys,
-    /// Sealed supporter records, by subject id.
-    Records,
-    /// Blind index of emails: HMAC -> subject id.
-    EmailIndex,
-    /// Blind index of phones: HMAC -> subject id.
-    PhoneIndex,
-    /// Purpose registry: purpose id -> JSON (no personal data).
-    Purposes,
-    /// Clients: client id -> JSON (no personal data; no token).
-    Clients,
-    /// Token hashes: SHA-256 of a token -> client id.
-    ClientTokens,
-    /// Consent ledger: subject id ‖ 0x00 ‖ sequence -> event sealed under the subject key.
-    Consent,
-    /// Access log entries: sequence (u64 big-endian) -> entry bytes (ids only, no values).
-    AuditEntries,
-    /// Access log leaf hashes: sequence -> SHA-256 leaf hash (kept after pruning, for proofs).
-    AuditLeaves,
-    /// Signed checkpoints: tree size (u64 big-endian) -> checkpoint and frontier.
-    AuditCheckpoints,
-    /// Segment posting lists: blind-index HMAC of a term (tag, postcode, consent, restricted,
-    /// objected) ‖ subject id -> empty. A prefix scan lists a term's subjects in id order.
-    Postings,
-    /// The change feed: access-log sequence (u64 big-endian) ‖ index (u16 big-endian) ->
-    /// change event (ids and kinds only). Written in the batch of the write it reports.
-    Changes,
-    /// Restriction, objection and last contact of a subject, sealed under its data key.
-    SubjectState,
-    /// Suppressed contact points: blind-index HMAC of an email or phone -> JSON (when, why;
-    /// no personal data). Upsert and Import of them are refused.
-    Suppressions,
-    /// The erasure journal: subject id -> erasure receipt (JSON, no personal data).
-    Erasures,
-    /// Rights request tickets: ticket id -> JSON (kind, dates, subject id; no personal data).
-    RightsRequests,
-    /// Witnesses' cosignatures of access-log checkpoints: tree size (u64 big-endian) ‖ 8
-    /// bytes naming origin and witness -> JSON (`audit::witness::StoredCosignature`).
-    AuditCosignatures,
-    /// Admin changes awaiting a second admin: proposal id -> JSON
-    /// ([`crate::proposal::Proposal`]: the change, who proposed it, its hash, its state; no
-    /// personal data).
-    Proposals,
-    /// Certificate fingerprints: SHA-256 of a client certificate (32 bytes) -> client id. A
-    /// fingerprint is bound to at most one client, ever: the row is created in the batch
-    /// that registers the client, checked absent, and kept after a revocation.
-    ClientCerts,
-    /// The access log's per-subject index: keyed hash of a subject id (16 bytes, see
-    /// `journal::subjects`) ‖ sequence (u64 big-endian) -> empty. A prefix scan by the
-    /// hash lists one subject's entries in log order. Written in the batch of the entry it
-    /// points to; a pointer only (every entry read through it is checked against its leaf
-    /// and must name the subject), so not authenticated.
-    AuditSubjects,
-    /// Stored perfect subtrees of the access log's Merkle tree: level (u8) ‖ index (u64
-    /// big-endian) -> the 32-byte hash of the `2^level` leaves from `index * 2^level`
-    /// (level 4 and up: one row per 16 entries; lower levels are hashed from
-    /// [`Table::AuditLeaves`] when needed). Written in the batch of the entry
-    /// that completes the subtree and kept after pruning, so proofs and roots read O(log n)
-    /// rows (`audit::merkle::NodeSource`).
-    AuditNodes,
-}
-
-impl Table {
-    /// Every table, in a fixed order (engines may use the position as an index).
-    pub const ALL: [Table; 24] = [
-        Table::Meta,
-        Table::Keyring,
-        Table::SubjectKeys,
-        Table::Records,
-        Table::EmailIndex,
-        Table::PhoneIndex,
-        Table::Purposes,
-        Table::Clients,
-        Table::ClientTokens,
-        Table::Consent,
-        Table::AuditEntries,
-        Table::AuditLeaves,
-        Table::AuditCheckpoints,
-        Table::Postings,
-        Table::Changes,
-        Table::SubjectState,
-        Table::Suppressions,
-        Table::Erasures,
-        Table::RightsRequests,
-        Table::AuditCosignatures,
-        Table::Proposals,
-        Table::ClientCerts,
-        Table::AuditSubjects,
-        Table::AuditNodes,
-    ];
-
-    /// The stable name of the table.
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Meta => "meta",
-            Table::Keyring => "keyring",
-            Table::SubjectKeys => "subject_keys",
-            Table::Records => "records",
-            Table::EmailIndex => "index_email",
-            Table::PhoneIndex => "index_phone",
-            Table::Purposes => "purposes",
-            Table::Clients => "clients",
-            Table::ClientTokens => "client_tokens",
-            Table::Consent => "consent",
-            Table::AuditEntries => "audit_entries",
-            Table::AuditLeaves => "audit_leaves",
-            Table::AuditCheckpoints => "audit_checkpoints",
-            Table::Postings => "postings",
-            Table::Changes => "changes",
-            Table::SubjectState => "subject_state",
-            Table::Suppressions => "suppressions",
-            Table::Erasures => "erasures",
-            Table::RightsRequests => "rights_requests",
-            Table::AuditCosignatures => "audit_cosignatures",
-            Table::Proposals => "proposals",
-            Table::ClientCerts => "client_certs",
-            Table::AuditSubjects => "audit_subjects",
-            Table::AuditNodes => "audit_nodes",
-        }
-    }
-
-    /// Position in [`Table::ALL`].
-    pub fn position(self) -> usize {
-        self as usize
-    }
-}
-
-/// A precondition of a batch: the current value of `key` in `table` equals `expect`
-/// (`None`: the key is absent).
+/// A precondition of a batch: the current value of `key` in `table` is exactly the bytes
+/// of `expect` (`None`: the key is absent; `Some` of an empty value: present and empty),
+/// when the batch applies and before any of its writes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Check {
     /// Table to read.
@@ -195,10 +96,12 @@ pub enum Op {
     },
 }
 
-/// An atomic unit of writes with its preconditions.
+/// An atomic unit of writes with its preconditions (see the module documentation's
+/// contract).
 #[derive(Clone, Default)]
 pub struct Batch {
-    /// Preconditions, all checked before any write.
+    /// Preconditions, all checked before any write, against the store as it is before
+    /// the batch.
     pub checks: Vec<Check>,
     /// Writes, applied in order.
     pub ops: Vec<Op>,
@@ -248,14 +151,55 @@ impl Batch {
         });
         self
     }
+
+    /// One batch whose outcome is that of applying `batches` one after another, all or
+    /// nothing: the fallback of [`Store::apply_all`] for an engine whose transactions take
+    /// one batch.
+    ///
+    /// A check on a key that an earlier batch of the group writes is decided here, against
+    /// that write (a failing one is [`StoreError::Conflict`] at once, and nothing is
+    /// applied); every other check is kept, and sees the store as it is before the group,
+    /// which is what it would see in turn since no earlier batch wrote its key. The ops are
+    /// every batch's ops, in order.
+    pub fn merged(batches: &[&Batch]) -> Result<Batch, StoreError> {
+        use std::collections::HashMap;
+        // What the group has written so far: `None` for a delete.
+        let mut written: HashMap<(Table, &[u8]), Option<&[u8]>> = HashMap::new();
+        let mut merged = Batch::new();
+        for batch in batches {
+            for check in &batch.checks {
+                match written.get(&(check.table, check.key.as_slice())) {
+                    Some(value) if *value != check.expect.as_deref() => {
+                        return Err(StoreError::Conflict(check.table.name()));
+                    }
+                    Some(_) => {}
+                    None => merged.checks.push(check.clone()),
+                }
+            }
+            for op in &batch.ops {
+                match op {
+                    Op::Put { table, key, value } => {
+                        written.insert((*table, key), Some(value));
+                    }
+                    Op::Delete { table, key } => {
+                        written.insert((*table, key), None);
+                    }
+                }
+                merged.ops.push(op.clone());
+            }
+        }
+        Ok(merged)
+    }
 }
 
 /// Storage failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A [`Check`] of the batch did not hold: another writer changed the row first.
-    /// Nothing was written; re-read and retry.
+    /// A [`Check`] of the batch did not hold (another writer changed the row first), or
+    /// the engine gave up retrying a race it lost: the string is the table of the failed
+    /// check (for a lost race, a table the batch touches). Nothing was written; re-read and
+    /// retry.
     #[error("a concurrent write changed table {0} first")]
     Conflict(&'static str),
     /// The engine failed (I/O error, corruption detected by the engine, ...).
@@ -290,23 +234,25 @@ pub enum StoreError {
     },
 }
 
-/// What the vault needs from a storage engine. See the module documentation for the
-/// durability and atomicity contract.
+/// What the vault needs from a storage engine. The module documentation states the contract
+/// (checks, order of writes, atomicity, visibility, durability) every method keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The value of `key` in `table`.
+    /// The value of `key` in `table`, `None` when absent.
     async fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Every pair of `table` whose key starts with `prefix`, in key order. For small
-    /// tables (the keyring); large ones get paged APIs when they need scanning.
+    /// Every pair of `table` whose key starts with `prefix` (the empty prefix: the whole
+    /// table), in key order; empty when none does. For small tables and bounded prefixes
+    /// (the keyring, one subject's rows); large tables are read with [`Store::scan_range`].
     async fn scan_prefix(
         &self,
         table: Table,
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 
-    /// Pairs of `table` with `start <= key < end` (`end: None`: to the last key), in key
-    /// order, at most `limit` of them.
+    /// The first `limit` pairs of `table` with `start <= key < end` (`end: None`: to the
+    /// last key), in key order: empty when `limit` is 0 or `start >= end`. Page on with
+    /// `start` = the last key returned followed by a 0x00 byte.
     async fn scan_range(
         &self,
         table: Table,
@@ -315,7 +261,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
 
-    /// The pair with the greatest key of `table`.
+    /// The pair with the greatest key of `table`, `None` when the table is empty.
     async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
 
     /// Applies `batch` atomically if all its checks hold, making it visible to readers, but
@@ -328,19 +274,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `batches` in order as one atomic unit, made visible but not necessarily
     /// durable (as [`Store::apply`]): each batch's checks see the writes of the batches
-    /// before it, and if any check fails nothing at all is applied. Lets the access-log
-    /// writer apply a whole group of writes in one engine transaction.
+    /// before it, and if any check fails nothing at all is applied ([`StoreError::Conflict`]
+    /// naming the table of a check that did not hold). An empty list is `Ok`. Lets the
+    /// access-log writer apply a whole group of writes in one engine transaction.
     ///
-    /// `None`: the engine has no such transaction; the caller applies the batches one at a
-    /// time with [`Store::apply`].
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
-        let _ = batches;
-        None
-    }
+    /// Required of every engine and every wrapper (a wrapper passes it on). The fallback for
+    /// an engine whose transactions take one batch is `self.apply(Batch::merged(batches)?)`:
+    /// [`Batch::merged`] folds the group into one batch with the same outcome.
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError>;
 
     /// Applies `batch` atomically if all its checks hold; returns once it is durable.
     async fn commit(&self, batch: Batch) -> Result<(), StoreError>;
 
-    /// Returns once every write committed so far is durable.
+    /// Returns once every write applied before the call (by [`Store::apply`],
+    /// [`Store::apply_all`] or [`Store::commit`]) is durable.
     async fn sync(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_decides_checks_on_the_groups_own_writes_and_keeps_the_others() {
+        let mut claim = Batch::new();
+        claim
+            .check(Table::EmailIndex, b"h", None)
+            .put(Table::EmailIndex, b"h", b"a".to_vec());
+        let mut follow = Batch::new();
+        follow
+            .check(Table::EmailIndex, b"h", Some(b"a"))
+            .check(Table::Records, b"r", Some(b"old"))
+            .delete(Table::Records, b"r");
+        let merged = Batch::merged(&[&claim, &follow]).unwrap();
+        // The check of "h" against the group's own write is decided; the store sees the
+        // claim's check and the check of "r", and every op in order.
+        assert_eq!(merged.checks.len(), 2);
+        // (`Check` and `Op` have no `Debug`: they hold key bytes.)
+        assert!(merged.checks[0] == claim.checks[0] && merged.checks[1] == follow.checks[1]);
+        assert_eq!(merged.ops.len(), 2);
+        assert!(merged.ops[0] == claim.ops[0] && merged.ops[1] == follow.ops[0]);
+        // A second claim, or a check of a deleted key's old value, cannot hold.
+        assert_eq!(
+            Batch::merged(&[&claim, &claim]).map(|_| ()),
+            Err(StoreError::Conflict("index_email"))
+        );
+        let mut expects_deleted = Batch::new();
+        expects_deleted.check(Table::Records, b"r", Some(b"old"));
+        assert_eq!(
+            Batch::merged(&[&follow, &expects_deleted]).map(|_| ()),
+            Err(StoreError::Conflict("records"))
+        );
+        assert_eq!(Batch::merged(&[]).map(|b| b.ops.len()), Ok(0));
+    }
 }

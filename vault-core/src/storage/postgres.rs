@@ -58,6 +58,10 @@
 //! When the attempts run out, those failures are returned as [`StoreError::Conflict`]
 //! too, so the vault's own retry loops handle them.
 //!
+//! [`Store::apply`] is [`Store::commit`] (every commit is durable at once), and
+//! [`Store::apply_all`] is the trait's documented fallback: the group folded into one batch
+//! by [`Batch::merged`], committed as one transaction.
+//!
 //! `get` and `scan_prefix` are single statements outside any batch (autocommit, `READ
 //! COMMITTED`): they see every batch committed before they started, as with sled.
 //!
@@ -1016,6 +1020,12 @@ impl Store for PostgresStore {
         .map_err(|e| self.engine(&e))
     }
 
+    /// The documented fallback: the group folded into one batch, run as one serializable
+    /// transaction (with `commit`'s retries), so it is durable when it returns.
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        self.commit(Batch::merged(batches)?).await
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         // Every acknowledged commit is already durable (see the module documentation).
         Ok(())
@@ -1024,12 +1034,12 @@ impl Store for PostgresStore {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::io::Write;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
     use super::*;
+    use crate::storage::contract::{self, Engine, Place, VaultStack};
 
     const URL_VAR: &str = "VAULT_TEST_DATABASE_URL";
 
@@ -1059,13 +1069,17 @@ mod tests {
 
     impl TestDb {
         fn new() -> Option<Self> {
-            let url = database_url()?;
+            Some(Self::at(database_url()?))
+        }
+
+        /// A fresh schema of the database at `url`.
+        fn at(url: String) -> Self {
             let options = PostgresOptions {
                 pool_size: 8,
                 schema: format!("vault_test_{}", uuid::Uuid::new_v4().simple()),
                 ..PostgresOptions::default()
             };
-            Some(Self { url, options })
+            Self { url, options }
         }
 
         async fn open(&self) -> Result<PostgresStore, StoreError> {
@@ -1107,6 +1121,46 @@ mod tests {
         let mut b = Batch::new();
         b.put(table, key, value.to_vec());
         b
+    }
+
+    /// The test database, for the contract suite: each store a fresh schema.
+    struct Postgres {
+        url: String,
+    }
+
+    #[async_trait]
+    impl Engine for Postgres {
+        async fn create(&self) -> Result<Box<dyn Place>, StoreError> {
+            Ok(Box::new(TestDb::at(self.url.clone())))
+        }
+    }
+
+    /// One schema; each handle is a store of its own (its own pool), as replicas are.
+    #[async_trait]
+    impl Place for TestDb {
+        async fn open(&self, handles: usize) -> Result<Vec<Arc<dyn Store>>, StoreError> {
+            let mut opened: Vec<Arc<dyn Store>> = Vec::with_capacity(handles);
+            for _ in 0..handles {
+                opened.push(Arc::new(self.open().await?));
+            }
+            Ok(opened)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_keeps_the_store_contract() -> Result<(), StoreError> {
+        let Some(url) = database_url() else {
+            return Ok(());
+        };
+        contract::run_all(&Postgres { url }).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_vault_stack_on_postgres_keeps_the_store_contract() -> Result<(), StoreError> {
+        let Some(url) = database_url() else {
+            return Ok(());
+        };
+        contract::run_all(&VaultStack(Postgres { url })).await
     }
 
     #[test]
@@ -1368,318 +1422,19 @@ mod tests {
     /// A self-signed CA certificate that signed nothing the test cluster holds.
     const OTHER_CA: &str = include_str!("testdata/other-ca.pem");
 
-    #[tokio::test]
-    async fn round_trip_put_get_delete() {
-        let Some(db) = TestDb::new() else { return };
-        let store = db.open().await.unwrap();
-        assert_eq!(store.get(Table::Records, b"a").await.unwrap(), None);
-        store
-            .commit(put(Table::Records, b"a", b"one"))
-            .await
-            .unwrap();
-        store.commit(put(Table::Meta, b"a", b"meta")).await.unwrap();
-        assert_eq!(
-            store.get(Table::Records, b"a").await.unwrap(),
-            Some(b"one".to_vec())
-        );
-        // Overwrite, then tables stay separate.
-        store
-            .commit(put(Table::Records, b"a", b"two"))
-            .await
-            .unwrap();
-        assert_eq!(
-            store.get(Table::Records, b"a").await.unwrap(),
-            Some(b"two".to_vec())
-        );
-        assert_eq!(
-            store.get(Table::Meta, b"a").await.unwrap(),
-            Some(b"meta".to_vec())
-        );
-        // Empty key and empty value are values like any other.
-        store.commit(put(Table::Records, b"", b"")).await.unwrap();
-        assert_eq!(
-            store.get(Table::Records, b"").await.unwrap(),
-            Some(Vec::new())
-        );
-        // Delete, and delete of an absent key, in one batch with a put after.
-        let mut b = Batch::new();
-        b.delete(Table::Records, b"a")
-            .delete(Table::Records, b"absent")
-            .put(Table::Records, b"b", b"bee".to_vec())
-            .delete(Table::Records, b"b")
-            .put(Table::Records, b"b", b"last".to_vec());
-        store.commit(b).await.unwrap();
-        assert_eq!(store.get(Table::Records, b"a").await.unwrap(), None);
-        assert_eq!(
-            store.get(Table::Records, b"b").await.unwrap(),
-            Some(b"last".to_vec())
-        );
-        store.commit(Batch::new()).await.unwrap();
-        store.sync().await.unwrap();
-        // Every table of Table::ALL exists and is usable.
-        for table in Table::ALL {
-            store
-                .commit(put(table, b"k", table.name().as_bytes()))
-                .await
-                .unwrap();
-            assert_eq!(
-                store.get(table, b"k").await.unwrap(),
-                Some(table.name().as_bytes().to_vec())
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn scan_prefix_orders_and_bounds() {
-        let Some(db) = TestDb::new() else { return };
-        let store = db.open().await.unwrap();
-        let keys: &[&[u8]] = &[
-            &[0xFF, 0xFF, 0x01],
-            &[0x01, 0xFF],
-            &[],
-            &[0x02],
-            &[0x01],
-            &[0xFF],
-            &[0x00],
-            &[0x01, 0x00],
-            &[0xFF, 0xFF],
-            &[0x01, 0xFF, 0xFF],
-            &[0xFF, 0x00],
-            &[0x80],
-            &[0x01, 0xFE, 0xFF],
-        ];
-        let mut model = BTreeMap::new();
-        let mut batch = Batch::new();
-        for (i, key) in keys.iter().enumerate() {
-            let value = vec![u8::try_from(i).unwrap()];
-            batch.put(Table::Keyring, key, value.clone());
-            model.insert(key.to_vec(), value);
-        }
-        // Same keys in another table must not leak into the scans.
-        for key in keys {
-            batch.put(Table::Meta, key, b"other".to_vec());
-        }
-        store.commit(batch).await.unwrap();
-        let prefixes: &[&[u8]] = &[
-            &[],
-            &[0x00],
-            &[0x01],
-            &[0x01, 0xFF],
-            &[0x01, 0xFE],
-            &[0x02],
-            &[0x03],
-            &[0x80],
-            &[0xFF],
-            &[0xFF, 0xFF],
-            &[0xFF, 0xFF, 0xFF],
-        ];
-        for prefix in prefixes {
-            let expected: Vec<(Vec<u8>, Vec<u8>)> = model
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let got = store.scan_prefix(Table::Keyring, prefix).await.unwrap();
-            assert_eq!(got, expected, "prefix {prefix:02x?}");
-        }
-        assert_eq!(
-            store.scan_prefix(Table::Keyring, &[]).await.unwrap().len(),
-            keys.len()
-        );
-        assert!(
-            store
-                .scan_prefix(Table::Records, &[])
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn failing_check_writes_nothing() {
-        let Some(db) = TestDb::new() else { return };
-        let store = db.open().await.unwrap();
-        let mut b = Batch::new();
-        b.check(Table::EmailIndex, b"h", None)
-            .put(Table::EmailIndex, b"h", b"a".to_vec())
-            .put(Table::Records, b"a", b"rec".to_vec());
-        store.commit(b.clone()).await.unwrap();
-        assert_eq!(
-            store.get(Table::Records, b"a").await.unwrap(),
-            Some(b"rec".to_vec())
-        );
-        // Same batch again: the absent-check fails, and no other write is applied.
-        let mut again = b;
-        again.put(Table::Records, b"b", b"other".to_vec());
-        assert_eq!(
-            store.commit(again).await,
-            Err(StoreError::Conflict("index_email"))
-        );
-        assert_eq!(store.get(Table::Records, b"b").await.unwrap(), None);
-        // A check expecting the wrong value fails; writes placed before it in the batch's
-        // op list are not applied either.
-        let mut wrong = Batch::new();
-        wrong
-            .put(Table::Meta, b"m", b"x".to_vec())
-            .delete(Table::Records, b"a")
-            .check(Table::Records, b"a", Some(b"not rec"));
-        assert_eq!(
-            store.commit(wrong).await,
-            Err(StoreError::Conflict("records"))
-        );
-        assert_eq!(store.get(Table::Meta, b"m").await.unwrap(), None);
-        assert_eq!(
-            store.get(Table::Records, b"a").await.unwrap(),
-            Some(b"rec".to_vec())
-        );
-        // A check expecting a value on an absent key fails.
-        let mut absent = Batch::new();
-        absent
-            .check(Table::Records, b"zz", Some(b""))
-            .put(Table::Meta, b"m", b"x".to_vec());
-        assert_eq!(
-            store.commit(absent).await,
-            Err(StoreError::Conflict("records"))
-        );
-        assert_eq!(store.get(Table::Meta, b"m").await.unwrap(), None);
-        // Checks that hold, with no writes, succeed; read-modify-write with the right
-        // expectation succeeds.
-        let mut ok = Batch::new();
-        ok.check(Table::Records, b"a", Some(b"rec"))
-            .check(Table::Records, b"zz", None);
-        store.commit(ok).await.unwrap();
-        let mut rmw = Batch::new();
-        rmw.check(Table::Records, b"a", Some(b"rec"))
-            .put(Table::Records, b"a", b"rec2".to_vec());
-        store.commit(rmw).await.unwrap();
-        assert_eq!(
-            store.get(Table::Records, b"a").await.unwrap(),
-            Some(b"rec2".to_vec())
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_claims_of_one_key_have_one_winner() {
-        let Some(db) = TestDb::new() else { return };
-        // Two pools: two replicas sharing the database.
-        let replicas = [
-            Arc::new(db.open().await.unwrap()),
-            Arc::new(db.open().await.unwrap()),
-        ];
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..50u32 {
-            let store = Arc::clone(&replicas[(i % 2) as usize]);
-            tasks.spawn(async move {
-                let id = format!("subject-{i}").into_bytes();
-                let mut b = Batch::new();
-                b.check(Table::EmailIndex, b"hmac-of-email", None)
-                    .put(Table::EmailIndex, b"hmac-of-email", id.clone())
-                    .put(Table::Records, &id, b"sealed".to_vec());
-                (id, store.commit(b).await)
-            });
-        }
-        let mut winners = Vec::new();
-        let mut conflicts = 0;
-        while let Some(joined) = tasks.join_next().await {
-            let (id, result) = joined.unwrap();
-            match result {
-                Ok(()) => winners.push(id),
-                Err(StoreError::Conflict("index_email")) => conflicts += 1,
-                Err(other) => panic!("unexpected error: {other}"),
-            }
-        }
-        assert_eq!(winners.len(), 1, "exactly one claim wins");
-        assert_eq!(conflicts, 49);
-        let winner = winners.pop().unwrap();
-        for store in &replicas {
-            assert_eq!(
-                store
-                    .get(Table::EmailIndex, b"hmac-of-email")
-                    .await
-                    .unwrap(),
-                Some(winner.clone())
-            );
-            let records = store.scan_prefix(Table::Records, b"").await.unwrap();
-            assert_eq!(records, vec![(winner.clone(), b"sealed".to_vec())]);
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_read_modify_write_loses_no_update() {
-        let Some(db) = TestDb::new() else { return };
-        let replicas = [
-            Arc::new(db.open().await.unwrap()),
-            Arc::new(db.open().await.unwrap()),
-        ];
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..20usize {
-            let store = Arc::clone(&replicas[i % 2]);
-            tasks.spawn(async move {
-                // The vault's retry loop: re-read and retry on Conflict (bounded).
-                for _ in 0..200 {
-                    let current = store.get(Table::Meta, b"counter").await?;
-                    let n = current
-                        .as_deref()
-                        .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
-                    let mut b = Batch::new();
-                    b.check(Table::Meta, b"counter", current.as_deref()).put(
-                        Table::Meta,
-                        b"counter",
-                        (n + 1).to_be_bytes().to_vec(),
-                    );
-                    match store.commit(b).await {
-                        Ok(()) => return Ok(()),
-                        Err(StoreError::Conflict(_)) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(StoreError::Engine("too many conflicts".to_owned()))
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            joined.unwrap().unwrap();
-        }
-        assert_eq!(
-            replicas[0].get(Table::Meta, b"counter").await.unwrap(),
-            Some(20u64.to_be_bytes().to_vec())
-        );
-    }
-
-    #[tokio::test]
-    async fn reopen_sees_committed_data() {
-        let Some(db) = TestDb::new() else { return };
-        {
-            let store = db.open().await.unwrap();
-            let mut b = Batch::new();
-            b.put(Table::Meta, b"k", b"v".to_vec()).put(
-                Table::SubjectKeys,
-                b"s",
-                b"wrapped".to_vec(),
-            );
-            store.commit(b).await.unwrap();
-        }
-        let store = db.open().await.unwrap();
-        assert_eq!(
-            store.get(Table::Meta, b"k").await.unwrap(),
-            Some(b"v".to_vec())
-        );
-        assert_eq!(store.scan_prefix(Table::Meta, b"").await.unwrap().len(), 1);
-        assert_eq!(
-            store.get(Table::SubjectKeys, b"s").await.unwrap(),
-            Some(b"wrapped".to_vec())
-        );
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrations_are_idempotent_and_race_free() {
         let Some(db) = TestDb::new() else { return };
         // Two daemons starting at once on a fresh schema, then a third later.
         let (a, b) = tokio::join!(db.open(), db.open());
         let (a, b) = (a.unwrap(), b.unwrap());
-        a.commit(put(Table::Meta, b"k", b"v")).await.unwrap();
+        a.commit(put(Table::Records, b"k", b"v")).await.unwrap();
         drop(b);
         let c = db.open().await.unwrap();
-        assert_eq!(c.get(Table::Meta, b"k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            c.get(Table::Records, b"k").await.unwrap(),
+            Some(b"v".to_vec())
+        );
         let client = c.pool.get().await.unwrap();
         let versions: Vec<i32> = client
             .query(

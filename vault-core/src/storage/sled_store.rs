@@ -213,11 +213,11 @@ impl Store for SledStore {
         self.apply_batch(&batch)
     }
 
-    async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
         if let Some(failure) = self.group_commit.failed() {
-            return Some(Err(failure));
+            return Err(failure);
         }
-        Some(self.apply_batches(batches))
+        self.apply_batches(batches)
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
@@ -235,85 +235,48 @@ impl Store for SledStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
     use super::*;
+    use crate::storage::contract::{self, Engine, Fallback, Place, VaultStack};
 
-    fn open_temp() -> Result<(tempfile::TempDir, SledStore), StoreError> {
-        let dir = tempfile::tempdir().map_err(engine)?;
-        let store = SledStore::open(dir.path(), &SledOptions::default())?;
-        Ok((dir, store))
-    }
+    /// sled in a temporary directory, for the contract suite.
+    struct Sled;
 
-    #[tokio::test]
-    async fn apply_all_checks_each_batch_after_the_ones_before() -> Result<(), StoreError> {
-        let (_dir, store) = open_temp()?;
-        let mut claim_a = Batch::new();
-        claim_a
-            .check(Table::EmailIndex, b"h", None)
-            .put(Table::EmailIndex, b"h", b"a".to_vec())
-            .put(Table::Records, b"a", b"rec-a".to_vec());
-        let mut claim_b = Batch::new();
-        claim_b
-            .check(Table::EmailIndex, b"h", None)
-            .put(Table::EmailIndex, b"h", b"b".to_vec())
-            .put(Table::Records, b"b", b"rec-b".to_vec());
-        // Both claims hold against the store as it is, but not one after the other: the
-        // second fails and the whole group applies nothing.
-        assert_eq!(
-            store.apply_all(&[&claim_a, &claim_b]).await,
-            Some(Err(StoreError::Conflict("index_email")))
-        );
-        assert_eq!(store.get(Table::EmailIndex, b"h").await?, None);
-        assert_eq!(store.get(Table::Records, b"a").await?, None);
-        // A batch that expects what an earlier one wrote sees it.
-        let mut follow = Batch::new();
-        follow.check(Table::EmailIndex, b"h", Some(b"a")).put(
-            Table::Records,
-            b"a",
-            b"rec-a2".to_vec(),
-        );
-        assert_eq!(store.apply_all(&[&claim_a, &follow]).await, Some(Ok(())));
-        assert_eq!(
-            store.get(Table::Records, b"a").await?,
-            Some(b"rec-a2".to_vec())
-        );
-        Ok(())
-    }
+    /// The directory of one store. sled locks its directory to one opener per process, so
+    /// several handles are references to one open store.
+    struct SledPlace(tempfile::TempDir);
 
-    #[tokio::test]
-    async fn commit_checks_and_writes_atomically() -> Result<(), StoreError> {
-        let (_dir, store) = open_temp()?;
-        let mut b = Batch::new();
-        b.check(Table::EmailIndex, b"h", None)
-            .put(Table::EmailIndex, b"h", b"a".to_vec())
-            .put(Table::Records, b"a", b"rec".to_vec());
-        store.commit(b.clone()).await?;
-        assert_eq!(
-            store.get(Table::Records, b"a").await?,
-            Some(b"rec".to_vec())
-        );
-        // Same batch again: the check fails, and the other write is not applied either.
-        let mut again = b;
-        again.put(Table::Records, b"b", b"other".to_vec());
-        assert_eq!(
-            store.commit(again).await,
-            Err(StoreError::Conflict("index_email"))
-        );
-        assert_eq!(store.get(Table::Records, b"b").await?, None);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn reopen_keeps_committed_data() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(engine)?;
-        {
-            let store = SledStore::open(dir.path(), &SledOptions::default())?;
-            let mut b = Batch::new();
-            b.put(Table::Meta, b"k", b"v".to_vec());
-            store.commit(b).await?;
+    #[async_trait]
+    impl Engine for Sled {
+        async fn create(&self) -> Result<Box<dyn Place>, StoreError> {
+            Ok(Box::new(SledPlace(tempfile::tempdir().map_err(engine)?)))
         }
-        let store = SledStore::open(dir.path(), &SledOptions::default())?;
-        assert_eq!(store.get(Table::Meta, b"k").await?, Some(b"v".to_vec()));
-        assert_eq!(store.scan_prefix(Table::Meta, b"").await?.len(), 1);
-        Ok(())
+    }
+
+    #[async_trait]
+    impl Place for SledPlace {
+        async fn open(&self, handles: usize) -> Result<Vec<Arc<dyn Store>>, StoreError> {
+            let store: Arc<dyn Store> =
+                Arc::new(SledStore::open(self.0.path(), &SledOptions::default())?);
+            Ok(vec![store; handles])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sled_keeps_the_store_contract() -> Result<(), StoreError> {
+        contract::run_all(&Sled).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_vault_stack_on_sled_keeps_the_store_contract() -> Result<(), StoreError> {
+        contract::run_all(&VaultStack(Sled)).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_apply_all_fallback_on_sled_keeps_the_store_contract() -> Result<(), StoreError> {
+        contract::run_all(&Fallback(Sled)).await
     }
 }

@@ -17,9 +17,8 @@ use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
 use crate::storage::{Batch, StoreError, Table};
 
 use super::{Vault, now_us};
+use crate::storage::schema::meta;
 use crate::txn;
-
-const META_BOOTSTRAP_ADMIN: &[u8] = b"bootstrap_admin_created";
 
 pub(super) fn purpose_json(p: &Purpose) -> Result<Vec<u8>> {
     serde_json::to_vec(p).map_err(|e| Error::Codec(e.to_string()))
@@ -75,7 +74,7 @@ impl Vault {
     {
         if self
             .store
-            .get(Table::Meta, META_BOOTSTRAP_ADMIN)
+            .get(Table::Meta, meta::BOOTSTRAP_ADMIN_CREATED)
             .await?
             .is_some()
         {
@@ -97,11 +96,8 @@ impl Vault {
             token_sha256: hex::encode(TokenHash::of(&token).0),
         };
         let mut b = Batch::new();
-        b.check(Table::Meta, META_BOOTSTRAP_ADMIN, None).put(
-            Table::Meta,
-            META_BOOTSTRAP_ADMIN,
-            b"1".to_vec(),
-        );
+        b.check(Table::Meta, meta::BOOTSTRAP_ADMIN_CREATED, None)
+            .put(Table::Meta, meta::BOOTSTRAP_ADMIN_CREATED, b"1".to_vec());
         self.put_client(&mut b, &stored, None)?;
         match self.store.commit(b).await {
             Ok(()) => Ok(true),

@@ -304,7 +304,10 @@ mod tests {
             {
                 b.delete(Table::AuditSubjects, &k);
             }
-            b.delete(Table::Meta, crate::journal::subjects::META_SUBJECTS_INDEXED);
+            b.delete(
+                Table::Meta,
+                crate::storage::schema::meta::AUDIT_SUBJECTS_INDEXED,
+            );
             vault.store.commit(b).await.unwrap();
             vault.audit.close().await.unwrap();
             (about, exported, id)

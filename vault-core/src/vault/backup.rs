@@ -67,16 +67,15 @@ use crate::crypto::keyring::Keyring;
 use crate::crypto::root_key::RootKey;
 use crate::crypto::row_mac::RowKey;
 use crate::error::{Error, InvalidInput, Result};
-use crate::storage::authenticated::{ROW_AUTH_MARKER, authenticate_existing_rows};
-use crate::storage::copy::{self, CopyError, CopyReport, DEFAULT_BATCH_ROWS, MIGRATION_MARKER};
+use crate::storage::authenticated::authenticate_existing_rows;
+use crate::storage::copy::{self, CopyError, CopyReport, DEFAULT_BATCH_ROWS};
 use crate::storage::sled_store::SledOptions;
 use crate::storage::{
     AuthenticatedStore, Batch, PostgresStore, SledStore, Store, StoreError, Table,
 };
 
-use super::{
-    META_FORMAT, StorageChoice, Vault, VaultOptions, keys, now_us, read_epochs, restrict_dir,
-};
+use super::{StorageChoice, Vault, VaultOptions, keys, now_us, read_epochs, restrict_dir};
+use crate::storage::schema::meta;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -297,11 +296,6 @@ struct JournalRow {
 }
 
 const JOURNAL_KIND: &str = "vault erasure journal";
-
-/// Meta key a restore writes into the store it installs and removes once the erasure
-/// journal is replayed on it. A store that still carries it holds a backup's state, not the
-/// live one, so its own erasure journal proves nothing about erasures made since.
-const RESTORE_PENDING: &[u8] = b"restore/pending";
 
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
     Error::Storage(StoreError::Engine(format!(
@@ -594,7 +588,8 @@ impl Vault {
                 .map_err(copy_failed)?;
                 let dest = AuthenticatedStore::new(Arc::new(dest), row_key);
                 let epochs = read_epochs(&dest).await?.into_keys().collect();
-                let format_version = parse_format(dest.get(Table::Meta, META_FORMAT).await?);
+                let format_version =
+                    parse_format(dest.get(Table::Meta, meta::FORMAT_VERSION).await?);
                 drop(dest);
                 Ok(Snapshot {
                     taken_at_us,
@@ -733,7 +728,11 @@ impl Vault {
         // 2. Check the backup: complete, as the manifest says, opened by this root key, and
         //    with key epochs that fit together.
         let staged = SledStore::open(staging, &SledOptions::default())?;
-        if staged.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
+        if staged
+            .get(Table::Meta, meta::MIGRATION_INCOMPLETE)
+            .await?
+            .is_some()
+        {
             return Err(Error::FailedPrecondition(
                 "the backup is incomplete (it was interrupted while being written); use \
                  another backup"
@@ -756,7 +755,11 @@ impl Vault {
         // The backup's rows as the vault reads them: tags verified under this root key.
         // A backup taken before rows were authenticated is tagged (in this private copy)
         // as the vault tags an old store at its first open.
-        if staged.get(Table::Meta, ROW_AUTH_MARKER).await?.is_none() {
+        if staged
+            .get(Table::Meta, meta::ROWS_AUTHENTICATED)
+            .await?
+            .is_none()
+        {
             authenticate_existing_rows(&staged, &RowKey::derive(root)).await?;
         }
         let staged_raw = Arc::new(staged);
@@ -825,7 +828,7 @@ impl Vault {
         // 4. Replace the target's contents, marked as a restore in progress until the
         //    journal is replayed.
         let mut pending = Batch::new();
-        pending.put(Table::Meta, RESTORE_PENDING, when.as_bytes().to_vec());
+        pending.put(Table::Meta, meta::RESTORE_PENDING, when.as_bytes().to_vec());
         staged.commit(pending).await?;
         let previous_store = match target.postgres {
             None => {
@@ -848,7 +851,7 @@ impl Vault {
                 previous
             }
             Some(pg) => {
-                pg.truncate_and_mark(MIGRATION_MARKER).await?;
+                pg.truncate_and_mark(meta::MIGRATION_INCOMPLETE).await?;
                 // Byte for byte, tags included.
                 copy::copy_into_marked(
                     staged_raw.as_ref(),
@@ -876,7 +879,7 @@ impl Vault {
         let replayed = match vault.replay_erasures(journal.rows).await {
             Ok(n) => {
                 let mut done = Batch::new();
-                done.delete(Table::Meta, RESTORE_PENDING);
+                done.delete(Table::Meta, meta::RESTORE_PENDING);
                 vault
                     .store
                     .commit(done)
@@ -954,7 +957,11 @@ impl Target {
         // left out (another vault's store, or forged journal rows). A store last written
         // before rows were authenticated is read as it is.
         let authenticated = AuthenticatedStore::new(Arc::clone(&raw), RowKey::derive(root));
-        let store: &dyn Store = if raw.get(Table::Meta, ROW_AUTH_MARKER).await?.is_some() {
+        let store: &dyn Store = if raw
+            .get(Table::Meta, meta::ROWS_AUTHENTICATED)
+            .await?
+            .is_some()
+        {
             &authenticated
         } else {
             raw.as_ref()
@@ -968,14 +975,18 @@ impl Target {
                 false,
                 "the target store is another vault's (this root key does not open it)",
             )
-        } else if raw.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
+        } else if raw
+            .get(Table::Meta, meta::MIGRATION_INCOMPLETE)
+            .await?
+            .is_some()
+        {
             (
                 false,
                 "the target store is the unfinished result of an interrupted copy",
             )
         // Presence is enough, tag or not: a marker only ever makes the store count as not
         // live, the cautious side.
-        } else if raw.get(Table::Meta, RESTORE_PENDING).await?.is_some() {
+        } else if raw.get(Table::Meta, meta::RESTORE_PENDING).await?.is_some() {
             (
                 false,
                 "the target store is the unfinished result of an interrupted restore",
@@ -1374,7 +1385,7 @@ mod tests {
         async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
             self.inner.apply(batch).await
         }
-        async fn apply_all(&self, batches: &[&Batch]) -> Option<Result<(), StoreError>> {
+        async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
             self.inner.apply_all(batches).await
         }
         async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
@@ -1630,7 +1641,7 @@ mod tests {
         // own journal does not count, the journal that restore saved does.
         let store = SledStore::open(&d.join("store"), &SledOptions::default()).unwrap();
         let mut b = Batch::new();
-        b.put(Table::Meta, RESTORE_PENDING, b"x".to_vec());
+        b.put(Table::Meta, meta::RESTORE_PENDING, b"x".to_vec());
         store.commit(b).await.unwrap();
         drop(store);
         let e = Vault::restore(&options(&d, &key), &path, RestoreOptions::default())

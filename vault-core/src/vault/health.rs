@@ -3,11 +3,8 @@
 
 use super::Vault;
 use crate::Result;
+use crate::storage::schema::meta;
 use crate::storage::{Batch, StoreHealth, Table};
-
-/// The [`Table::Meta`] row the probe writes: the time of the last probe (microseconds since
-/// the Unix epoch, big-endian). Nothing reads it.
-const STORE_PROBE: &[u8] = b"store_probe";
 
 impl Vault {
     /// Whether the store accepts writes: `None`, or why not. Follow it with
@@ -22,7 +19,7 @@ impl Vault {
     pub async fn probe_store(&self) -> Result<()> {
         let now = super::now_us();
         let mut batch = Batch::new();
-        batch.put(Table::Meta, STORE_PROBE, now.to_be_bytes().to_vec());
+        batch.put(Table::Meta, meta::STORE_PROBE, now.to_be_bytes().to_vec());
         Ok(self.store.commit(batch).await?)
     }
 }

@@ -58,12 +58,11 @@ use crate::access::{Caller, Role, Rpc};
 use crate::crypto::Key256;
 use crate::crypto::keyring::{self, Keyring};
 use crate::error::{Error, IntegrityObject, Result};
+use crate::storage::schema::meta;
 use crate::storage::{Batch, Store, StoreError, Table};
 use crate::txn;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Prefix of the epoch metadata keys in [`Table::Meta`].
-const EPOCH_META_PREFIX: &str = "epoch/";
 /// Subject keys read, and re-wrapped in one batch, at a time.
 const REWRAP_CHUNK: usize = 256;
 /// Client id of the access-log entries of scheduled key work (no client calls it).
@@ -113,7 +112,7 @@ struct EpochMeta {
 }
 
 fn meta_key(epoch: u32) -> Vec<u8> {
-    format!("{EPOCH_META_PREFIX}{epoch}").into_bytes()
+    meta::epoch(epoch)
 }
 
 fn meta_json(meta: &EpochMeta) -> Result<Vec<u8>> {
@@ -189,12 +188,12 @@ pub(super) async fn epoch_inconsistency(store: &dyn Store) -> Result<Option<Stri
     }
     let mut active = Vec::new();
     for (key, raw) in store
-        .scan_prefix(Table::Meta, EPOCH_META_PREFIX.as_bytes())
+        .scan_prefix(Table::Meta, meta::EPOCH_PREFIX.as_bytes())
         .await?
     {
         let name = String::from_utf8_lossy(&key).into_owned();
         let epoch = name
-            .strip_prefix(EPOCH_META_PREFIX)
+            .strip_prefix(meta::EPOCH_PREFIX)
             .and_then(|n| n.parse::<u32>().ok());
         let Some(epoch) = epoch.filter(|e| meta_key(*e) == key) else {
             return Ok(Some(format!(

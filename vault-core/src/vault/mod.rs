@@ -51,9 +51,9 @@ use crate::journal::{AuditLog, AuditOptions};
 use crate::postings;
 use crate::purpose::{Channel, Purpose, Registry};
 use crate::storage::authenticated::{
-    ROW_AUTH_MARKER, authenticate_existing_rows, describe_key, unverified_security_rows,
+    authenticate_existing_rows, describe_key, unverified_security_rows,
 };
-use crate::storage::copy::MIGRATION_MARKER;
+use crate::storage::schema::meta;
 use crate::storage::sled_store::SledOptions;
 use crate::storage::{
     AuthenticatedStore, Batch, DatabaseUrl, PostgresOptions, PostgresStore, SledStore, Store,
@@ -63,7 +63,6 @@ use crate::subject_state::{self, Pins, SubjectState};
 use crate::supporter::{Supporter, record};
 use crate::txn;
 
-const META_FORMAT: &[u8] = b"format_version";
 const FORMAT_VERSION: &[u8] = b"1";
 
 /// Which storage engine holds the vault's tables.
@@ -324,10 +323,10 @@ impl Vault {
         mark: Option<&Mark>,
         mark_path: Option<&Path>,
     ) -> Result<()> {
-        let marker = raw.get(Table::Meta, ROW_AUTH_MARKER).await?;
+        let marker = raw.get(Table::Meta, meta::ROWS_AUTHENTICATED).await?;
         if let Some(v) = marker {
             if row_key
-                .open(Table::Meta.name(), ROW_AUTH_MARKER, &v)
+                .open(Table::Meta.name(), meta::ROWS_AUTHENTICATED, &v)
                 .is_some()
             {
                 return Ok(());
@@ -343,7 +342,7 @@ impl Vault {
             }
             return Err(StoreError::Tampered {
                 table: Table::Meta.name(),
-                key: describe_key(ROW_AUTH_MARKER),
+                key: describe_key(meta::ROWS_AUTHENTICATED),
             }
             .into());
         }
@@ -375,7 +374,11 @@ impl Vault {
         audit: AuditOptions,
         mark_file: Option<MarkFile>,
     ) -> Result<Self> {
-        if store.get(Table::Meta, MIGRATION_MARKER).await?.is_some() {
+        if store
+            .get(Table::Meta, meta::MIGRATION_INCOMPLETE)
+            .await?
+            .is_some()
+        {
             return Err(Error::FailedPrecondition(
                 "the store is an incomplete copy: `vaultctl migrate` or `vaultctl restore` was \
                  interrupted while filling it; run the restore again (with --journal and the \
@@ -415,12 +418,12 @@ impl Vault {
         }
         let raw = store;
         let store: Arc<dyn Store> = Arc::new(AuthenticatedStore::new(Arc::clone(&raw), row_key));
-        match store.get(Table::Meta, META_FORMAT).await? {
+        match store.get(Table::Meta, meta::FORMAT_VERSION).await? {
             None => {
                 let mut b = Batch::new();
-                b.check(Table::Meta, META_FORMAT, None).put(
+                b.check(Table::Meta, meta::FORMAT_VERSION, None).put(
                     Table::Meta,
-                    META_FORMAT,
+                    meta::FORMAT_VERSION,
                     FORMAT_VERSION.to_vec(),
                 );
                 match store.commit(b).await {

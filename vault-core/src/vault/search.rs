@@ -28,6 +28,7 @@ use crate::storage::Table;
 use crate::supporter::{Field, FieldSet, Supporter, normalize, record};
 
 use super::Vault;
+use crate::storage::schema::meta;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
@@ -68,8 +69,6 @@ struct Evaluated {
     more: bool,
     peak_held: usize,
 }
-/// `Meta` key: the `collected` posting terms exist for every supporter.
-const COLLECTED_TERMS_MARKER: &[u8] = b"postings_collected_for";
 
 /// A segment query.
 #[derive(Debug, Clone, Default)]
@@ -185,7 +184,7 @@ impl Vault {
     pub(super) async fn index_collected_for(&self) -> Result<()> {
         if self
             .store
-            .get(Table::Meta, COLLECTED_TERMS_MARKER)
+            .get(Table::Meta, meta::COLLECTED_TERMS_INDEXED)
             .await?
             .is_some()
         {
@@ -228,7 +227,7 @@ impl Vault {
             self.store.commit(b).await?;
         }
         let mut b = crate::storage::Batch::new();
-        b.put(Table::Meta, COLLECTED_TERMS_MARKER, b"1".to_vec());
+        b.put(Table::Meta, meta::COLLECTED_TERMS_INDEXED, b"1".to_vec());
         self.store.commit(b).await?;
         if indexed > 0 {
             tracing::info!(

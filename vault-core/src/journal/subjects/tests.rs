@@ -77,6 +77,12 @@ impl Store for Counting {
     async fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.inner.last(table).await
     }
+    async fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.inner.apply(batch).await
+    }
+    async fn apply_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        self.inner.apply_all(batches).await
+    }
     async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         self.inner.commit(batch).await
     }
@@ -328,7 +334,7 @@ async fn a_store_without_the_index_is_indexed_once_at_open() {
         for (k, _) in store.scan_prefix(Table::AuditSubjects, b"").await.unwrap() {
             b.delete(Table::AuditSubjects, &k);
         }
-        b.delete(Table::Meta, META_SUBJECTS_INDEXED);
+        b.delete(Table::Meta, meta::AUDIT_SUBJECTS_INDEXED);
         store.commit(b).await.unwrap();
         log.close().await.unwrap();
     }
