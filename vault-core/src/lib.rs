@@ -17,6 +17,7 @@ pub mod consent;
 pub mod credentials;
 pub mod crypto;
 pub mod error;
+pub mod fsutil;
 pub mod journal;
 pub mod latency;
 pub mod postings;

@@ -18,17 +18,15 @@
 //! check to that older size.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::RootKey;
 use crate::crypto::row_mac::RowKey;
 use crate::error::{Error, IntegrityObject, Result};
+use crate::fsutil;
 
 /// Domain label of the mark's tag (a "table" no store has).
 const TAG_LABEL: &str = "outside/audit-mark";
@@ -65,7 +63,6 @@ pub struct MarkFile {
     key: RowKey,
     /// The size last written by this process, so marks only move forward here.
     written: Mutex<Option<Mark>>,
-    tmp_counter: AtomicU64,
 }
 
 impl std::fmt::Debug for MarkFile {
@@ -93,6 +90,11 @@ fn bad(path: &Path, what: &str) -> Error {
     )))
 }
 
+/// A failed write of the mark file, worded as [`io`] words it.
+fn io_write(e: &fsutil::WriteError) -> Error {
+    io(&e.path, e.step.verb(), &e.source)
+}
+
 fn io(path: &Path, what: &str, e: &std::io::Error) -> Error {
     // The mark lives beside the root key, usually on the data directory's file system: a
     // full or read-only disk there is the store's unavailability too. Other errors
@@ -111,7 +113,6 @@ impl MarkFile {
             path: path_for(root_key_path),
             key: RowKey::derive(root),
             written: Mutex::new(None),
-            tmp_counter: AtomicU64::new(0),
         }
     }
 
@@ -166,32 +167,7 @@ impl MarkFile {
             tag,
         })
         .map_err(|e| Error::Codec(e.to_string()))?;
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = self.path.as_os_str().to_os_string();
-        tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
-        let tmp = PathBuf::from(tmp_name);
-        let result = (|| -> Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| io(&tmp, "cannot create", &e))?;
-            f.write_all(&json)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| io(&tmp, "cannot write", &e))?;
-            fs::rename(&tmp, &self.path).map_err(|e| io(&self.path, "cannot rename into", &e))?;
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| io(dir, "cannot sync", &e))?;
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
+        fsutil::replace_private(&self.path, &json).map_err(|e| io_write(&e))?;
         *written = Some(mark);
         Ok(())
     }

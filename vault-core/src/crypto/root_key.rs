@@ -11,15 +11,16 @@
 //! The hex text is read into one pre-sized, zeroizing buffer that never grows, so no copy
 //! of it is left behind in freed memory by a reallocation.
 
-use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
 use super::secret::Key256;
 use crate::error::{Error, Result};
+use crate::fsutil::{self, Step};
 
 /// The root key, loaded from its file.
 #[derive(Debug)]
@@ -168,22 +169,17 @@ impl RootKey {
         let key = Key256::generate()?;
         let mut text = Zeroizing::new(hex::encode(key.expose()));
         text.push('\n');
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| file_error(path, format!("cannot be created: {e}")))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| file_error(path, format!("cannot be written: {e}")))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the new directory entry durable too, so a crash cannot lose the key
-            // while keeping data sealed under it.
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| file_error(path, format!("directory cannot be synced: {e}")))?;
-        }
+        // Created, never replaced: an existing key file is never overwritten. The directory
+        // entry is made durable too, so a crash cannot lose the key while keeping data
+        // sealed under it.
+        fsutil::create_private(path, text.as_bytes()).map_err(|e| {
+            let reason = match e.step {
+                Step::Create => "cannot be created",
+                Step::Write | Step::Rename => "cannot be written",
+                Step::SyncDirectory => "directory cannot be synced",
+            };
+            file_error(path, format!("{reason}: {}", e.source))
+        })?;
         Ok(Self(key))
     }
 

@@ -14,11 +14,12 @@ use crate::error::{Error, IntegrityObject, InvalidInput, Result};
 use crate::journal::AccessRecord;
 use crate::proposal::{Change, ProposedClient, needs_second_admin};
 use crate::purpose::{self, DPO_PURPOSE, Purpose, Registry};
+use crate::storage::schema::meta;
 use crate::storage::{Batch, StoreError, Table};
 
-use super::{Vault, now_us};
-use crate::storage::schema::meta;
 use crate::txn;
+
+use super::{Vault, now_us};
 
 pub(super) fn purpose_json(p: &Purpose) -> Result<Vec<u8>> {
     serde_json::to_vec(p).map_err(|e| Error::Codec(e.to_string()))

@@ -54,8 +54,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,15 +66,16 @@ use crate::crypto::keyring::Keyring;
 use crate::crypto::root_key::RootKey;
 use crate::crypto::row_mac::RowKey;
 use crate::error::{Error, InvalidInput, Result};
+use crate::fsutil;
 use crate::storage::authenticated::authenticate_existing_rows;
 use crate::storage::copy::{self, CopyError, CopyReport, DEFAULT_BATCH_ROWS};
+use crate::storage::schema::meta;
 use crate::storage::sled_store::SledOptions;
 use crate::storage::{
     AuthenticatedStore, Batch, PostgresStore, SledStore, Store, StoreError, Table,
 };
 
 use super::{StorageChoice, Vault, VaultOptions, keys, now_us, read_epochs, restrict_dir};
-use crate::storage::schema::meta;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -266,8 +266,6 @@ impl ErasureJournal {
     /// a failed write never leaves a truncated journal in place of the previous one.
     pub fn write_file(&self, path: &Path) -> Result<()> {
         let bytes = self.to_file_bytes()?;
-        // A temporary file a crashed earlier run left behind.
-        let _ = fs::remove_file(temporary(path));
         write_durably(path, &bytes)
     }
 
@@ -376,28 +374,9 @@ fn stamp() -> String {
     }
 }
 
-/// The temporary file [`write_durably`] writes `path` through.
-fn temporary(path: &Path) -> PathBuf {
-    path.with_extension("tmp")
-}
-
 /// Writes `bytes` to `path` (mode 0600) through a temporary file, durably.
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary(path);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_error("cannot create", &tmp, &e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error("cannot write", &tmp, &e))?;
-    fs::rename(&tmp, path).map_err(|e| io_error("cannot rename into", path, &e))?;
-    if let Some(dir) = path.parent() {
-        fsync_path(dir)?;
-    }
-    Ok(())
+    fsutil::replace_private(path, bytes).map_err(|e| io_error(e.step.verb(), &e.path, &e.source))
 }
 
 /// The backup directory, claimed for this backup.
@@ -1291,8 +1270,7 @@ mod tests {
         assert_eq!(ErasureJournal::read_file(&path).unwrap(), journal);
         assert!(journal.covers(1_700_000_000_000_000));
         assert!(!journal.covers(1_700_000_000_000_001));
-        // Written again over itself, and over a temporary file a crash left.
-        fs::write(temporary(&path), b"partial").unwrap();
+        // Written again over itself.
         journal.write_file(&path).unwrap();
         assert_eq!(ErasureJournal::read_file(&path).unwrap(), journal);
         // A file from before journals recorded their time: read, but as of unknown age.

@@ -25,10 +25,10 @@ use crate::error::{Error, InvalidInput, Result};
 use crate::postings::{self, Term, TermHash};
 use crate::purpose::{Channel, Purpose};
 use crate::storage::Table;
+use crate::storage::schema::meta;
 use crate::supporter::{Field, FieldSet, Supporter, normalize, record};
 
 use super::Vault;
-use crate::storage::schema::meta;
 
 /// Default page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;

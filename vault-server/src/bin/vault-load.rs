@@ -508,17 +508,10 @@ async fn register_client(
     Ok((CallMetadata::new(Token::new(&proposed.token)), client_id))
 }
 
-/// Writes a new file only its owner may read.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
+/// Writes a new file only its owner may read, durably; never replaces one
+/// ([`vault_core::fsutil::create_private`]).
+fn write_private(path: &Path, contents: &str) -> Result<(), vault_core::fsutil::WriteError> {
+    vault_core::fsutil::create_private(path, contents.as_bytes())
 }
 
 impl Setup {

@@ -2,7 +2,6 @@
 //! public key, checkpoints, pin and verify-since ask the daemon; `verify` checks an exported
 //! file offline, with no daemon and no token.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args as ClapArgs, Subcommand};
@@ -306,20 +305,17 @@ pub(crate) async fn run(
                 })?)
                 .await?
                 .into_inner();
-            // Written as it arrives, never held whole: an export of any length. A failed
-            // stream leaves a cut file, which the verifier reports as truncated.
-            let cannot = |e: std::io::Error| CtlError::file("write", &out)(e);
-            let mut file = std::io::BufWriter::new(std::fs::File::create(&out).map_err(cannot)?);
+            // Written as it arrives, never held whole: an export of any length, into a 0600
+            // temporary file renamed over `out` once the stream ended; a failed stream
+            // leaves `out` as it was (no cut file).
+            let mut file = vault_core::fsutil::Replacement::begin(&out)?;
             let (mut bytes, mut lines) = (0usize, 0usize);
             while let Some(chunk) = stream.message().await? {
-                file.write_all(&chunk.data).map_err(cannot)?;
+                file.write_all(&chunk.data)?;
                 bytes += chunk.data.len();
                 lines += chunk.data.iter().filter(|b| **b == b'\n').count();
             }
-            file.into_inner()
-                .map_err(|e| cannot(e.into_error()))?
-                .sync_all()
-                .map_err(cannot)?;
+            file.finish()?;
             Ok(serde_json::json!({ "out": out.display().to_string(), "bytes": bytes, "lines": lines }).to_string())
         }
         AuditCommand::Checkpoints { since_seq } => {

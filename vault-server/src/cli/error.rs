@@ -61,15 +61,9 @@ pub enum CtlError {
         #[source]
         source: io::Error,
     },
-    /// An exported file could not be narrowed to its owner.
-    #[error("cannot restrict {} to its owner: {source}", path.display())]
-    Permissions {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// A private file (personal data) could not be written whole: `cannot <step> <path>: <why>`.
+    #[error(transparent)]
+    PrivateFile(#[from] vault_core::fsutil::WriteError),
     /// Standard input could not be read.
     #[error("cannot read standard input: {0}")]
     Stdin(#[source] io::Error),

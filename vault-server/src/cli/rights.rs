@@ -261,24 +261,9 @@ async fn requests(
     }
 }
 
-/// Writes personal data to a new file readable by its owner only.
+/// Writes personal data to a file readable by its owner only: a new file of mode 0600
+/// replaces any file there (so an existing file's wider mode does not carry over), whole
+/// and durably ([`vault_core::fsutil::replace_private`]).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CtlError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(CtlError::file("write", path))?;
-    // `mode` applies only to a new file: an existing one is narrowed too.
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|source| CtlError::Permissions {
-            path: path.to_owned(),
-            source,
-        })?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(CtlError::file("write", path))
+    Ok(vault_core::fsutil::replace_private(path, bytes)?)
 }

@@ -3,8 +3,6 @@
 //! (mode 0600, written atomically) before the client is committed: the one way in for
 //! `vaultctl` on a fresh vault, and no credential that nobody holds.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,29 +30,14 @@ pub(super) async fn admin_token(vault: &Vault, token_path: &Path) -> vault_core:
     Ok(())
 }
 
-/// Writes a secret to `path` with mode 0600, atomically (temporary file, fsync, rename).
+/// Writes a secret to `path` with mode 0600, atomically and durably
+/// ([`vault_core::fsutil::replace_private`]).
 fn write_secret_file(path: &Path, secret: &str) -> vault_core::Result<()> {
-    let io = |e: std::io::Error| vault_core::Error::RootKeyFile {
+    let mut line = zeroize::Zeroizing::new(Vec::with_capacity(secret.len() + 1));
+    line.extend_from_slice(secret.as_bytes());
+    line.push(b'\n');
+    vault_core::fsutil::replace_private(path, &line).map_err(|e| vault_core::Error::RootKeyFile {
         path: path.display().to_string(),
         reason: format!("admin token file cannot be written: {e}"),
-    };
-    let tmp = path.with_extension("token.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(secret.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    })
 }
