@@ -68,6 +68,9 @@ pub async fn connect(addr: &str, tls: &TlsFiles) -> Result<Channel, Error> {
         addr: addr.to_owned(),
         source,
     })?;
+    // Said, not assumed: a request is several small writes, which Nagle's algorithm would
+    // hold back for the daemon's delayed ACK.
+    endpoint = endpoint.tcp_nodelay(true);
     let secure = url.starts_with("https://");
     if secure {
         let mut config = ClientTlsConfig::new();
