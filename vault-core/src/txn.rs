@@ -5,7 +5,8 @@
 //! [`StoreError::Conflict`] and nothing of it is applied. [`retry`] then runs the attempt
 //! again from its reads, after the one backoff ([`Backoff::OPERATION`]), up to
 //! [`MAX_ATTEMPTS`] times. This is the only layer that retries a conflict of the vault's
-//! rows: the storage engines retry only their own transient failures, and the access log's
+//! rows: the storage engines retry only their own transient failures (and, when those run
+//! out, say so with [`StoreError::Contended`], which is not retried here), and the access log's
 //! writer only the race for its head between replicas (the data batch it carries goes back
 //! here), so retries no longer stack.
 //!
@@ -123,6 +124,22 @@ mod tests {
             Err(Error::Codec("bad".into()))
         });
         assert!(matches!(r, Err(Error::Codec(_))));
+        assert_eq!(calls, 1);
+    }
+
+    /// An engine that already retried its lost races (PostgreSQL's `commit_attempts`) is
+    /// not retried again: one attempt, not 128 times the engine's.
+    #[tokio::test]
+    async fn an_engine_that_gave_up_its_own_retries_is_not_retried() {
+        let mut calls = 0u32;
+        let r: Result<()> = retry!(backoff = NONE; "x", {
+            calls += 1;
+            Err(Error::Storage(StoreError::Contended("records")))
+        });
+        assert!(matches!(
+            r,
+            Err(Error::Storage(StoreError::Contended("records")))
+        ));
         assert_eq!(calls, 1);
     }
 

@@ -24,9 +24,11 @@
 //!   decides. Deleting an absent key is no error.
 //! - **Atomicity.** A batch, or a group of batches given to [`Store::apply_all`], applies
 //!   entirely or not at all. A failed check is [`StoreError::Conflict`] naming the table of
-//!   a check that did not hold; nothing was written. An engine may also report a lost race
-//!   it gave up retrying as `Conflict` (PostgreSQL, after its own retries): nothing was
-//!   written either, and the caller re-reads and retries as for a failed check. Every
+//!   a check that did not hold; nothing was written, and the caller re-reads and retries. An
+//!   engine that lost a race to concurrent transactions as often as it retries one
+//!   (PostgreSQL, after its own retries) reports [`StoreError::Contended`]: nothing was
+//!   written either, and the operation is not run again (its retry would multiply the
+//!   engine's). Every
 //!   other error also means nothing was written, except two whose outcome is unknown: an
 //!   [`StoreError::Engine`] error that says so (the connection to a database lost while it
 //!   committed), and a failure to make writes durable ([`StoreError::NotDurable`], or
@@ -196,12 +198,21 @@ impl Batch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A [`Check`] of the batch did not hold (another writer changed the row first), or
-    /// the engine gave up retrying a race it lost: the string is the table of the failed
-    /// check (for a lost race, a table the batch touches). Nothing was written; re-read and
-    /// retry.
+    /// A [`Check`] of the batch did not hold (another writer changed the row first): the
+    /// string is the table of the failed check. Nothing was written; re-read and retry
+    /// (`txn::retry!` does).
     #[error("a concurrent write changed table {0} first")]
     Conflict(&'static str),
+    /// The engine lost the race for the batch to concurrent transactions as many times as it
+    /// retries one (PostgreSQL: serialization failures, deadlocks, unique violations), without
+    /// its checks ever failing: the string is a table the batch touches. Nothing was
+    /// written. Not a [`StoreError::Conflict`]: the operation's retry does not run the
+    /// attempt again (the engine's tries times the operation's would stack to a thousand
+    /// waits); the call fails with ABORTED, for the client to retry later.
+    #[error(
+        "the database kept losing races for table {0} to concurrent writers and gave up          after its retries; nothing was written"
+    )]
+    Contended(&'static str),
     /// The engine failed (I/O error, corruption detected by the engine, ...).
     #[error("{0}")]
     Engine(String),

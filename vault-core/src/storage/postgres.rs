@@ -55,8 +55,10 @@
 //! against the winner's data, so a real conflict comes back as
 //! [`StoreError::Conflict`] naming the table whose check failed, exactly as with sled, and
 //! a batch without checks (which sled never refuses) is not refused for a transient race.
-//! When the attempts run out, those failures are returned as [`StoreError::Conflict`]
-//! too, so the vault's own retry loops handle them.
+//! When the attempts run out, those failures are returned as [`StoreError::Contended`]:
+//! not a [`StoreError::Conflict`], so the operation's own retry (`txn::retry!`) does not
+//! run the attempt again. Retries no longer stack (ten here times 128 there were 1,280
+//! waits before a call gave up); the call fails with ABORTED.
 //!
 //! [`Store::apply`] is [`Store::commit`] (every commit is durable at once), and
 //! [`Store::apply_all`] is the trait's documented fallback: the group folded into one batch
@@ -864,7 +866,7 @@ impl PostgresStore {
         Ok(Outcome::Committed)
     }
 
-    /// The table to name in a [`StoreError::Conflict`] for a lost race: the table the
+    /// The table to name in a [`StoreError::Contended`] for a lost race: the table the
     /// database names if it is one of ours, else the batch's first.
     fn conflict_table(&self, db: &DbError, batch: &Batch) -> &'static str {
         let named = db.table().and_then(|name| {
@@ -948,7 +950,7 @@ impl Store for PostgresStore {
             if let Some(db) = failure.failure.lost_race() {
                 // Nothing was written (this includes a serialization failure at COMMIT).
                 if attempt >= self.commit_attempts {
-                    return Err(StoreError::Conflict(self.conflict_table(db, &batch)));
+                    return Err(StoreError::Contended(self.conflict_table(db, &batch)));
                 }
                 crate::backoff::Backoff::ENGINE.pause(attempt).await;
                 continue;
@@ -1201,6 +1203,86 @@ mod tests {
         assert!(url.expose().contains("Zq9-secret-pw"));
         let bad = DatabaseUrl::new("postgres://vault:Zq9-secret-pw@[bad");
         assert!(!format!("{bad:?}").contains("Zq9-secret-pw"));
+    }
+
+    /// Runs `batch` on a store with `attempts` commit attempts while another transaction
+    /// holds `key` of `Table::Records` inserted and uncommitted: the batch's write waits
+    /// for it, and once it commits, SERIALIZABLE refuses the batch (40001) on its first try.
+    async fn commit_behind_a_held_insert(
+        attempts: u32,
+        batch: Batch,
+        key: &[u8],
+    ) -> Option<Result<(), StoreError>> {
+        let mut db = TestDb::new()?;
+        db.options.commit_attempts = attempts;
+        let store = Arc::new(db.open().await.unwrap());
+        let mut holder = connect_client(&db.url).await.unwrap();
+        let held = holder
+            .build_transaction()
+            .isolation_level(IsolationLevel::Serializable)
+            .start()
+            .await
+            .unwrap();
+        let table = format!(
+            "{}.{}",
+            quote_ident(&db.options.schema),
+            table_name(Table::Records)
+        );
+        held.execute(
+            &format!("INSERT INTO {table} (key, value) VALUES ($1, $2)"),
+            &[&key, &b"held".as_slice()],
+        )
+        .await
+        .unwrap();
+        let committing = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.commit(batch).await }
+        });
+        // Until the batch waits on the held row (no timing: the server says so).
+        let watcher = connect_client(&db.url).await.unwrap();
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        held.commit().await.unwrap();
+        Some(committing.await.unwrap())
+    }
+
+    /// A race lost as many times as the engine tries is [`StoreError::Contended`], which
+    /// the operation's retry does not run again (ten engine tries times 128 stacked); a
+    /// check that fails on the engine's retry is still a [`StoreError::Conflict`].
+    #[tokio::test]
+    async fn races_lost_past_the_attempts_are_contention_and_failed_checks_conflicts() {
+        let Some(lost) =
+            commit_behind_a_held_insert(1, put(Table::Records, b"k", b"mine"), b"k").await
+        else {
+            return;
+        };
+        assert!(
+            matches!(lost, Err(StoreError::Contended("records"))),
+            "{lost:?}"
+        );
+        // With a second try the checks are read again, against the winner's row.
+        let mut claim = put(Table::Records, b"k", b"mine");
+        claim.check(Table::Records, b"k", None);
+        let conflict = commit_behind_a_held_insert(2, claim, b"k")
+            .await
+            .expect("the database was there a moment ago");
+        assert!(
+            matches!(conflict, Err(StoreError::Conflict("records"))),
+            "{conflict:?}"
+        );
     }
 
     /// The database's own class-53 errors, raised by the server (a real `DbError`, as a

@@ -22,7 +22,8 @@ pub fn to_status(err: Error) -> Status {
             tracing::error!(error = %msg, "integrity check failed; the stored data was altered");
             Code::DataLoss
         }
-        Error::Contention(_) | Error::Storage(StoreError::Conflict(_)) => Code::Aborted,
+        Error::Contention(_)
+        | Error::Storage(StoreError::Conflict(_) | StoreError::Contended(_)) => Code::Aborted,
         Error::Storage(StoreError::NotDurable(_)) => {
             tracing::error!(error = %msg, "store not durable");
             Code::Unavailable
