@@ -206,7 +206,7 @@ impl Vault {
                     log.subject(&id);
                     let Some(loaded) = self.load(&id).await? else {
                         // Removed since the index read: re-read.
-                        return Err(txn::stale("records"));
+                        return Err(txn::stale(Table::Records.name()));
                     };
                     if !incoming.email.is_empty()
                         && !loaded.supporter.email.is_empty()

@@ -642,6 +642,37 @@ struct ImportTotals {
     unchanged: AtomicU64,
     rejected: AtomicU64,
     first_rejection: Mutex<Option<String>>,
+    /// Rows finished, and when each call finished: (seconds since the start, rows done).
+    done: Mutex<(u64, Vec<(f64, u64)>)>,
+}
+
+impl ImportTotals {
+    /// Records a finished call of `rows` rows, `at` seconds after the start.
+    fn finished(&self, rows: u64, at: f64) {
+        if let Ok(mut done) = self.done.lock() {
+            done.0 += rows;
+            let total = done.0;
+            done.1.push((at, total));
+        }
+    }
+
+    /// Supporters per second over the first and over the last tenth of the `count` rows
+    /// (a store whose cost per row grows with its size shows a falling rate).
+    fn tenth_rates(&self, count: u64) -> Option<(f64, f64)> {
+        let done = self.done.lock().ok()?;
+        let marks = &done.1;
+        let first = marks.iter().find(|(_, rows)| *rows >= count / 10)?;
+        let before_last = marks
+            .iter()
+            .rev()
+            .find(|(_, rows)| *rows <= count - count / 10)?;
+        let end = marks.last()?;
+        let rate = |rows: u64, secs: f64| rows as f64 / secs.max(1e-9);
+        Some((
+            rate(first.1, first.0),
+            rate(end.1 - before_last.1, end.0 - before_last.0),
+        ))
+    }
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -803,6 +834,7 @@ async fn run(args: Args) -> Result<(), String> {
                 let calls = count.div_ceil(batch);
                 let totals = Arc::new(ImportTotals::default());
                 let t = Arc::clone(&totals);
+                let started = std::time::Instant::now();
                 let m = drive(concurrency, Limit::Count(calls), move |w, call| {
                     let (mut c, member, pop, t) = (
                         s.supporters(w),
@@ -830,10 +862,15 @@ async fn run(args: Args) -> Result<(), String> {
                                 format!("row {}: {}", from + first.row, first.reason)
                             });
                         }
+                        t.finished(to - from, started.elapsed().as_secs_f64());
                         Ok(to - from)
                     }
                 })
                 .await?;
+                if let Some((first, last)) = totals.tenth_rates(count) {
+                    extra.insert("first_tenth_per_s".into(), first.round().into());
+                    extra.insert("last_tenth_per_s".into(), last.round().into());
+                }
                 let (segment, consenting) = setup.population.segment_size(count);
                 extra.insert("supporters".into(), m.items.into());
                 extra.insert(
