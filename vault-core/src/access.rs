@@ -16,6 +16,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::consent::ConsentState;
+pub use crate::denial::DenialReason;
 use crate::error::{Error, InvalidInput};
 use crate::purpose::{Channel, DPO_PURPOSE, Purpose, Registry};
 use crate::supporter::FieldSet;
@@ -421,18 +422,16 @@ pub struct Decision {
     pub fields: FieldSet,
 }
 
-/// Why a call was refused: a short code for the access log, and the error for the caller.
+/// Why a call was refused: the reason for the access log, and the error for the caller.
 #[derive(Debug)]
 pub struct Denied {
-    /// Stable reason code (`role`, `purpose-missing`, `purpose-unknown`,
-    /// `purpose-not-allowed`, and for a person: `restricted`, `objected`, `no-consent`,
-    /// `not-collected`, `no-basis`, `no-proof`).
-    pub code: &'static str,
+    /// The reason the access log records (its stable code: [`DenialReason::code`]).
+    pub code: DenialReason,
     /// The error returned to the caller.
     pub error: Error,
 }
 
-fn deny(code: &'static str, error: Error) -> Denied {
+fn deny(code: DenialReason, error: Error) -> Denied {
     Denied { code, error }
 }
 
@@ -457,7 +456,7 @@ pub fn decide(
             _ => format!("it is for role {}", allowed.join(" or ")),
         };
         return Err(deny(
-            "role",
+            DenialReason::Role,
             Error::PermissionDenied(format!("role {} may not call {rpc}: {why}", caller.role)),
         ));
     }
@@ -474,7 +473,7 @@ pub fn decide(
         .filter(|p| !p.is_empty())
     else {
         return Err(deny(
-            "purpose-missing",
+            DenialReason::PurposeMissing,
             InvalidInput::new(
                 PURPOSE_METADATA_KEY,
                 format!("{rpc} touches personal data: declare why with metadata `{PURPOSE_METADATA_KEY}: <purpose id>`"),
@@ -485,7 +484,7 @@ pub fn decide(
     let Some(purpose) = registry.get(purpose_id) else {
         let shown: String = purpose_id.chars().take(64).collect();
         return Err(deny(
-            "purpose-unknown",
+            DenialReason::PurposeUnknown,
             InvalidInput::new(
                 PURPOSE_METADATA_KEY,
                 format!(
@@ -515,7 +514,7 @@ pub fn decide(
             format!("this client may use: {}", mine.join(", "))
         };
         return Err(deny(
-            "purpose-not-allowed",
+            DenialReason::PurposeNotAllowed,
             Error::PermissionDenied(format!(
                 "client {} may not use purpose {}: {detail}",
                 caller.client_id, purpose.id
@@ -549,15 +548,15 @@ fn subject_refusal(
     purpose: &Purpose,
     subject: &Subject<'_>,
     channel: Option<Channel>,
-) -> Option<&'static str> {
+) -> Option<DenialReason> {
     let withdrawal = rpc == Rpc::ConsentWithdraw;
     if subject.restricted && !withdrawal {
-        return Some("restricted");
+        return Some(DenialReason::Restricted);
     }
     // A grant's own check refuses consent on an objected channel, with the reason: the
     // caller proved it knows the person (the contact point the consent came through).
     if !withdrawal && rpc != Rpc::ConsentGrant && objects_to(purpose, subject, channel) {
-        return Some("objected");
+        return Some(DenialReason::Objected);
     }
     let known = || {
         has_basis(purpose, subject, None)
@@ -566,12 +565,12 @@ fn subject_refusal(
     match rpc {
         Rpc::ConsentGrant => None,
         Rpc::ConsentWithdraw | Rpc::ConsentStatus | Rpc::ConsentHistory => {
-            (!known()).then_some("no-basis")
+            (!known()).then_some(DenialReason::NoBasis)
         }
         _ if !has_basis(purpose, subject, channel) => Some(if purpose.needs_consent() {
-            "no-consent"
+            DenialReason::NoConsent
         } else {
-            "not-collected"
+            DenialReason::NotCollected
         }),
         _ => None,
     }

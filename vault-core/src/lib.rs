@@ -16,6 +16,7 @@ pub mod clock;
 pub mod consent;
 pub mod credentials;
 pub mod crypto;
+pub mod denial;
 pub mod error;
 pub mod fsutil;
 pub mod journal;

@@ -237,7 +237,7 @@ impl Core {
         let seq = head.frontier.size();
         let (outcome, reason) = match entry.outcome {
             Outcome::Allowed => ("allowed", None),
-            Outcome::Denied(code) => ("denied", Some(code.to_owned())),
+            Outcome::Denied(reason) => ("denied", Some(reason.code().to_owned())),
         };
         let bytes = AuditEntry {
             v: ENTRY_VERSION,

@@ -8,6 +8,7 @@
 //! before the reply leaves the vault.
 
 use crate::access::{Caller, Denied, Rpc};
+use crate::denial::DenialReason;
 use crate::error::Error;
 use crate::journal::AuditLog;
 use crate::storage::Batch;
@@ -18,11 +19,8 @@ use crate::supporter::FieldSet;
 pub enum Outcome {
     /// The call ran.
     Allowed,
-    /// The call was refused; the code says why (`role`, `purpose-missing`,
-    /// `purpose-unknown`, `purpose-not-allowed`, `no-consent`, `field-not-allowed`,
-    /// `needs-second-admin`, `own-proposal`, `unauthenticated`, `invalid-argument`, `not-found`,
-    /// `already-exists`, `integrity`, `error`).
-    Denied(&'static str),
+    /// The call was refused, for this reason.
+    Denied(DenialReason),
 }
 
 /// One access-log entry.
@@ -56,7 +54,7 @@ pub struct AccessEntry {
 #[derive(Debug)]
 pub struct AccessRecord {
     entry: AccessEntry,
-    denied: Option<&'static str>,
+    denied: Option<DenialReason>,
     committed: bool,
 }
 
@@ -149,16 +147,7 @@ impl AccessRecord {
         self.entry.outcome = match (&result, self.denied) {
             (Ok(_), _) => Outcome::Allowed,
             (Err(_), Some(code)) => Outcome::Denied(code),
-            (Err(e), None) => Outcome::Denied(match e {
-                Error::InvalidInput(_) => "invalid-argument",
-                Error::NotFound(_) => "not-found",
-                Error::AlreadyExists(_) => "already-exists",
-                Error::PermissionDenied(_) => "permission-denied",
-                Error::Unauthenticated(_) => "unauthenticated",
-                Error::FailedPrecondition(_) => "failed-precondition",
-                Error::Integrity(_) => "integrity",
-                _ => "error",
-            }),
+            (Err(e), None) => Outcome::Denied(DenialReason::of_error(e)),
         };
         if result.is_err() {
             self.entry.fields.clear();

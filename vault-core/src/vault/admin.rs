@@ -39,7 +39,7 @@ pub(super) struct StoredClient {
 /// The refusal of a one-admin change that widens access to personal data.
 pub(super) fn needs_approval(log: &mut AccessRecord, why: &[String], how: &str) -> Error {
     log.denied(Denied {
-        code: "needs-second-admin",
+        code: crate::denial::DenialReason::NeedsSecondAdmin,
         error: Error::PermissionDenied(format!(
             "this change widens access to personal data ({}), so it needs a second admin: \
              propose it with Admin.ProposeChange ({how}), and another admin approves it with \

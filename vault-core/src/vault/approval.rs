@@ -230,7 +230,7 @@ impl Vault {
                 }
                 if proposal.proposed_by == caller.client_id {
                     return Err(log.denied(Denied {
-                        code: "own-proposal",
+                        code: crate::denial::DenialReason::OwnProposal,
                         error: Error::PermissionDenied(format!(
                             "client {} proposed {id} and may not approve it: another admin must",
                             caller.client_id

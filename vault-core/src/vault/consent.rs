@@ -84,7 +84,7 @@ impl Vault {
             let may = caller.role == Role::Dpo || caller.allowed_purposes.contains(&purpose.id);
             if !may {
                 return Err(log.denied(Denied {
-                    code: "purpose-not-allowed",
+                    code: crate::denial::DenialReason::PurposeNotAllowed,
                     error: Error::PermissionDenied(format!(
                         "client {} may not record consent for purpose {}",
                         caller.client_id, purpose.id
@@ -122,7 +122,7 @@ impl Vault {
                     // The caller proved it knows the person (the contact point); the id
                     // is still left out of the message.
                     return Err(log.denied(Denied {
-                        code: "objected",
+                        code: crate::denial::DenialReason::Objected,
                         error: Error::FailedPrecondition(format!(
                             "this supporter objected to contact by {channel} (GDPR art. 21); \
                              consent on that channel cannot be recorded"
@@ -162,7 +162,7 @@ impl Vault {
         let (table, hash) = match through {
             None => {
                 return Err(log.denied(Denied {
-                    code: "no-proof",
+                    code: crate::denial::DenialReason::NoProof,
                     error: InvalidInput::new(
                         "contact_email",
                         "Consent.Grant must name the email (contact_email) or phone \
@@ -186,7 +186,7 @@ impl Vault {
             return Ok(());
         }
         Err(log.denied(Denied {
-            code: "no-proof",
+            code: crate::denial::DenialReason::NoProof,
             error: not_found(id),
         }))
     }

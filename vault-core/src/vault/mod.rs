@@ -577,7 +577,7 @@ impl Vault {
             purpose: None,
             subjects: Vec::new(),
             fields: Vec::new(),
-            outcome: crate::journal::Outcome::Denied("unauthenticated"),
+            outcome: crate::journal::Outcome::Denied(crate::denial::DenialReason::Unauthenticated),
             request_ref: None,
             changes: Vec::new(),
         };

@@ -40,7 +40,7 @@ fn check_writable(log: &mut AccessRecord, purpose: &Purpose, written: &[Field]) 
         return Ok(());
     }
     Err(log.denied(crate::access::Denied {
-        code: "field-not-allowed",
+        code: crate::denial::DenialReason::FieldNotAllowed,
         error: Error::PermissionDenied(format!(
             "purpose {} may not write {}: it may see only {}",
             purpose.id,
@@ -94,7 +94,7 @@ fn resolve_grants(
         })?;
         if !caller.allowed_purposes.contains(&purpose.id) {
             return Err(log.denied(crate::access::Denied {
-                code: "purpose-not-allowed",
+                code: crate::denial::DenialReason::PurposeNotAllowed,
                 error: Error::PermissionDenied(format!(
                     "client {} may not record consent for purpose {}",
                     caller.client_id, purpose.id
@@ -732,7 +732,7 @@ impl Vault {
             let Some(h) = h else { continue };
             if self.store.get(Table::Suppressions, h).await?.is_some() {
                 return Err(log.denied(crate::access::Denied {
-                    code: "suppressed",
+                    code: crate::denial::DenialReason::Suppressed,
                     error: Error::FailedPrecondition(format!(
                         "the person with this {what} objected to any further contact (their \
                          data was erased or suppressed at their request); it may not be added \
