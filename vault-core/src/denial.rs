@@ -149,16 +149,44 @@ mod tests {
 
     #[test]
     fn codes_never_change() {
-        // Exported logs from earlier versions carry these: pinned, not derived.
-        assert_eq!(DenialReason::NoConsent.code(), "no-consent");
+        // Exported logs from earlier versions carry these: written out here, not derived
+        // from the declaration, so a renamed code fails.
+        use DenialReason::*;
+        let pinned = [
+            (Unauthenticated, "unauthenticated"),
+            (Role, "role"),
+            (PurposeMissing, "purpose-missing"),
+            (PurposeUnknown, "purpose-unknown"),
+            (PurposeNotAllowed, "purpose-not-allowed"),
+            (NoConsent, "no-consent"),
+            (NotCollected, "not-collected"),
+            (NoBasis, "no-basis"),
+            (Restricted, "restricted"),
+            (Objected, "objected"),
+            (NoProof, "no-proof"),
+            (FieldNotAllowed, "field-not-allowed"),
+            (Suppressed, "suppressed"),
+            (OwnProposal, "own-proposal"),
+            (NeedsSecondAdmin, "needs-second-admin"),
+            (InvalidArgument, "invalid-argument"),
+            (NotFound, "not-found"),
+            (AlreadyExists, "already-exists"),
+            (PermissionDenied, "permission-denied"),
+            (FailedPrecondition, "failed-precondition"),
+            (Integrity, "integrity"),
+            (Error, "error"),
+        ];
         assert_eq!(
-            DenialReason::PurposeNotAllowed.code(),
-            "purpose-not-allowed"
+            pinned.len(),
+            DenialReason::ALL.len(),
+            "a reason is not pinned"
         );
-        assert_eq!(DenialReason::Error.code(), "error");
+        for (reason, code) in pinned {
+            assert_eq!(reason.code(), code);
+        }
         assert_eq!(
-            DenialReason::of_error(&Error::NotFound("x".into())),
-            DenialReason::NotFound
+            DenialReason::of_error(&crate::error::Error::NotFound("x".into())),
+            NotFound
         );
     }
 }
